@@ -1,0 +1,4 @@
+"""biobert-jax: BioBERT in JAX/Flax."""
+from biobert_jax.config import BertConfig
+
+__all__ = ["BertConfig"]

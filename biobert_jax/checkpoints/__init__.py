@@ -1,0 +1,87 @@
+"""Checkpoint import/export: HF (safetensors / torch), Google TF1, and our native format.
+
+`load(path)` detects the format and returns `(config, params)` with params
+`{"encoder": <BertEncoder tree>}` plus `"cls"` (pre-training heads) when the checkpoint has
+them. Layers are always returned unstacked (`layer_{i}`); `stack_layers` gives the nn.scan form.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+from absl import logging
+
+from biobert_jax.checkpoints import hf, tf1
+from biobert_jax.checkpoints.convert import CheckpointError, LoadReport
+from biobert_jax.checkpoints.names import flatten, stack_layers, unflatten, unstack_layers
+from biobert_jax.config import BertConfig
+
+__all__ = ["CheckpointError", "LoadReport", "detect_format", "load", "load_with_report",
+           "export_hf", "export_tf1", "stack_layers", "unstack_layers", "flatten", "unflatten"]
+
+
+def detect_format(path: str | os.PathLike) -> str:
+  """"hf", "tf1" or "native" for `path` (a directory, or a TF1 checkpoint prefix)."""
+  p = pathlib.Path(path)
+  if hf.is_hf_dir(p):
+    return "hf"
+  if tf1.find_checkpoint(p) is not None:
+    return "tf1"
+  if p.is_dir() and ((p / "bert_config.json").exists() or (p / "params").exists()):
+    return "native"
+  raise CheckpointError(
+      f"{p}: not a recognised checkpoint: expected a HF directory (config.json + "
+      "model.safetensors or pytorch_model.bin), a TF1 checkpoint (bert_config.json + "
+      "model.ckpt-N.index/.data-*), or a native directory (bert_config.json + params/)")
+
+
+def _load_native(path: pathlib.Path) -> tuple[BertConfig, dict[str, Any]]:
+  try:
+    from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise CheckpointError(f"{path}: looks like a native checkpoint, but "
+                          f"biobert_jax.checkpoints.native is not available ({e})") from e
+  return native.load_native(path)
+
+
+def load_with_report(path: str | os.PathLike, *, strict: bool = True,
+                     rng: jax.Array | None = None,
+                     ) -> tuple[BertConfig, dict[str, Any], LoadReport]:
+  """Like `load`, also returning what was loaded / new / unused / ignored.
+
+  strict=False: params missing from the checkpoint are freshly initialised (with `rng`) and
+  unexpected tensors skipped, both listed in the report; shape mismatches still fail.
+  """
+  p = pathlib.Path(path)
+  fmt = detect_format(p)
+  if fmt == "hf":
+    config, params, report = hf.load(p, strict=strict, rng=rng)
+  elif fmt == "tf1":
+    config, params, report = tf1.load(p, strict=strict, rng=rng)
+  else:
+    config, params = _load_native(p)
+    report = LoadReport(path=str(p), format="native",
+                        loaded=sorted(flatten(params)) if isinstance(params, Mapping) else [])
+  logging.info("%s", report.summary())
+  return config, params, report
+
+
+def load(path: str | os.PathLike, *, strict: bool = True,
+         rng: jax.Array | None = None) -> tuple[BertConfig, dict[str, Any]]:
+  """Loads any supported checkpoint -> (config, params); see `load_with_report`."""
+  config, params, _ = load_with_report(path, strict=strict, rng=rng)
+  return config, params
+
+
+def export_hf(config: BertConfig, params: Mapping[str, Any], out_dir: str | os.PathLike, *,
+              drop_unknown: bool = False) -> pathlib.Path:
+  """Writes a transformers-loadable directory (config.json + model.safetensors)."""
+  return hf.export(config, params, out_dir, drop_unknown=drop_unknown)
+
+
+def export_tf1(config: BertConfig, params: Mapping[str, Any], out_prefix: str | os.PathLike, *,
+               drop_unknown: bool = False) -> pathlib.Path:
+  """Writes a TF1 checkpoint with Google's variable names + bert_config.json beside it."""
+  return tf1.export(config, params, out_prefix, drop_unknown=drop_unknown)

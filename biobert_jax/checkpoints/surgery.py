@@ -1,0 +1,274 @@
+"""Parameter-tree surgery: put a pre-trained encoder into a task model, resize tables, freeze.
+
+Everything works on plain nested dicts of arrays (what `biobert_jax.checkpoints.load` and
+`biobert_jax.models.init_params` return) addressed by '/'-joined paths such as
+`encoder/encoder/layer_3/attention/self/query/kernel`.
+
+* `graft_encoder` copies the pre-trained `encoder/...` leaves into freshly initialised task
+  params, drops what the task has no use for (the pre-training heads `cls/...`, a pooler the
+  task model lacks), leaves the task head fresh, and re-initialises subtrees on request.
+  It returns a `SurgeryReport` listing every path.
+* `extend_position_embeddings` / `extend_vocab` grow the embedding tables of a checkpoint
+  *before* grafting, so that shape checks still catch every accidental mismatch.
+* `trainable_patterns_top_k` produces regexes for `make_optimizer`'s `trainable` field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Iterable, Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from biobert_jax.config import BertConfig
+
+WORD_EMBEDDINGS = "encoder/embeddings/word_embeddings/embedding"
+POSITION_EMBEDDINGS = "encoder/embeddings/position_embeddings/embedding"
+MLM_OUTPUT_BIAS = "cls/predictions/output_bias"
+# Heads of our task models: everything outside "encoder" that is not a pre-training head.
+_PRETRAINING_HEADS = ("cls",)
+
+
+def flatten(tree: Any) -> dict[str, Any]:
+  """{'a/b/c': leaf} for a nested dict of arrays."""
+  return traverse_util.flatten_dict(dict(tree), sep="/")
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _with_encoder_scope(params: Any) -> dict[str, Any]:
+  """Accepts either a full tree ({"encoder": ..., "cls": ...}) or a bare encoder tree."""
+  params = dict(params)
+  if "encoder" not in params and "embeddings" in params:
+    return {"encoder": params}
+  return params
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+  return tuple(int(d) for d in np.shape(x))
+
+
+@dataclasses.dataclass
+class SurgeryReport:
+  """What `graft_encoder` did, path by path (shapes as lists, JSON-able)."""
+
+  loaded: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+  new: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+  reinitialized: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+  dropped: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+  def to_dict(self) -> dict[str, Any]:
+    counts = {k: {"tensors": len(v), "params": int(sum(np.prod(s) for s in v.values()))}
+              for k, v in self._sections().items()}
+    return {"counts": counts, **self._sections()}
+
+  def _sections(self) -> dict[str, dict[str, list[int]]]:
+    return {"loaded": self.loaded, "new": self.new, "reinitialized": self.reinitialized,
+            "dropped": self.dropped}
+
+  def format(self, max_rows: int = 12) -> str:
+    """Human-readable summary; every non-loaded path is listed (they are the surprises)."""
+    lines = ["parameter surgery:"]
+    for name, section in self._sections().items():
+      n = int(sum(np.prod(s) for s in section.values()))
+      lines.append(f"  {name}: {len(section)} tensors, {n:,} params")
+      rows = sorted(section.items())
+      limit = max_rows if name == "loaded" else len(rows)
+      for path, shape in rows[:limit]:
+        lines.append(f"    {path} {tuple(shape)}")
+      if len(rows) > limit:
+        lines.append(f"    ... {len(rows) - limit} more")
+    return "\n".join(lines)
+
+  def save(self, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+      f.write("\n")
+
+
+def _mismatch_message(path: str, task_shape: tuple, ckpt_shape: tuple) -> str:
+  msg = (f"shape mismatch at {path}: task model expects {task_shape}, checkpoint has "
+         f"{ckpt_shape}")
+  if path == WORD_EMBEDDINGS and task_shape[1:] == ckpt_shape[1:]:
+    msg += (f". The vocabularies differ ({ckpt_shape[0]} rows in the checkpoint vs "
+            f"{task_shape[0]} in the task model): add tokens with "
+            "biobert_jax.checkpoints.surgery.extend_vocab(config, params, num_new) before "
+            "grafting, or use the checkpoint's own vocab.txt")
+  elif path == POSITION_EMBEDDINGS and task_shape[1:] == ckpt_shape[1:]:
+    msg += (". max_position_embeddings differs: use "
+            "biobert_jax.checkpoints.surgery.extend_position_embeddings first")
+  else:
+    msg += " (different hidden size / layer layout? build the task model from the " \
+           "checkpoint's own BertConfig)"
+  return msg
+
+
+def _matches(path: str, patterns: Sequence[re.Pattern]) -> bool:
+  return any(p.search(path) for p in patterns)
+
+
+def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[str] = (),
+                  reinit: Iterable[str] = ()) -> tuple[dict[str, Any], SurgeryReport]:
+  """Copies a pre-trained encoder into freshly initialised task params.
+
+  Args:
+    task_params: the task model's initialised params, {"encoder": ..., "<head>": ...}.
+    pretrained_params: a checkpoint's params as `checkpoints.load` returns them
+      ({"encoder": ..., "cls": ...}); a bare encoder tree is accepted too.
+    keep: regexes (re.search on '/'-joined paths) of *non-encoder* subtrees to copy from the
+      checkpoint as well when it has them with the same path, e.g. "^classifier/" to continue
+      from an earlier fine-tuning. By default only `encoder/...` is copied and heads stay fresh.
+    reinit: regexes of encoder subtrees to leave freshly initialised although the checkpoint
+      has them, e.g. "^encoder/pooler/" or "layer_11/" (re-initialising the top layer helps
+      small-data fine-tuning, Zhang et al. 2021).
+
+  Returns:
+    (params, report): params have the task tree's structure and dtypes.
+
+  Raises:
+    ValueError: a copied leaf has another shape than the task's (the message names the path
+      and both shapes, and for the embedding tables says which surgery fixes it), or the
+      checkpoint has no encoder at all.
+  """
+  task_flat = flatten(task_params)
+  ckpt_flat = flatten(_with_encoder_scope(pretrained_params))
+  if not any(p.startswith("encoder/") for p in ckpt_flat):
+    raise ValueError("pretrained params contain no 'encoder/...' leaves; top-level keys: "
+                     f"{sorted(dict(pretrained_params))}")
+  keep_re = [re.compile(p) for p in keep]
+  reinit_re = [re.compile(p) for p in reinit]
+  for pattern in reinit_re:
+    if not any(pattern.search(p) for p in task_flat):
+      raise ValueError(f"reinit pattern {pattern.pattern!r} matches no task parameter path")
+  report = SurgeryReport()
+  out = {}
+  for path, fresh in task_flat.items():
+    wanted = path.startswith("encoder/") or _matches(path, keep_re)
+    if not wanted or path not in ckpt_flat:
+      out[path] = fresh
+      report.new[path] = list(_shape(fresh))
+      continue
+    if _matches(path, reinit_re):
+      out[path] = fresh
+      report.reinitialized[path] = list(_shape(fresh))
+      continue
+    value = ckpt_flat[path]
+    if _shape(value) != _shape(fresh):
+      raise ValueError(_mismatch_message(path, _shape(fresh), _shape(value)))
+    out[path] = jax.numpy.asarray(value, dtype=fresh.dtype)
+    report.loaded[path] = list(_shape(fresh))
+  for path, value in ckpt_flat.items():
+    if path not in task_flat:
+      report.dropped[path] = list(_shape(value))
+  return unflatten(out), report
+
+
+def extend_position_embeddings(config: BertConfig, params: Any,
+                               new_max: int) -> tuple[BertConfig, dict[str, Any]]:
+  """Grows the learned position table from config.max_position_embeddings to `new_max`.
+
+  The new rows repeat the old table (row i <- row i mod P), as Longformer's copy
+  initialisation: positions P..2P-1 start out behaving like 0..P-1, which keeps the local
+  structure attention learned (relative offsets inside each block look familiar) and works
+  far better than random rows. Rows 0..P-1 are unchanged, so outputs for inputs shorter than
+  P do not change.
+  """
+  old = config.max_position_embeddings
+  if new_max < old:
+    raise ValueError(f"new_max={new_max} is smaller than max_position_embeddings={old}")
+  flat = flatten(_with_encoder_scope(params))
+  table = np.asarray(flat[POSITION_EMBEDDINGS])
+  if table.shape[0] != old:
+    raise ValueError(f"{POSITION_EMBEDDINGS} has {table.shape[0]} rows but the config says "
+                     f"max_position_embeddings={old}")
+  reps = -(-new_max // old)
+  flat[POSITION_EMBEDDINGS] = np.tile(table, (reps, 1))[:new_max].astype(table.dtype)
+  return config.replace(max_position_embeddings=new_max), _restore_scope(params, flat)
+
+
+def _restore_scope(original: Any, flat: dict[str, Any]) -> dict[str, Any]:
+  tree = unflatten(flat)
+  if "encoder" not in dict(original) and "embeddings" in dict(original):
+    return tree["encoder"]
+  return tree
+
+
+def extend_vocab(config: BertConfig, params: Any, num_new: int, *, init: str = "mean",
+                 source_ids: Sequence[int | Sequence[int]] | None = None,
+                 noise_std: float | None = None,
+                 rng: np.random.Generator | int = 0) -> tuple[BertConfig, dict[str, Any]]:
+  """Adds `num_new` rows to the word embeddings (and the MLM output_bias when present).
+
+  New tokens get ids config.vocab_size .. config.vocab_size + num_new - 1 (the tokenizer's
+  `extra_tokens` order). Old rows are untouched, so outputs for old ids do not change.
+
+  Args:
+    init: "mean": mean of all existing rows plus Gaussian noise (std `noise_std`, default
+      config.initializer_range / 10), which keeps the new rows inside the distribution the
+      encoder has seen (random N(0, 0.02) rows have a much smaller norm than trained ones).
+      "copy": row k is the mean of the rows `source_ids[k]` (an id or a list of ids, e.g. the
+      pieces of "gene" for @GENE$), no noise unless noise_std is given.
+    rng: numpy Generator or seed for the noise.
+  """
+  if num_new < 0:
+    raise ValueError(f"num_new must be >= 0, got {num_new}")
+  if init not in ("mean", "copy"):
+    raise ValueError(f"init must be 'mean' or 'copy', got {init!r}")
+  if init == "copy" and (source_ids is None or len(source_ids) != num_new):
+    raise ValueError(f"init='copy' needs one source id (or id list) per new token: "
+                     f"num_new={num_new}, source_ids={source_ids!r}")
+  flat = flatten(_with_encoder_scope(params))
+  table = np.asarray(flat[WORD_EMBEDDINGS])
+  if table.shape[0] != config.vocab_size:
+    raise ValueError(f"{WORD_EMBEDDINGS} has {table.shape[0]} rows but the config says "
+                     f"vocab_size={config.vocab_size}")
+  if num_new == 0:
+    return config, _restore_scope(params, flat)
+  gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+  std = (config.initializer_range / 10 if init == "mean" else 0.0) if noise_std is None \
+      else noise_std
+  bias = np.asarray(flat[MLM_OUTPUT_BIAS]) if MLM_OUTPUT_BIAS in flat else None
+  if init == "mean":
+    rows = np.repeat(table.mean(axis=0, keepdims=True), num_new, axis=0)
+    new_bias = np.full((num_new,), bias.mean() if bias is not None else 0.0)
+  else:
+    groups = [np.atleast_1d(np.asarray(s, np.int64)) for s in source_ids]
+    for k, g in enumerate(groups):
+      if g.size == 0 or g.min() < 0 or g.max() >= table.shape[0]:
+        raise ValueError(f"source_ids[{k}]={g.tolist()} must be non-empty ids in "
+                         f"[0, {table.shape[0]})")
+    rows = np.stack([table[g].mean(axis=0) for g in groups])
+    new_bias = np.array([bias[g].mean() for g in groups]) if bias is not None else None
+  if std > 0:
+    rows = rows + gen.normal(0.0, std, rows.shape)
+  flat[WORD_EMBEDDINGS] = np.concatenate([table, rows.astype(table.dtype)])
+  if bias is not None:
+    flat[MLM_OUTPUT_BIAS] = np.concatenate([bias, new_bias.astype(bias.dtype)])
+  return config.replace(vocab_size=config.vocab_size + num_new), _restore_scope(params, flat)
+
+
+def trainable_patterns_top_k(config: BertConfig, k: int,
+                             heads: bool = True) -> tuple[str, ...]:
+  """Regexes for `make_optimizer(trainable=...)`: the top k encoder layers (+ head).
+
+  k = 0 trains the task head only (a linear probe). With k >= 1 the pooler trains too, since
+  it sits on top of the last layer. `heads` adds every non-encoder subtree (the task head).
+  Paths assume unstacked layers (`encoder/encoder/layer_{i}/`), i.e. scan_layers=False.
+  """
+  n = config.num_hidden_layers
+  if not 0 <= k <= n:
+    raise ValueError(f"k must be in [0, {n}] (num_hidden_layers), got {k}")
+  patterns = [rf"^encoder/encoder/layer_{i}/" for i in range(n - k, n)]
+  if k >= 1:
+    patterns.append(r"^encoder/pooler/")
+  if heads:
+    patterns.append(r"^(?!encoder/)")
+  if not patterns:
+    raise ValueError("k=0 with heads=False leaves nothing trainable")
+  return tuple(patterns)

@@ -1,0 +1,131 @@
+"""N-best answer-span decoding for extractive QA, and BioBERT's per-question aggregation.
+
+Pure numpy. Per (question, context) example, as BERT's run_squad / BioBERT's run_factoid:
+candidate (start, end) pairs come from the `n_best` highest start logits x the `n_best`
+highest end logits of every window; a pair is kept when both ends are context pieces of
+that window, start <= end, the span is at most `max_answer_length` pieces and the start
+piece has its maximum context in this window. Score = start logit + end logit. The text is
+cut from the original context with the pieces' character offsets (so it is an exact
+substring), spans with the same text keep their best score (so overlapping windows that
+find the same answer are merged by max), and the surviving top `n_best` get softmax
+probabilities over their scores.
+
+Per BioASQ question (ids `<qid>_<nnn>`, one per context), BioBERT's
+transform_n2b_factoid.py pools the n-best lists of all its contexts, cleans each text
+(`clean_answer`), drops empty or >100-character ones, merges texts that are equal
+ignoring case and ranks; its merge *sums* the probabilities of duplicates
+(`merge="sum"`, default); `merge="max"` keeps the maximum instead.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+def _softmax(scores: Sequence[float]) -> list[float]:
+  if not scores:
+    return []
+  x = np.asarray(scores, np.float64)
+  e = np.exp(x - x.max())
+  return (e / e.sum()).tolist()
+
+
+def window_candidates(start_logits: np.ndarray, end_logits: np.ndarray,
+                      token_offsets: np.ndarray, max_context: np.ndarray, n_best: int,
+                      max_answer_length: int) -> list[tuple[float, int, int]]:
+  """Valid (score, start piece, end piece) pairs of one window.
+
+  Args:
+    start_logits, end_logits: [L] logits of the window.
+    token_offsets: [L, 2] character span of each context piece, -1 for non-context pieces.
+    max_context: [L] bool, whether the piece has its maximum context in this window.
+  """
+  is_context = token_offsets[:, 0] >= 0
+  starts = np.argsort(-start_logits, kind="stable")[:n_best]
+  ends = np.argsort(-end_logits, kind="stable")[:n_best]
+  out = []
+  for s in starts:
+    if not is_context[s] or not max_context[s]:
+      continue
+    for e in ends:
+      if not is_context[e] or e < s or e - s + 1 > max_answer_length:
+        continue
+      out.append((float(start_logits[s] + end_logits[e]), int(s), int(e)))
+  return out
+
+
+def decode_example(context: str, windows: Iterable[Mapping[str, np.ndarray]],
+                   n_best: int = 20, max_answer_length: int = 30
+                   ) -> list[dict[str, object]]:
+  """N-best answers of one example over all its windows, best first.
+
+  Each window is a mapping with start_logits, end_logits, token_offsets, max_context.
+  Returns [{"text", "score", "probability", "start", "end"}] (character span in `context`);
+  [{"text": "", ...}] when no window yields a valid span (BERT's "empty" prediction).
+  """
+  best_by_text: dict[str, tuple[float, int, int]] = {}
+  for w in windows:
+    offsets = np.asarray(w["token_offsets"])
+    for score, s, e in window_candidates(np.asarray(w["start_logits"]),
+                                         np.asarray(w["end_logits"]), offsets,
+                                         np.asarray(w["max_context"]), n_best,
+                                         max_answer_length):
+      char_start, char_end = int(offsets[s, 0]), int(offsets[e, 1])
+      text = context[char_start:char_end]
+      if text not in best_by_text or score > best_by_text[text][0]:
+        best_by_text[text] = (score, char_start, char_end)
+  ranked = sorted(best_by_text.items(), key=lambda kv: -kv[1][0])[:n_best]
+  if not ranked:
+    return [{"text": "", "score": 0.0, "probability": 1.0, "start": -1, "end": -1}]
+  probs = _softmax([v[0] for _, v in ranked])
+  return [{"text": t, "score": v[0], "probability": p, "start": v[1], "end": v[2]}
+          for (t, v), p in zip(ranked, probs)]
+
+
+def clean_answer(text: str) -> str:
+  """BioBERT's answer clean-up (transform_n2b_factoid's `textrip`), reimplemented.
+
+  Drops one trailing ',' '.' or ' '; unwraps an answer fully enclosed in one pair of
+  brackets; empties an answer with an unbalanced bracket (it is cut mid-phrase).
+  """
+  if not text:
+    return text
+  if text[-1] in ",. ":
+    return text[:-1]
+  if len(text) > 2 and text[0] == "(" and text[-1] == ")" and \
+      text.count("(") == 1 and text.count(")") == 1:
+    return text[1:-1]
+  if ("(" in text) != (")" in text):
+    return ""
+  return text
+
+
+def rank_question_answers(nbest_lists: Iterable[Sequence[Mapping[str, object]]],
+                          merge: str = "sum", top_k: int = 5, clean: bool = True,
+                          max_chars: int = 100) -> list[tuple[str, float]]:
+  """Pools the n-best lists of one question's contexts into ranked (answer, weight).
+
+  Duplicates are matched case-insensitively; the surface form of the first (highest
+  probability) occurrence is kept.
+  """
+  if merge not in ("sum", "max"):
+    raise ValueError(f"merge must be 'sum' or 'max', got {merge!r}")
+  pooled = [entry for nbest in nbest_lists for entry in nbest]
+  pooled.sort(key=lambda entry: -float(entry["probability"]))
+  weights: dict[str, float] = collections.OrderedDict()
+  surface: dict[str, str] = {}
+  for entry in pooled:
+    text = clean_answer(str(entry["text"])) if clean else str(entry["text"])
+    if not text or len(text) > max_chars:
+      continue
+    key, p = text.lower(), float(entry["probability"])
+    if key not in weights:
+      surface[key], weights[key] = text, p
+    elif merge == "sum":
+      weights[key] += p
+    else:
+      weights[key] = max(weights[key], p)
+  ranked = sorted(weights.items(), key=lambda kv: -kv[1])[:top_k]
+  return [(surface[k], w) for k, w in ranked]

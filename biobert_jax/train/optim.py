@@ -1,0 +1,117 @@
+"""Optimisers as BERT trains: AdamW / LAMB, no decay on LayerNorm and biases, warmup+decay.
+
+`make_optimizer(cfg)` reads these cfg fields (any object with attributes or a mapping):
+  optimizer      "adamw" | "lamb"
+  learning_rate  peak learning rate
+  warmup_steps   linear warmup from 0 over this many steps
+  total_steps    linear decay to 0 at this step (original BERT's polynomial decay, power 1)
+  weight_decay   decoupled weight decay (0.01 in BERT), never on LayerNorm params/biases
+  b1, b2, eps    Adam moments (BERT: 0.9, 0.999, 1e-6)
+  clip_norm      global-norm clipping of the gradients (BERT: 1.0); 0 = off
+  trainable      regexes over '/'-joined param paths; empty = everything trains, otherwise
+                 the rest gets exactly zero updates (optax.set_to_zero) and no moments.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# Original BERT (optimization.py): exclude_from_weight_decay=["LayerNorm", "layer_norm",
+# "bias"], matched with re.search against the variable name. Flax names LayerNorm's gain
+# "scale", which sits under a LayerNorm scope, so the same patterns work on our paths.
+NO_DECAY_PATTERNS = ("LayerNorm", "layer_norm", "bias")
+
+_DEFAULTS = dict(optimizer="adamw", learning_rate=1e-4, warmup_steps=0, total_steps=1,
+                 weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0,
+                 trainable=())
+
+
+def _get(cfg: Any, key: str) -> Any:
+  if isinstance(cfg, Mapping):
+    return cfg.get(key, _DEFAULTS[key])
+  return getattr(cfg, key, _DEFAULTS[key])
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+  """'/'-joined names of a jax key path, e.g. 'encoder/embeddings/LayerNorm/scale'."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """True where weight decay applies (every param except LayerNorm params and biases)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: not any(re.search(pat, path_str(p)) for pat in NO_DECAY_PATTERNS),
+      params)
+
+
+def trainable_labels(params: Any, trainable: Sequence[str]) -> Any:
+  """'train' / 'frozen' per leaf: trainable iff some regex re.search-es its path."""
+  patterns = [re.compile(t) for t in trainable]
+  labels = jax.tree_util.tree_map_with_path(
+      lambda p, _: "train" if any(r.search(path_str(p)) for r in patterns) else "frozen",
+      params)
+  if "train" not in jax.tree.leaves(labels):
+    raise ValueError(f"trainable={tuple(trainable)} matches no parameter path")
+  return labels
+
+
+def bert_schedule(learning_rate: float, warmup_steps: int,
+                  total_steps: int) -> Callable[[jax.Array], jax.Array]:
+  """Original BERT schedule: lr * (1 - step / total), overridden by lr * step / warmup.
+
+  The argument is the number of updates applied so far (optax's count), like BERT's
+  global_step when the update is computed.
+  """
+  lr = float(learning_rate)
+  warmup = int(warmup_steps)
+  total = max(int(total_steps), 1)
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    decayed = lr * (1.0 - jnp.minimum(step, total) / total)
+    if warmup <= 0:
+      return decayed
+    return jnp.where(step < warmup, lr * step / warmup, decayed)
+
+  return schedule
+
+
+def make_optimizer(cfg: Any) -> tuple[optax.GradientTransformation, Callable]:
+  """Returns (tx, schedule) for the cfg fields listed in the module docstring.
+
+  Raises:
+    ValueError: for an unknown optimizer name.
+  """
+  schedule = bert_schedule(_get(cfg, "learning_rate"), _get(cfg, "warmup_steps"),
+                           _get(cfg, "total_steps"))
+  name = str(_get(cfg, "optimizer")).lower()
+  kw = dict(b1=float(_get(cfg, "b1")), b2=float(_get(cfg, "b2")),
+            eps=float(_get(cfg, "eps")), weight_decay=float(_get(cfg, "weight_decay")),
+            mask=weight_decay_mask)
+  if name == "adamw":
+    opt = optax.adamw(schedule, **kw)
+  elif name == "lamb":
+    opt = optax.lamb(schedule, **kw)
+  else:
+    raise ValueError(f"cfg.optimizer={name!r}: expected 'adamw' or 'lamb'")
+  clip = float(_get(cfg, "clip_norm"))
+  tx = optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
+  trainable = tuple(_get(cfg, "trainable") or ())
+  if trainable:
+    # Frozen leaves get set_to_zero: no moments are allocated for them and their update is
+    # exactly 0, so they stay bit-identical. Clipping then only sees trainable grads.
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               lambda params: trainable_labels(params, trainable))
+  return tx, schedule

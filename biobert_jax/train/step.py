@@ -1,0 +1,136 @@
+"""One pre-training step (with in-step gradient accumulation) and one eval step.
+
+Batches use the original BERT feature names: input_ids, input_mask, segment_ids,
+masked_lm_positions, masked_lm_ids, masked_lm_weights, next_sentence_labels.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from biobert_jax import sharding as sharding_lib
+from biobert_jax.train import losses
+
+Batch = dict[str, jax.Array]
+
+
+def _forward_sums(model: Any, params: Any, batch: Batch, rng: jax.Array | None,
+                  deterministic: bool) -> dict[str, jax.Array]:
+  mlm_logits, nsp_logits = model.apply(
+      {"params": params},
+      batch["input_ids"],
+      batch["segment_ids"],
+      batch["input_mask"],
+      batch["masked_lm_positions"],
+      deterministic=deterministic,
+      rngs=None if deterministic else {"dropout": rng})
+  sums = losses.mlm_sums(mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
+  sums.update(losses.nsp_sums(nsp_logits, batch["next_sentence_labels"]))
+  return sums
+
+
+def _split_microbatches(batch: Batch, k: int, mesh: Mesh | None) -> Batch:
+  """[B, ...] -> [k, B/k, ...] so that every microbatch is spread over all devices.
+
+  Microbatch i takes rows i, i+k, i+2k, ...: reshaping to [B/k, k] keeps the batch-dim
+  sharding on B/k, and the swap moves k to the front for lax.scan.
+  """
+  def split(x):
+    b = x.shape[0]
+    if b % k:
+      raise ValueError(f"batch size {b} is not divisible by grad_accum_steps={k}")
+    x = x.reshape((b // k, k) + x.shape[1:]).swapaxes(0, 1)
+    if mesh is not None:
+      x = jax.lax.with_sharding_constraint(
+          x, NamedSharding(mesh, P(None, sharding_lib.BATCH_AXES)))
+    return x
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(model: Any, tx: optax.GradientTransformation,
+                    schedule: Callable[[jax.Array], jax.Array], *,
+                    grad_accum_steps: int = 1, mesh: Mesh | None = None,
+                    deterministic: bool = False) -> Callable[[dict, Batch], tuple]:
+  """Returns train_step(state, batch) -> (new_state, metrics) (not yet jitted).
+
+  With grad_accum_steps=k the batch is cut into k microbatches inside the step and
+  lax.scan sums their gradients; each microbatch's loss is divided by the FULL batch's
+  denominators (sum of masked_lm_weights + eps, batch size), so the sum is exactly the
+  big-batch gradient (not an average of per-microbatch normalised gradients).
+
+  Metrics (scalars): loss, mlm_loss, nsp_loss, mlm_accuracy, nsp_accuracy, grad_norm,
+  learning_rate (the rate applied at this step), num_tokens (non-pad tokens), is_finite.
+  """
+  k = int(grad_accum_steps)
+  if k < 1:
+    raise ValueError(f"grad_accum_steps must be >= 1, got {k}")
+
+  def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
+    params = state["params"]
+    step_rng = jax.random.fold_in(state["rng"], state["step"])
+    mlm_den = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + losses.MLM_WEIGHT_EPS
+    nsp_den = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
+
+    def loss_fn(p, mb, rng):
+      sums = _forward_sums(model, p, mb, rng, deterministic)
+      return losses.loss_from_sums(sums, mlm_den, nsp_den), sums
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if k == 1:
+      grads, sums = grad_fn(params, batch, step_rng)
+    else:
+      micro = _split_microbatches(batch, k, mesh)
+
+      def body(carry, xs):
+        i, mb = xs
+        g, s = grad_fn(params, mb, jax.random.fold_in(step_rng, i))
+        return jax.tree.map(jnp.add, carry, (g, s)), None
+
+      zero_sums = jax.eval_shape(lambda: _forward_sums(
+          model, params, jax.tree.map(lambda x: x[0], micro), step_rng, deterministic))
+      init = (jax.tree.map(jnp.zeros_like, params),
+              jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
+      (grads, sums), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
+
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    metrics = losses.metrics_from_sums(sums)
+    grad_norm = optax.global_norm(grads)
+    metrics.update(
+        grad_norm=grad_norm,
+        learning_rate=schedule(state["step"]),
+        num_tokens=jnp.sum(batch["input_mask"].astype(jnp.float32)),
+        is_finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
+    new_state = {"params": new_params, "opt_state": opt_state,
+                 "step": state["step"] + 1, "rng": state["rng"]}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: Any) -> Callable[[Any, Batch], dict]:
+  """eval_step(params, batch) -> summed terms (add them over batches, then
+  losses.metrics_from_sums)."""
+  def eval_step(params, batch):
+    return _forward_sums(model, params, batch, None, True)
+  return eval_step
+
+
+def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh) -> Callable:
+  """jit with explicit in/out shardings; the old state is donated (updated in place)."""
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(train_step,
+                 in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, replicated),
+                 donate_argnums=(0,))
+
+
+def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: Mesh) -> Callable:
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(eval_step,
+                 in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=replicated)

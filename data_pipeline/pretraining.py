@@ -1,0 +1,296 @@
+"""The pre-training input pipeline: MLM + NSP batches as tf.data, streaming, resumable.
+
+Dynamic mode (corpus formats "text_doc_per_line", "text_bert", "pubmed_xml", "pmc"):
+
+  files -> host shard -> shuffled, repeated, interleaved readers (Python, streaming)
+  -> document shuffle -> hold-out filter -> tokenization in blocks (in graph)
+  -> BERT segment pairs + NSP (Python, pretraining_instances.py)
+  -> example shuffle -> example index -> MLM masking (in graph, stateless random seeded
+  by [seed, example index], so every epoch masks anew) -> batch(drop_remainder) -> prefetch.
+
+Static mode ("tfrecord"): shards written by static_examples.py / the original BERT
+create_pretraining_data.py are read, shuffled, parsed and batched.
+
+Every batch is a dict of numpy arrays (after `.as_numpy_iterator()`): input_ids,
+input_mask, segment_ids [B, max_seq_length] int32; masked_lm_positions, masked_lm_ids
+[B, max_predictions_per_seq] int32; masked_lm_weights [..] float32;
+next_sentence_labels [B] int32 (0 = IsNext, 1 = random, original BERT convention).
+B = config.batch_size is the PER-PROCESS batch (global batch // process_count); a batch
+goes straight into `jax.make_array_from_process_local_data(sharding, batch[name])`.
+
+Resuming (how the trainer uses it):
+
+  it = make_iterator(config, jax.process_index(), jax.process_count())
+  batch = next(it)                     # numpy dict
+  ckpt_extra = it.get_state()          # small JSON-able dict, save it with the checkpoint
+  ...
+  it = make_iterator(config, jax.process_index(), jax.process_count())
+  it.set_state(ckpt_extra)             # continues with the next unseen batch
+
+The state is the number of batches this process has consumed: the pipeline is
+deterministic for a given seed and config, so set_state rebuilds it and skips that many
+examples before masking and batching. Why not tf.train.Checkpoint of the iterator:
+the readers are Python generators (XML parsing, BERT's pair algorithm), whose state TF
+cannot save, and a saved iterator would also hold the shuffle buffers (hundreds of MB).
+The price is replay time at resume (reading and pairing, not masking, of the skipped
+examples; see experiments/benchmarks/pipeline.py for the rate); the state stays ~100 bytes.
+A changed config (files, seed, batch size) invalidates the state: set_state checks it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterator
+
+import ml_collections
+import numpy as np
+
+from data_pipeline import masking, pretraining_sources as sources
+from data_pipeline._tf import tf
+from data_pipeline.corpora import ReadStats, check_on_error
+from data_pipeline.pretraining_instances import instance_stream
+from data_pipeline.static_examples import parse_example
+
+CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
+FILE_FORMATS = CORPUS_FORMATS + ("tfrecord",)
+STATE_VERSION = 1
+
+_INSTANCE_SIGNATURE = {
+    "tokens": tf.TensorSpec([None], tf.int32),
+    "segment_ids": tf.TensorSpec([None], tf.int32),
+    "word_ids": tf.TensorSpec([None], tf.int32),
+    "next_sentence_label": tf.TensorSpec([], tf.int32),
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Pipeline settings (BERT/BioBERT defaults where they exist)."""
+  c = ml_collections.ConfigDict()
+  c.train_files = ""  # glob, comma-separated globs, or a list of paths
+  c.eval_files = ""  # optional separate eval corpus; "" = hold-out of train_files
+  c.file_format = "text_doc_per_line"  # one of FILE_FORMATS
+  c.vocab_path = ""
+  c.lowercase = False  # BioBERT uses the cased vocabulary
+  c.max_seq_length = 128
+  c.max_predictions_per_seq = 20
+  c.masked_lm_prob = 0.15
+  c.short_seq_prob = 0.1
+  c.whole_word_masking = False
+  c.dupe_factor = 10  # static mode only: passes written by static_examples.py
+  c.batch_size = 32  # PER-PROCESS batch (= global batch // process_count)
+  c.seed = 12345
+  c.shuffle_buffer = 10000  # examples; documents are shuffled in a buffer 1/10 of it
+  c.doc_pool_size = 1000  # documents from which random NSP segments are drawn
+  c.repeat = True
+  c.on_error = "skip"  # "raise" | "skip" (counted, logged); see data_pipeline.corpora
+  c.holdout_every = 100  # crc32(doc_id) % holdout_every == 0 -> eval only; 0 = none
+  c.block_docs = 64  # documents per tokenizer call
+  c.cycle_length = 8  # files read concurrently
+  c.num_threads = 0  # tf.data private threadpool size; 0 = TF default (all cores)
+  return c
+
+
+def _load_tokenizer(config):
+  from data_pipeline.tokenization import load_tokenizer  # the tokenizer part's module
+  return load_tokenizer(config.vocab_path, lowercase=config.lowercase)
+
+
+def _validate(config) -> None:
+  if config.file_format not in FILE_FORMATS:
+    raise ValueError(f"config.file_format must be one of {FILE_FORMATS}, "
+                     f"got {config.file_format!r}")
+  check_on_error(config.on_error)
+  if config.max_seq_length < 5:
+    raise ValueError(f"config.max_seq_length={config.max_seq_length} is too small")
+  if not 0.0 < config.masked_lm_prob < 1.0:
+    raise ValueError(f"config.masked_lm_prob={config.masked_lm_prob} not in (0, 1)")
+
+
+def _options(config) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  if config.num_threads:
+    options.threading.private_threadpool_size = config.num_threads
+    options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _instance_dataset(config, files, doc_shard, *, holdout: bool, repeat: bool, tokenizer,
+                      seed_key: int, stats: ReadStats | None) -> tf.data.Dataset:
+  """Unpadded, unmasked NSP instances of this host's documents."""
+  documents = sources.document_dataset(
+      files, file_format=config.file_format, on_error=config.on_error,
+      doc_shard=doc_shard, holdout_every=config.holdout_every, want_holdout=holdout,
+      shuffle_files=not holdout, repeat=repeat, seed=config.seed,
+      cycle_length=config.cycle_length, stats=stats)
+  if not holdout:
+    documents = documents.shuffle(max(1, config.shuffle_buffer // 10), seed=config.seed)
+  blocks = sources.tokenized_block_dataset(documents, tokenizer, config.block_docs)
+  blocks = blocks.with_options(_options(config))
+
+  def generate() -> Iterator[dict[str, np.ndarray]]:
+    rng = np.random.default_rng([config.seed, seed_key])
+    tokenized = (doc for block in blocks.as_numpy_iterator()
+                 for doc in sources.unpack_block(block))
+    yield from instance_stream(tokenized, config.max_seq_length, config.short_seq_prob,
+                               rng, tokenizer.cls_id, tokenizer.sep_id,
+                               pool_size=config.doc_pool_size)
+
+  return tf.data.Dataset.from_generator(generate, output_signature=_INSTANCE_SIGNATURE)
+
+
+def example_dataset(config, process_index: int = 0, process_count: int = 1, *,
+                    holdout: bool = False, tokenizer=None, for_static: bool = False,
+                    skip_examples: int = 0,
+                    stats: ReadStats | None = None) -> tf.data.Dataset:
+  """Unbatched, masked, padded examples of a corpus (not "tfrecord")."""
+  _validate(config)
+  if config.file_format not in CORPUS_FORMATS:
+    raise ValueError(f"example_dataset needs a corpus format, got {config.file_format!r}")
+  tokenizer = tokenizer or _load_tokenizer(config)
+  use_eval_files = holdout and bool(config.eval_files)
+  files = sources.expand_files(config.eval_files if use_eval_files else config.train_files)
+  files, shard_index, shard_count = sources.shard_files(files, process_index, process_count)
+  if use_eval_files:
+    config = config.copy_and_resolve_references()
+    config.holdout_every = 0  # a separate eval corpus is used whole
+  repeat = config.repeat and not holdout and not for_static
+  seed_key = process_index * 2 + int(holdout)
+  instances = _instance_dataset(config, files, (shard_index, shard_count), holdout=holdout,
+                                repeat=repeat, tokenizer=tokenizer, seed_key=seed_key,
+                                stats=stats)
+  if not holdout:
+    instances = instances.shuffle(config.shuffle_buffer, seed=config.seed + seed_key)
+  mask_seed = tf.constant(config.seed, tf.int64) * 65536 + seed_key
+  mask = lambda index, instance: masking.mask_and_pad(  # noqa: E731
+      instance, tf.stack([mask_seed, index]), max_seq_length=config.max_seq_length,
+      max_predictions_per_seq=config.max_predictions_per_seq,
+      masked_lm_prob=config.masked_lm_prob, whole_word_masking=config.whole_word_masking,
+      vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id)
+  examples = instances.enumerate().skip(skip_examples)
+  examples = examples.map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return examples.with_options(_options(config))
+
+
+def _tfrecord_examples(config, process_index: int, process_count: int,
+                       skip_examples: int) -> tf.data.Dataset:
+  files = sources.expand_files(config.train_files)
+  files, shard_index, shard_count = sources.shard_files(files, process_index, process_count)
+  files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+  files_ds = files_ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
+  if config.repeat:
+    files_ds = files_ds.repeat()
+  records = files_ds.interleave(
+      tf.data.TFRecordDataset, cycle_length=max(1, min(config.cycle_length, len(files))),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if shard_count > 1:
+    records = records.shard(shard_count, shard_index)
+  records = records.shuffle(config.shuffle_buffer, seed=config.seed + process_index)
+  records = records.skip(skip_examples)
+  return records.map(
+      lambda r: parse_example(r, config.max_seq_length, config.max_predictions_per_seq),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def make_dataset(config, process_index: int = 0, process_count: int = 1, *,
+                 skip_batches: int = 0, tokenizer=None,
+                 stats: ReadStats | None = None) -> tf.data.Dataset:
+  """Training batches for this process (see the module docstring).
+
+  Args:
+    config: default_config() with train_files, file_format, vocab_path set.
+    process_index: this host (jax.process_index()).
+    process_count: number of hosts (jax.process_count()); hosts read disjoint data.
+    skip_batches: batches to skip (resume); prefer PretrainingIterator.set_state.
+    tokenizer: optional tokenizer object (data_pipeline.tokenization contract); loaded
+      from config.vocab_path when None.
+    stats: optional ReadStats, filled by the readers as they finish files.
+  """
+  _validate(config)
+  skip_examples = skip_batches * config.batch_size
+  if config.file_format == "tfrecord":
+    examples = _tfrecord_examples(config, process_index, process_count, skip_examples)
+  else:
+    examples = example_dataset(config, process_index, process_count, tokenizer=tokenizer,
+                               skip_examples=skip_examples, stats=stats)
+  batches = examples.batch(config.batch_size, drop_remainder=True)
+  return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(config))
+
+
+def make_eval_dataset(config, process_index: int = 0, process_count: int = 1, *,
+                      tokenizer=None, stats: ReadStats | None = None) -> tf.data.Dataset:
+  """One finite, unshuffled pass over the held-out documents (or config.eval_files).
+
+  Same batches every call (fixed masks), disjoint from training documents. The last
+  partial batch is dropped so shapes stay fixed.
+  """
+  _validate(config)
+  if config.file_format == "tfrecord":
+    if not config.eval_files:
+      raise ValueError("file_format='tfrecord' has no document ids to hold out: "
+                       "set config.eval_files")
+    eval_config = config.copy_and_resolve_references()
+    eval_config.train_files, eval_config.repeat = config.eval_files, False
+    examples = _tfrecord_examples(eval_config, process_index, process_count, 0)
+  else:
+    examples = example_dataset(config, process_index, process_count, holdout=True,
+                               tokenizer=tokenizer, stats=stats)
+  return examples.batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def config_fingerprint(config) -> str:
+  """Hash of the settings that decide the batch sequence (checked at resume)."""
+  keys = ("train_files", "file_format", "vocab_path", "lowercase", "max_seq_length",
+          "max_predictions_per_seq", "masked_lm_prob", "short_seq_prob",
+          "whole_word_masking", "batch_size", "seed", "shuffle_buffer", "doc_pool_size",
+          "holdout_every", "block_docs", "cycle_length")
+  text = json.dumps({k: str(config.get(k)) for k in keys}, sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class PretrainingIterator:
+  """Iterator of numpy batches with a resumable, JSON-able position."""
+
+  def __init__(self, config, process_index: int = 0, process_count: int = 1,
+               tokenizer=None, stats: ReadStats | None = None):
+    self._config = config
+    self._process = (process_index, process_count)
+    self._tokenizer = tokenizer
+    self._stats = stats
+    self._consumed = 0
+    self._iterator = self._build(0)
+
+  def _build(self, skip_batches: int):
+    dataset = make_dataset(self._config, *self._process, skip_batches=skip_batches,
+                           tokenizer=self._tokenizer, stats=self._stats)
+    return dataset.as_numpy_iterator()
+
+  def __iter__(self) -> PretrainingIterator:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iterator)
+    self._consumed += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "batches_consumed": self._consumed,
+            "process_index": self._process[0], "process_count": self._process[1],
+            "config_fingerprint": config_fingerprint(self._config)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    """Continues after the last batch consumed when `state` was taken."""
+    expected = {"version": STATE_VERSION, "process_index": self._process[0],
+                "process_count": self._process[1],
+                "config_fingerprint": config_fingerprint(self._config)}
+    for key, value in expected.items():
+      if state.get(key) != value:
+        raise ValueError(f"iterator state {key}={state.get(key)!r} does not match this "
+                         f"pipeline ({value!r}); the batch sequence would differ")
+    self._consumed = int(state["batches_consumed"])
+    self._iterator = self._build(self._consumed)
+
+
+def make_iterator(config, process_index: int = 0, process_count: int = 1,
+                  tokenizer=None, stats: ReadStats | None = None) -> PretrainingIterator:
+  return PretrainingIterator(config, process_index, process_count, tokenizer, stats)

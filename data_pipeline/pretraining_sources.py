@@ -1,0 +1,138 @@
+"""Documents for pre-training as tf.data: file sharding, reading, hold-out, tokenization.
+
+Sharding across hosts is by file (file i goes to host i % process_count) when there are
+at least as many files as hosts; otherwise every host reads every file and keeps the
+documents whose per-file index d satisfies d % process_count == process_index. Either
+way the hosts see disjoint documents.
+
+The hold-out (evaluation) split is a hash of the document id: crc32(doc_id) %
+holdout_every == 0 goes to evaluation, every other document to training; 0 disables it.
+It does not depend on file order, sharding or seed, so it is stable across runs.
+"""
+from __future__ import annotations
+
+import glob
+import threading
+import zlib
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from data_pipeline._tf import tf
+from data_pipeline.corpora import ReadStats, read_documents
+from data_pipeline.pretraining_instances import TokenizedDocument
+
+_DOCUMENT_SIGNATURE = (tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.string))
+
+
+def expand_files(train_files: str | Sequence[str]) -> list[str]:
+  """Sorted file list from a glob, a comma-separated list of globs, or a list."""
+  patterns = train_files.split(",") if isinstance(train_files, str) else list(train_files)
+  files: list[str] = []
+  for pattern in patterns:
+    matched = sorted(glob.glob(pattern.strip()))
+    if not matched:
+      raise FileNotFoundError(f"no file matches {pattern!r} (config.train_files)")
+    files.extend(matched)
+  return files
+
+
+def shard_files(files: list[str], process_index: int,
+                process_count: int) -> tuple[list[str], int, int]:
+  """(this host's files, document shard index, document shard count)."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  if len(files) >= process_count:
+    return files[process_index::process_count], 0, 1
+  return files, process_index, process_count
+
+
+def in_holdout(doc_id: str, holdout_every: int) -> bool:
+  return holdout_every > 0 and zlib.crc32(doc_id.encode("utf-8")) % holdout_every == 0
+
+
+class _StatsSink:
+  """Collects the ReadStats of reader generators that run on tf.data threads."""
+
+  def __init__(self, stats: ReadStats | None):
+    self._stats = stats
+    self._lock = threading.Lock()
+
+  def add(self, stats: ReadStats) -> None:
+    if self._stats is not None:
+      with self._lock:
+        self._stats.merge(stats)
+
+
+def document_dataset(files: list[str], *, file_format: str, on_error: str,
+                     doc_shard: tuple[int, int], holdout_every: int, want_holdout: bool,
+                     shuffle_files: bool, repeat: bool, seed: int, cycle_length: int,
+                     stats: ReadStats | None = None) -> tf.data.Dataset:
+  """Dataset of (doc_id, sentences[S]) over `files`, interleaved deterministically."""
+  sink = _StatsSink(stats)
+  shard_index, shard_count = doc_shard
+
+  def read_file(path: bytes) -> Iterator[tuple[str, list[str]]]:
+    file_stats = ReadStats()
+    try:
+      for index, doc in enumerate(read_documents(path.decode(), file_format, on_error,
+                                                 file_stats)):
+        if index % shard_count != shard_index:
+          continue
+        if in_holdout(doc.doc_id, holdout_every) != want_holdout:
+          continue
+        yield doc.doc_id, list(doc.sentences)
+    finally:
+      sink.add(file_stats)
+
+  files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+  if shuffle_files:
+    files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    files_ds = files_ds.repeat()
+  return files_ds.interleave(
+      lambda path: tf.data.Dataset.from_generator(
+          read_file, args=(path,), output_signature=_DOCUMENT_SIGNATURE),
+      cycle_length=max(1, min(cycle_length, len(files))), block_length=1,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def tokenize_block(tokenizer, doc_ids: tf.Tensor,
+                   sentences: tf.RaggedTensor) -> dict[str, tf.Tensor]:
+  """Tokenizes a block of documents; returns flat arrays plus their row splits."""
+  pieces = tokenizer.tokenize_tf(sentences.flat_values)  # [N, words, pieces]
+  pieces_per_sentence = pieces.merge_dims(1, 2)  # [N, T]
+  per_word = pieces.values  # [words, pieces]
+  first_piece = tf.ragged.range(per_word.row_lengths()) == 0
+  word_start = pieces.with_values(first_piece).merge_dims(1, 2)
+  return {
+      "doc_ids": doc_ids,
+      "doc_splits": sentences.row_splits,
+      "sentence_splits": pieces_per_sentence.row_splits,
+      "ids": tf.cast(pieces_per_sentence.flat_values, tf.int32),
+      "word_start": word_start.flat_values,
+  }
+
+
+def tokenized_block_dataset(documents: tf.data.Dataset, tokenizer,
+                            block_docs: int) -> tf.data.Dataset:
+  """Blocks of `block_docs` tokenized documents (one tokenizer call per block)."""
+  blocks = documents.ragged_batch(block_docs)
+  return blocks.map(lambda ids, sentences: tokenize_block(tokenizer, ids, sentences),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def unpack_block(block: dict[str, np.ndarray]) -> Iterator[TokenizedDocument]:
+  """The tokenized documents of one numpy block, empty sentences dropped."""
+  doc_splits = block["doc_splits"]
+  sentence_splits = block["sentence_splits"]
+  ids = block["ids"]
+  word_start = block["word_start"]
+  for d in range(len(doc_splits) - 1):
+    document = []
+    for s in range(doc_splits[d], doc_splits[d + 1]):
+      lo, hi = sentence_splits[s], sentence_splits[s + 1]
+      if hi > lo:
+        document.append((ids[lo:hi], word_start[lo:hi]))
+    yield document

@@ -1,0 +1,87 @@
+"""Static pre-training examples: TFRecord shards in the format of original BERT.
+
+`write_static_examples(config, output_pattern, num_shards)` runs the same instance
+creation and masking as the dynamic pipeline, `config.dupe_factor` times over the corpus
+(each pass draws new segments and masks, as BERT's dupe_factor), and writes
+tf.train.Examples with BERT's feature names: int64 lists for input_ids, input_mask,
+segment_ids, masked_lm_positions, masked_lm_ids, next_sentence_labels ([1]) and a float
+list for masked_lm_weights, round-robin over the shards as BERT does. The original
+BERT `_decode_record` with `name_to_features(max_seq_length, max_predictions_per_seq)`
+below reads them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from data_pipeline._tf import tf
+
+
+def name_to_features(max_seq_length: int,
+                     max_predictions_per_seq: int) -> dict[str, tf.io.FixedLenFeature]:
+  """The parsing spec of original BERT run_pretraining.py `input_fn_builder`."""
+  return {
+      "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+      "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+      "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+      "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+      "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+      "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+      "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+  }
+
+
+def parse_example(serialized: tf.Tensor, max_seq_length: int,
+                  max_predictions_per_seq: int) -> dict[str, tf.Tensor]:
+  """One record -> the pipeline's feature dict (int32 ids, scalar NSP label)."""
+  example = tf.io.parse_single_example(
+      serialized, name_to_features(max_seq_length, max_predictions_per_seq))
+  features = {name: (tf.cast(value, tf.int32) if value.dtype == tf.int64 else value)
+              for name, value in example.items()}
+  features["next_sentence_labels"] = features["next_sentence_labels"][0]
+  return features
+
+
+def serialize_example(features: dict[str, np.ndarray]) -> bytes:
+  """BERT's create_int_feature / create_float_feature encoding of one example."""
+  def int_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(
+        np.asarray(values, np.int64).reshape(-1))))
+
+  feature = {name: int_feature(values) for name, values in features.items()
+             if name != "masked_lm_weights"}
+  feature["masked_lm_weights"] = tf.train.Feature(float_list=tf.train.FloatList(
+      value=list(np.asarray(features["masked_lm_weights"], np.float32))))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_static_examples(config, output_pattern: str, num_shards: int = 1,
+                          tokenizer=None, stats=None) -> list[str]:
+  """Writes `num_shards` TFRecord files; returns their paths.
+
+  Args:
+    config: the pre-training ConfigDict (data_pipeline.pretraining.default_config());
+      file_format is the corpus format, repeat/shuffle are ignored (one ordered pass per
+      dupe), dupe_factor passes are written.
+    output_pattern: e.g. "/out/pubmed-{shard:05d}-of-{num_shards:05d}.tfrecord".
+    num_shards: number of output files; examples go round-robin over them.
+    tokenizer: optional tokenizer (else loaded from config.vocab_path).
+    stats: optional ReadStats that collects the reader counters.
+  """
+  from data_pipeline import pretraining  # local: pretraining imports this module
+
+  paths = [output_pattern.format(shard=i, num_shards=num_shards) for i in range(num_shards)]
+  writers = [tf.io.TFRecordWriter(path) for path in paths]
+  count = 0
+  try:
+    for dupe in range(config.dupe_factor):
+      pass_config = config.copy_and_resolve_references()
+      pass_config.seed = config.seed + 1_000_003 * dupe
+      dataset = pretraining.example_dataset(pass_config, tokenizer=tokenizer,
+                                            for_static=True, stats=stats)
+      for features in dataset.as_numpy_iterator():
+        writers[count % num_shards].write(serialize_example(features))
+        count += 1
+  finally:
+    for writer in writers:
+      writer.close()
+  return paths

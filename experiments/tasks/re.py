@@ -1,0 +1,220 @@
+"""Relation-extraction adapter for experiments/finetune.py (GAD, EU-ADR, ChemProt).
+
+Data (`config.re.dataset`, "auto" detects from the directory):
+* "chemprot": a raw ChemProt release (a directory holding chemprot_training/, or its parent
+  with raw/), preprocessed in memory by data_pipeline.tasks.chemprot (BLUE's recipe);
+* "biobert_tsv": BioBERT-format train.tsv / dev.tsv / test.tsv (GAD, EU-ADR, or ChemProt
+  TSVs written by experiments/prepare_chemprot.py).
+
+Splits: GAD and EU-ADR ship no dev set. As in BioBERT (fixed hyper-parameters, test-only
+reporting), we evaluate test only unless `config.re.dev_fraction` > 0, which carves a dev
+slice of distinct train sentences with the fixed `config.re.dev_seed` (duplicates stay on
+one side). `max_train_examples` / `max_eval_examples` keep a seeded random subset (by
+`config.seed`) in file order, since the GAD files are sorted by label.
+
+Metrics: labels {"0", "1"} -> binary P/R/F1 of class "1" (the paper's GAD/EU-ADR scores);
+otherwise micro P/R/F1 over every label except the negative one ("false" or "0") plus
+per-class scores (ChemProt). Model: BertForSequenceClassification with
+`config.re.pooling` "cls" (BioBERT) or "entity_start" (hidden states at the two
+anonymisation tokens); the tokens are added to the vocabulary via `extra_tokens()`.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+import random
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from biobert_jax.metrics import re as re_metrics
+from biobert_jax.models import BertForSequenceClassification
+from data_pipeline.tasks import chemprot
+from data_pipeline.tasks import re as re_data
+from experiments.tasks.base import SplitData, masked_cross_entropy
+
+_MARKER_PATTERN = re.compile(r"@[A-Z][A-Z-]*\$")
+
+
+def _data_dir(config: ml_collections.ConfigDict) -> str:
+  from experiments.configs.finetune import default_data_dir
+  return default_data_dir(config)
+
+
+def dataset_kind(config: ml_collections.ConfigDict) -> str:
+  kind = config.re.get("dataset", "auto")
+  if kind in ("auto", "", "gad"):
+    detected = re_data.detect_dataset(_data_dir(config))
+    if kind == "gad" and detected != "biobert_tsv":
+      raise ValueError(f"re.dataset='gad' but {_data_dir(config)} holds {detected}")
+    return detected
+  if kind not in ("chemprot", "biobert_tsv"):
+    raise ValueError(f"re.dataset must be auto|gad|chemprot|biobert_tsv, got {kind!r}")
+  return kind
+
+
+@functools.lru_cache(maxsize=8)
+def _tsv_summary(data_dir: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(sorted labels of train.tsv, anonymisation markers in file order of first use)."""
+  examples = re_data.read_relation_tsv(pathlib.Path(data_dir) / "train.tsv")
+  markers: dict[str, None] = {}
+  for e in examples:
+    for m in _MARKER_PATTERN.findall(e.text):
+      markers.setdefault(m, None)
+  return tuple(sorted({e.label for e in examples})), tuple(markers)
+
+
+def label_list(config: ml_collections.ConfigDict) -> list[str]:
+  if config.re.get("labels"):
+    return list(config.re.labels)
+  if dataset_kind(config) == "chemprot":
+    return list(re_data.CHEMPROT_LABELS)
+  labels, _ = _tsv_summary(_data_dir(config))
+  if "false" in labels:  # negative class first, like BioBERT's label lists
+    labels = ("false",) + tuple(l for l in labels if l != "false")
+  return list(labels)
+
+
+def entity_markers(config: ml_collections.ConfigDict) -> tuple[tuple[str, str], str | None]:
+  """(the two markers in entity_positions order, the overlap marker or None)."""
+  if dataset_kind(config) == "chemprot":
+    return re_data.CHEMPROT_MARKERS, re_data.CHEMPROT_OVERLAP_MARKER
+  _, found = _tsv_summary(_data_dir(config))
+  overlap = re_data.CHEMPROT_OVERLAP_MARKER if re_data.CHEMPROT_OVERLAP_MARKER in found else None
+  pair = tuple(m for m in found if m != re_data.CHEMPROT_OVERLAP_MARKER)
+  if set(pair) == set(re_data.CHEMPROT_MARKERS):
+    pair = re_data.CHEMPROT_MARKERS
+  elif set(pair) == set(re_data.GAD_MARKERS):
+    pair = re_data.GAD_MARKERS
+  if len(pair) != 2:
+    raise ValueError(f"{_data_dir(config)}/train.tsv: expected two anonymisation markers "
+                     f"(like @GENE$, @DISEASE$), found {list(found)}")
+  return pair, overlap
+
+
+def _negative_label(labels: list[str]) -> str:
+  return "false" if "false" in labels else "0"
+
+
+def _subsample(examples: list, limit: int, seed: int) -> list:
+  if not limit or limit >= len(examples):
+    return list(examples)
+  keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+  return [examples[i] for i in keep]
+
+
+class RelationExtractionTask:
+  """The `Task` for sentence-level relation classification."""
+
+  name = "re"
+  primary_metric = "f1"
+
+  def extra_tokens(self, config: ml_collections.ConfigDict) -> list[str]:
+    if config.re.get("extra_tokens"):
+      return list(config.re.extra_tokens)
+    pair, overlap = entity_markers(config)
+    return list(pair) + ([overlap] if overlap else [])
+
+  def read_examples(self, config: ml_collections.ConfigDict
+                    ) -> tuple[dict[str, list[re_data.RelationExample]], dict]:
+    """Examples per split before featurisation, and preprocessing statistics."""
+    data_dir = _data_dir(config)
+    stats: dict[str, Any] = {}
+    if dataset_kind(config) == "chemprot":
+      raw = re_data.chemprot_raw_dir(data_dir)
+      splits, stats = chemprot.build_all(raw, config.re.get("multi_label", "both"))
+    else:
+      splits = re_data.read_biobert_splits(data_dir)
+    fraction = float(config.re.get("dev_fraction", 0.0))
+    if "dev" not in splits and fraction > 0:
+      splits["train"], splits["dev"] = re_data.carve_dev(
+          splits["train"], fraction, int(config.re.get("dev_seed", 12345)))
+    splits["train"] = _subsample(splits["train"], config.max_train_examples, config.seed)
+    for split in ("dev", "test"):
+      if split in splits:
+        splits[split] = _subsample(splits[split], config.max_eval_examples, config.seed)
+    return splits, stats
+
+  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> dict[str, SplitData]:
+    splits, stats = self.read_examples(config)
+    labels = label_list(config)
+    label_to_id = {l: i for i, l in enumerate(labels)}
+    pair, overlap = entity_markers(config)
+    out = {}
+    for split, examples in splits.items():
+      unknown = sorted({e.label for e in examples} - set(labels))
+      if unknown:
+        raise ValueError(f"{_data_dir(config)} {split}: labels {unknown} are not in the "
+                         f"label list {labels}")
+      features, feat_stats = re_data.featurize_relations(
+          examples, tokenizer, label_to_id, config.max_seq_length, pair, overlap)
+      out[split] = SplitData(features, examples, {
+          "labels": labels, "split": split, "featurize": feat_stats,
+          "preprocess": stats.get(split, {})})
+    return out
+
+  def make_model(self, bert_config: Any, config: ml_collections.ConfigDict, dtype: Any):
+    return BertForSequenceClassification(bert_config, num_labels=len(label_list(config)),
+                                         pooling=config.re.get("pooling", "cls"), dtype=dtype)
+
+  def init_kwargs(self, config: ml_collections.ConfigDict) -> dict:
+    return {}  # the launcher's dummy inputs (incl. entity_positions) trace every param
+
+  def model_inputs(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    # entity_positions is always passed; the "cls" model ignores it.
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask",
+                                  "entity_positions")}
+
+  def loss(self, outputs: Any, batch: dict[str, jax.Array]):
+    labels = batch["label_ids"]
+    weights = batch.get("weights", jnp.ones(labels.shape, jnp.float32))
+    loss, total = masked_cross_entropy(outputs, labels, weights)
+    correct = (jnp.argmax(outputs, -1) == labels).astype(jnp.float32) * (labels >= 0)
+    return loss, {"loss": loss, "accuracy": jnp.sum(correct * weights) / jnp.maximum(total, 1)}
+
+  def predict_outputs(self, outputs: Any) -> dict[str, jax.Array]:
+    return {"logits": outputs}
+
+  def evaluate(self, outputs: dict[str, np.ndarray], split: SplitData,
+               config: ml_collections.ConfigDict) -> dict:
+    labels = split.extra["labels"]
+    pred = [labels[i] for i in np.argmax(outputs["logits"], axis=-1)]
+    gold = [e.label for e in split.examples]
+    if set(labels) == {"0", "1"}:
+      result = re_metrics.binary_prf(gold, pred, positive="1")
+    else:
+      negative = _negative_label(labels)
+      result = re_metrics.micro_prf(gold, pred, [l for l in labels if l != negative])
+    result["num_examples"] = len(gold)
+    return result
+
+  def write_predictions(self, outputs: dict[str, np.ndarray], split: SplitData,
+                        out_path_prefix: str) -> list[str]:
+    """<prefix>.tsv: guid, gold, predicted label and one probability column per label
+    (BioBERT writes only the probabilities; the extra columns make errors readable)."""
+    labels = split.extra["labels"]
+    logits = np.asarray(outputs["logits"], np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    path = f"{out_path_prefix}.tsv"
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\t".join(["index", "label", "prediction", *labels]) + "\n")
+      for e, p in zip(split.examples, probs):
+        f.write("\t".join([e.guid, e.label, labels[int(np.argmax(p))],
+                           *(f"{x:.6f}" for x in p)]) + "\n")
+    return [path]
+
+  def export_info(self, config: ml_collections.ConfigDict, splits: dict[str, Any]) -> dict:
+    pair, overlap = entity_markers(config)
+    return {"labels": label_list(config), "pooling": config.re.get("pooling", "cls"),
+            "markers": list(pair), "overlap_marker": overlap,
+            "dataset": dataset_kind(config), "max_seq_length": config.max_seq_length}
+
+
+TASK = RelationExtractionTask()
+
+__all__ = ["TASK", "RelationExtractionTask", "label_list", "entity_markers", "dataset_kind"]
