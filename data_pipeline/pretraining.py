@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -48,20 +48,12 @@ import numpy as np
 from data_pipeline import masking, pretraining_sources as sources
 from data_pipeline._tf import tf
 from data_pipeline.corpora import ReadStats, check_on_error
-from data_pipeline.pretraining_instances import instance_stream
+from data_pipeline.pretraining_instances import InstanceMaker
 from data_pipeline.static_examples import parse_example
 
 CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
 FILE_FORMATS = CORPUS_FORMATS + ("tfrecord",)
 STATE_VERSION = 1
-
-_INSTANCE_SIGNATURE = {
-    "tokens": tf.TensorSpec([None], tf.int32),
-    "segment_ids": tf.TensorSpec([None], tf.int32),
-    "word_ids": tf.TensorSpec([None], tf.int32),
-    "next_sentence_label": tf.TensorSpec([], tf.int32),
-}
-
 
 def default_config() -> ml_collections.ConfigDict:
   """Pipeline settings (BERT/BioBERT defaults where they exist)."""
@@ -81,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 12345
   c.shuffle_buffer = 10000  # examples; documents are shuffled in a buffer 1/10 of it
   c.doc_pool_size = 1000  # documents from which random NSP segments are drawn
+  c.nsp_balance = True  # keep random-next at 50% (BERT's algorithm gives ~60%)
   c.repeat = True
   c.on_error = "skip"  # "raise" | "skip" (counted, logged); see data_pipeline.corpora
   c.holdout_every = 100  # crc32(doc_id) % holdout_every == 0 -> eval only; 0 = none
@@ -126,17 +119,42 @@ def _instance_dataset(config, files, doc_shard, *, holdout: bool, repeat: bool, 
   if not holdout:
     documents = documents.shuffle(max(1, config.shuffle_buffer // 10), seed=config.seed)
   blocks = sources.tokenized_block_dataset(documents, tokenizer, config.block_docs)
-  blocks = blocks.with_options(_options(config))
 
-  def generate() -> Iterator[dict[str, np.ndarray]]:
-    rng = np.random.default_rng([config.seed, seed_key])
-    tokenized = (doc for block in blocks.as_numpy_iterator()
-                 for doc in sources.unpack_block(block))
-    yield from instance_stream(tokenized, config.max_seq_length, config.short_seq_prob,
-                               rng, tokenizer.cls_id, tokenizer.sep_id,
-                               pool_size=config.doc_pool_size)
+  maker = InstanceMaker(config.max_seq_length, config.short_seq_prob,
+                        [config.seed, seed_key], tokenizer.cls_id, tokenizer.sep_id,
+                        pool_size=max(config.doc_pool_size, config.block_docs),
+                        nsp_balance=config.nsp_balance)
 
-  return tf.data.Dataset.from_generator(generate, output_signature=_INSTANCE_SIGNATURE)
+  def make_block_instances(block_index, doc_splits, sentence_splits, ids, word_start):
+    if block_index == 0:  # a new iteration of the dataset starts the same way
+      maker.reset()
+    block = {"doc_splits": doc_splits, "sentence_splits": sentence_splits, "ids": ids,
+             "word_start": word_start}
+    instances = maker.block_instances(sources.unpack_block(block))
+    lengths = [len(inst["tokens"]) for inst in instances]
+    splits = np.zeros(len(instances) + 1, np.int64)
+    np.cumsum(lengths, out=splits[1:])
+    def flat(name):
+      if not instances:
+        return np.zeros([0], np.int32)
+      return np.concatenate([inst[name] for inst in instances]).astype(np.int32)
+    labels = np.asarray([inst["next_sentence_label"] for inst in instances], np.int32)
+    return (flat("tokens"), flat("segment_ids"), flat("word_ids"), splits, labels)
+
+  def to_instances(block_index, block):
+    tokens, segments, words, splits, labels = tf.numpy_function(
+        make_block_instances,
+        [block_index, block["doc_splits"], block["sentence_splits"], block["ids"],
+         block["word_start"]],
+        [tf.int32, tf.int32, tf.int32, tf.int64, tf.int32], stateful=True)
+    ragged = lambda values: tf.RaggedTensor.from_row_splits(  # noqa: E731
+        tf.ensure_shape(values, [None]), tf.ensure_shape(splits, [None]))
+    return tf.data.Dataset.from_tensor_slices({
+        "tokens": ragged(tokens), "segment_ids": ragged(segments),
+        "word_ids": ragged(words), "next_sentence_label": tf.ensure_shape(labels, [None])})
+
+  # Sequential (flat_map): the maker's pool and random stream follow the block order.
+  return blocks.enumerate().flat_map(to_instances)
 
 
 def example_dataset(config, process_index: int = 0, process_count: int = 1, *,
@@ -242,7 +260,7 @@ def config_fingerprint(config) -> str:
   """Hash of the settings that decide the batch sequence (checked at resume)."""
   keys = ("train_files", "file_format", "vocab_path", "lowercase", "max_seq_length",
           "max_predictions_per_seq", "masked_lm_prob", "short_seq_prob",
-          "whole_word_masking", "batch_size", "seed", "shuffle_buffer", "doc_pool_size",
+          "whole_word_masking", "nsp_balance", "batch_size", "seed", "shuffle_buffer", "doc_pool_size",
           "holdout_every", "block_docs", "cycle_length")
   text = json.dumps({k: str(config.get(k)) for k in keys}, sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -100,3 +100,19 @@ def python_whitespace_class() -> str:
   return "[" + "".join(
       f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
       for lo, hi in _ranges(is_whitespace)) + "]"
+
+
+# What the basic tokenizer does with a character (see `char_kind`).
+OTHER, REMOVED, CJK, PUNCTUATION = 0, 1, 2, 3
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def char_kind(char: str) -> int:
+  """One of OTHER, REMOVED, CJK, PUNCTUATION (memoised: the hot path of cache misses)."""
+  if is_removed(char):
+    return REMOVED
+  if is_cjk(char):
+    return CJK
+  if is_punctuation(char):
+    return PUNCTUATION
+  return OTHER

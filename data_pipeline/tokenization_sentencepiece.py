@@ -38,7 +38,7 @@ class SentencePieceTokenizer(Tokenizer):
 
   def _encode_segment_with_offsets(self, text: str, base: int) -> tuple[list[int], list[Span]]:
     prepared = self._prepare(text)
-    proto = self._sp.encode(prepared, out_type="immutable_proto")
+    proto = self._sp.encode(prepared, return_type="proto")
     ids = [p.id for p in proto.pieces]
     if len(prepared) != len(text):  # str.lower() changed the length (e.g. "İ"): no alignment
       return ids, [(base, base + len(text))] * len(ids)
@@ -58,20 +58,34 @@ class SentencePieceTokenizer(Tokenizer):
 
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
     if self._graph is None:
-      self._graph = tf_text.SentencepieceTokenizer(model=self._model_proto, out_type=tf.int64)
+      # The op emits int32 or strings only; ids are cast to int64 below.
+      self._graph = tf_text.SentencepieceTokenizer(model=self._model_proto, out_type=tf.int32)
     if self.lowercase:
       strings = tf.strings.lower(strings, encoding="utf-8")
     pieces = self._graph.tokenize(strings)  # [S, (pieces)]
-    ids = pieces.values
+    ids = tf.cast(pieces.values, tf.int64)
     starts_word = tf.gather(tf.constant(self._starts_word), ids)
+    # The first piece of a segment starts a word even without "▁" (e.g. an [UNK]).
+    row_firsts = tf.boolean_mask(pieces.row_starts(), pieces.row_lengths() > 0)
     first_in_row = tf.scatter_nd(
-        tf.expand_dims(pieces.row_starts(), 1)[pieces.row_lengths() > 0],
-        tf.ones_like(pieces.row_starts()[pieces.row_lengths() > 0], dtype=tf.bool),
+        tf.expand_dims(row_firsts, 1), tf.ones_like(row_firsts, dtype=tf.bool),
         tf.shape(ids, out_type=tf.int64))
     word_starts = tf.where(starts_word | first_in_row)[:, 0]
     words = tf.RaggedTensor.from_row_starts(ids, word_starts)
     word_row = tf.gather(pieces.value_rowids(), word_starts)
     return tf.RaggedTensor.from_value_rowids(words, word_row, nrows=pieces.nrows())
 
-  def _join_pieces(self, pieces: list[str]) -> str:
-    return "".join(pieces).replace(WORD_MARKER, " ").strip()
+  def decode(self, ids: Sequence[int]) -> str:
+    """SentencePiece's own decoding (unknown pieces read " ⁇ "), skipping [PAD]."""
+    parts: list[str] = []
+    run: list[int] = []
+    for i in list(ids) + [None]:
+      if i is None or i >= self._first_extra_id:
+        if run:
+          parts.append(self._sp.decode(run))
+          run = []
+        if i is not None:
+          parts.append(self.vocab[i])
+      elif i != self.pad_id:
+        run.append(int(i))
+    return " ".join(p for p in parts if p)

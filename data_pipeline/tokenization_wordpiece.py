@@ -83,9 +83,10 @@ class WordPieceEncoder:
     # _clean_text, then _tokenize_chinese_chars: CJK chars become tokens of their own.
     tokens: list[list[int]] = [[]]  # chunk positions of the kept characters, per token
     for i, c in enumerate(chunk):
-      if chars.is_removed(c):
+      kind = chars.char_kind(c)
+      if kind == chars.REMOVED:
         continue
-      if chars.is_cjk(c):
+      if kind == chars.CJK:
         tokens.append([i])
         tokens.append([])
       else:
@@ -117,7 +118,7 @@ class WordPieceEncoder:
     # _run_split_on_punc: punctuation chars become words of their own.
     word_start = 0
     for k, c in enumerate(text + " "):
-      if k == len(text) or chars.is_punctuation(c):
+      if k == len(text) or chars.char_kind(c) == chars.PUNCTUATION:
         if word_start < k:
           out.extend(self._wordpiece(text[word_start:k], starts[word_start:k],
                                      ends[word_start:k]))
@@ -175,9 +176,10 @@ class BasicTokenizer:
   def _split_chunk(self, chunk: str) -> list[str]:
     tokens = [""]
     for c in chunk:
-      if chars.is_removed(c):
+      kind = chars.char_kind(c)
+      if kind == chars.REMOVED:
         continue
-      if chars.is_cjk(c):
+      if kind == chars.CJK:
         tokens += [c, ""]
       else:
         tokens[-1] += c
@@ -187,7 +189,7 @@ class BasicTokenizer:
         token = _strip_accents(token.lower())
       current = ""
       for c in token:
-        if chars.is_punctuation(c):
+        if chars.char_kind(c) == chars.PUNCTUATION:
           words += [current, c] if current else [c]
           current = ""
         else:

@@ -56,7 +56,8 @@ def reserved_tokens(num_unused: int) -> list[str]:
 
 def learn_wordpiece_vocab(word_counts: collections.Counter, vocab_size: int,
                           num_unused: int = 100, max_unique_chars: int = 1000,
-                          lower_thresh: int = 10, num_iterations: int = 4) -> list[str]:
+                          lower_thresh: int = 10, num_iterations: int = 4,
+                          min_count: int | None = None) -> list[str]:
   """A WordPiece vocabulary of at most `vocab_size` entries (within 5%, the learner's slack).
 
   Args:
@@ -68,15 +69,22 @@ def learn_wordpiece_vocab(word_counts: collections.Counter, vocab_size: int,
     lower_thresh: lowest piece frequency the learner's threshold search may try; lower
       it for tiny corpora.
     num_iterations: refinement passes of the learner.
+    min_count: learn once at this piece-frequency threshold instead of searching for the
+      threshold that meets `vocab_size` (each search step is a full learning run; the
+      pure-Python learner needs ~2 s per run on 6k distinct words). `vocab_size` is
+      then only a cap the learner does not enforce.
   """
   reserved = reserved_tokens(num_unused)
   if vocab_size <= len(reserved):
     raise ValueError(f"vocab_size={vocab_size} leaves no room after {len(reserved)} "
                      "reserved tokens")
+  upper_thresh = int(1e7)
+  if min_count is not None:
+    upper_thresh = lower_thresh = min_count
   vocab = learner.learn(
       dict(word_counts), vocab_size=vocab_size, reserved_tokens=reserved,
-      lower_thresh=lower_thresh, num_iterations=num_iterations,
-      max_unique_chars=max_unique_chars, include_joiner_token=False, joiner="##")
+      upper_thresh=upper_thresh, lower_thresh=lower_thresh, num_iterations=num_iterations,
+      max_unique_chars=max_unique_chars, include_joiner_token=True, joiner="##")
   return vocab
 
 

@@ -3,7 +3,9 @@
 Numerical parity with transformers is in tests/test_checkpoints_hf.py; these tests check the
 structure and the equivalences between our own execution modes.
 """
-import flax.linen as nn
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from biobert_jax import BertConfig, models
 from biobert_jax.checkpoints import flatten, stack_layers, unstack_layers
-from biobert_jax.models.encoder import explicit_attention
+from biobert_jax.models.encoder import activation, explicit_attention
 
 CONFIG = BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=64, max_position_embeddings=40)
@@ -33,8 +35,14 @@ def encoder_params():
   return models.init_params(models.BertEncoder(CONFIG), jax.random.key(0))
 
 
-def _run(module, params, *args, **kw):
-  return jax.jit(lambda p, *a: module.apply({"params": p}, *a, **kw))(params, *args)
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(module, params, *args):
+  return module.apply({"params": params}, *args)
+
+
+def _run(module, params, *args):
+  """Jitted deterministic apply; one compile per (module, shapes) across all tests."""
+  return _apply(module, params, *args)
 
 
 def test_parameter_tree_matches_contract(encoder_params):
@@ -123,8 +131,8 @@ def test_scan_equals_unrolled_and_stack_round_trip(encoder_params):
   assert stacked["encoder"]["layer"]["attention"]["self"]["query"]["kernel"].shape == (2, 32, 4, 8)
   scan = models.BertEncoder(CONFIG, scan_layers=True)
   # The stacked tree has exactly the structure nn.scan initialises.
-  fresh = models.init_params(scan, jax.random.key(3))
-  assert jax.tree.structure(fresh) == jax.tree.structure(stacked)
+  fresh = models.param_shapes(scan)
+  assert jax.tree.map(np.shape, fresh) == jax.tree.map(np.shape, stacked)
   assert models.logical_axes(scan)["encoder"]["layer"]["intermediate"]["dense"]["kernel"] == P(
       "layers", "embed", "mlp")
   want = _run(models.BertEncoder(CONFIG), encoder_params, ids, types, mask)
@@ -149,11 +157,11 @@ def test_remat_scan_same_loss_and_gradients_as_plain(encoder_params):
   np.testing.assert_allclose(l2, l1, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                unstack_layers(g2), g1)
-  # Training mode (dropout inside the remat'd, scanned layers) traces and gives finite grads.
-  g = jax.jit(jax.grad(lambda p: jnp.sum(remat.apply(
-      {"params": p}, ids, types, mask, deterministic=False,
-      rngs={"dropout": jax.random.key(0)})[0] ** 2)))(stack_layers(encoder_params))
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(g))
+  # Training mode (dropout inside the remat'd, scanned layers) runs and differs per layer rng.
+  seq, pooled = remat.apply({"params": stack_layers(encoder_params)}, ids, types, mask,
+                            deterministic=False, rngs={"dropout": jax.random.key(0)})
+  train_loss = float(jnp.sum(seq ** 2) + jnp.sum(pooled))
+  assert np.isfinite(train_loss) and abs(train_loss - float(l1)) > 1e-3
 
 
 def test_remat_unrolled_same_output(encoder_params):
@@ -170,7 +178,8 @@ def test_bf16_compute_with_f32_params_stays_close(encoder_params):
   assert bf16[0].dtype == jnp.bfloat16
   assert jax.tree.leaves(encoder_params)[0].dtype == jnp.float32
   # Outputs are LayerNorm-ed (unit scale); bf16 has an 8-bit mantissa (rel. step 2^-8 = 0.004)
-  # and errors compound over 2 layers. Measured max abs diff ~0.03, mean ~0.005.
+  # and errors compound over 2 layers. Measured: max abs diff 0.016, mean 0.0023, pooled
+  # 0.001; bounds leave ~5x headroom for other CPUs/XLA versions.
   diff = np.abs(np.asarray(bf16[0], np.float32) - np.asarray(f32[0]))
   assert diff.max() < 0.1 and diff.mean() < 0.02, (diff.max(), diff.mean())
   pdiff = np.abs(np.asarray(bf16[1], np.float32) - np.asarray(f32[1]))
@@ -227,8 +236,7 @@ def test_entity_start_pooling_uses_the_marked_positions():
   p = models.init_params(m, jax.random.key(0))
   assert p["classifier"]["kernel"].shape == (64, 3)
   pos = np.array([[1, 4], [2, 6], [0, 11]], np.int32)
-  logits = jax.jit(lambda p, e: m.apply({"params": p}, ids, types, mask, entity_positions=e))(
-      p, pos)
+  logits = _run(m, p, ids, types, mask, pos)
   seq, _ = _run(models.BertEncoder(CONFIG), p["encoder"], ids, types, mask)
   feats = np.concatenate([np.asarray(seq)[np.arange(B), pos[:, 0]],
                           np.asarray(seq)[np.arange(B), pos[:, 1]]], axis=-1)
@@ -248,10 +256,12 @@ def test_logical_axes_cover_every_param():
   assert flat_axes["cls/predictions/output_bias"] == P("vocab")
 
 
-def test_gelu_variants_differ_and_relu_runs(encoder_params):
-  ids, types, mask = _inputs()
-  outs = [_run(models.BertEncoder(CONFIG.replace(hidden_act=a)), encoder_params, ids, types,
-               mask)[0] for a in ("gelu", "gelu_new", "relu")]
-  assert 1e-6 < np.abs(np.asarray(outs[0] - outs[1])).max() < 0.05
-  assert np.abs(np.asarray(outs[0] - outs[2])).max() > 0.05
-  assert isinstance(models.BertEncoder(CONFIG), nn.Module)
+def test_activations_match_their_definitions():
+  x = np.linspace(-5, 5, 101).astype(np.float32)
+  exact = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+  tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+  np.testing.assert_allclose(activation("gelu")(x), exact, atol=1e-6)
+  np.testing.assert_allclose(activation("gelu_new")(x), tanh, atol=1e-6)
+  np.testing.assert_allclose(activation("gelu_approx")(x), tanh, atol=1e-6)
+  np.testing.assert_array_equal(activation("relu")(x), np.maximum(x, 0))
+  assert np.abs(exact - tanh).max() > 1e-4  # the two gelus really are different functions

@@ -72,13 +72,26 @@ def setup(request, data_dir):
   return ours, hf, slow, lowercase
 
 
+def _slow_ids(slow, text):
+  """The slow port's BasicTokenizer + WordpieceTokenizer, i.e. original BERT's pipeline.
+
+  (Its `tokenize()` wrapper lowercases char by char around added tokens, which loses
+  BERT's word-final sigma; the BasicTokenizer itself uses str.lower() like BERT.)
+  """
+  words = slow.basic_tokenizer.tokenize(text)
+  return slow.convert_tokens_to_ids([p for w in words for p in slow.wordpiece_tokenizer.tokenize(w)])
+
+
 def _hf_ids(hf, texts):
   return [e.ids[1:-1] for e in hf.encode_batch(texts)]  # drop [CLS] ... [SEP]
 
 
 def _graph_ids(tokenizer, texts):
+  """Per-text piece ids from the in-graph face (RaggedTensor.to_list is too slow here)."""
   ragged = tokenizer.tokenize_tf(tf.constant(texts, dtype=tf.string))
-  return [[piece for word in words for piece in word] for words in ragged.to_list()]
+  pieces = ragged.flat_values.numpy()
+  splits = ragged.values.row_splits.numpy()[ragged.row_splits.numpy()]
+  return [pieces[a:b].tolist() for a, b in zip(splits[:-1], splits[1:])]
 
 
 def _mismatches(got, want, texts):
@@ -87,14 +100,15 @@ def _mismatches(got, want, texts):
 
 def _differs_only_by_final_sigma(text: str) -> bool:
   # HF tokenizers lowercases char by char; BERT's str.lower() maps a word-final capital
-  # sigma to "ς". Texts with a capital sigma are compared against the slow port instead.
+  # sigma to "ς". Texts with a capital sigma are compared against the slow port instead
+  # (the shared corpora have none, so nothing is skipped there; the test asserts it).
   return "Σ" in text
 
 
 def test_python_face_matches_hf_tokenizers_on_corpora(setup, corpus):
   ours, hf, _, lowercase = setup
   texts = [t for t in corpus if not (lowercase and _differs_only_by_final_sigma(t))]
-  assert len(texts) > len(corpus) - 10
+  assert len(texts) == len(corpus)
   assert _mismatches(ours.encode(texts), _hf_ids(hf, texts), texts) == []
 
 
@@ -107,7 +121,7 @@ def test_graph_face_matches_hf_tokenizers_on_corpora(setup, corpus):
 def test_both_faces_match_slow_bert_tokenizer_on_a_subset(setup, corpus):
   ours, _, slow, _ = setup
   texts = corpus[::150]  # ~170 texts: NER sentences and abstracts
-  want = [slow.convert_tokens_to_ids(slow.tokenize(t)) for t in texts]
+  want = [_slow_ids(slow, t) for t in texts]
   assert _mismatches(ours.encode(texts), want, texts) == []
   assert _mismatches(_graph_ids(ours, texts), want, texts) == []
 
@@ -116,11 +130,16 @@ def test_both_faces_match_slow_bert_tokenizer_on_a_subset(setup, corpus):
 def test_corner_cases_match_references(setup, name):
   ours, hf, slow, lowercase = setup
   text = CORNER_CASES[name]
-  want = slow.convert_tokens_to_ids(slow.tokenize(text))
+  if unicodedata.normalize("NFC", text) == text:
+    want = _slow_ids(slow, text)
+    if not (lowercase and _differs_only_by_final_sigma(text)):
+      assert _hf_ids(hf, [text]) == [want]  # the two references agree here
+  else:
+    # transformers' BasicTokenizer NFC-normalises first (original BERT does not), so for
+    # decomposed input only HF tokenizers (no NFC, like BERT) is the reference.
+    want = _hf_ids(hf, [text])[0]
   assert ours.encode([text]) == [want]
   assert _graph_ids(ours, [text]) == [want]
-  if not (lowercase and _differs_only_by_final_sigma(text)):
-    assert _hf_ids(hf, [text]) == [want]  # the two references agree here
 
 
 def test_corner_case_expectations_by_name(setup):
@@ -157,8 +176,15 @@ def _assert_offsets_map_back(tokenizer, texts):
       if piece == "[UNK]":
         assert text[start:end].strip() == text[start:end]
         continue
-      assert _normalise(text[start:end], tokenizer.lowercase) == piece.removeprefix("##"), (
-          text, piece, start, end)
+      # A span alone loses the context of the word-final sigma rule, hence ς ~ σ.
+      got = _normalise(text[start:end], tokenizer.lowercase).replace("ς", "σ")
+      want = piece.removeprefix("##").replace("ς", "σ")
+      if any(len(_normalise(c, tokenizer.lowercase)) > 1 for c in text[start:end]):
+        # One char normalised to several (Hangul NFD -> jamo) and a piece may hold part
+        # of them: its span is then the whole original char.
+        assert want in got, (text, piece, start, end)
+      else:
+        assert got == want, (text, piece, start, end)
 
 
 def test_offsets_map_back_on_corpora_sample(setup, corpus):

@@ -112,6 +112,9 @@ def assemble(config: BertConfig, tensors: Mapping[str, np.ndarray], *, fmt: str,
     problems.append("unexpected in the checkpoint:\n  "
                     + "\n  ".join(f"{n} {_fmt_shape(tensors[n].shape)}" for n in unexpected))
   if problems:
+    if not mismatched:
+      problems.append("(load(..., strict=False) initialises missing params freshly and skips "
+                      "unexpected tensors, listing both in the LoadReport)")
     raise CheckpointError(f"{report.path}: checkpoint does not fit the model:\n"
                           + "\n".join(problems))
   report.unused = unexpected

@@ -39,11 +39,15 @@ def _init(module: nn.Module, rng: jax.Array, inputs: dict[str, Any]) -> Any:
   return module.init({"params": rng}, **inputs, deterministic=True)["params"]
 
 
+# Modules are hashable dataclasses: equal modules with equal input shapes compile once.
+_jit_init = jax.jit(_init, static_argnums=0)
+
+
 def init_params(module: nn.Module, rng: jax.Array, *, batch_size: int = 1, seq_len: int = 16,
                 **extra_inputs: Any) -> Any:
   """Freshly initialised params of `module` as a plain pytree (logical-axis boxes removed)."""
   inputs = dummy_inputs(module, batch_size=batch_size, seq_len=seq_len, **extra_inputs)
-  return nn.unbox(jax.jit(lambda r: _init(module, r, inputs))(rng))
+  return nn.unbox(_jit_init(module, rng, inputs))
 
 
 def param_shapes(module: nn.Module, **extra_inputs: Any) -> Any:

@@ -54,14 +54,14 @@ class BertForSequenceClassification(nn.Module):
     c = self.config
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling {self.pooling!r} is unknown; valid: {', '.join(POOLINGS)}")
+    if self.pooling == "entity_start" and entity_positions is None:
+      raise ValueError("pooling='entity_start' needs entity_positions (int [batch, 2])")
     seq, pooled = BertEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat,
                               name="encoder")(input_ids, token_type_ids, attention_mask,
                                               deterministic)
     if self.pooling == "cls":
       features, in_axis = pooled, "embed"
     else:
-      if entity_positions is None:
-        raise ValueError("pooling='entity_start' needs entity_positions (int [batch, 2])")
       starts = gather_positions(seq, entity_positions[:, :2])  # [B, 2, H]
       features, in_axis = starts.reshape(starts.shape[0], -1), None  # [B, 2H]
     features = nn.Dropout(rate=c.hidden_dropout_prob)(features, deterministic=deterministic)

@@ -5,7 +5,9 @@ by whitespace, and is then accepted or rejected by looking at the token that end
 punctuation and the token after it:
 
 * known abbreviations never end a sentence: "e.g.", "i.e.", "et al.", "vs.", "approx.",
-  "Dr.", "cf.", "ca.", dotted acronyms ("U.S.");
+  "Dr.", "cf.", "ca."; dotted acronyms ("U.S.", "S.A.") and taxonomy abbreviations
+  ("spp.") end one only before a typical sentence starter ("The", "No", "We", ...) or,
+  for "spp.", a capitalised word;
 * reference abbreviations ("Fig.", "Eq.", "No.", "Ref.", "Vol.", months, ...) do not
   end a sentence when a number or figure label follows ("Fig. 2", "No. 5", "Fig. S1");
 * the next sentence must start like one: an upper-case letter, a digit, an opening
@@ -33,6 +35,18 @@ incl esp e.g.,
 _NUMBERED_ABBREV = frozenset("""
 fig figs tab tabs eq eqs ref refs no nos vol vols pp p chap sec sect suppl ed eds
 jan feb mar apr jun jul aug sep sept oct nov dec art approx
+""".split())
+
+# Taxonomy abbreviations: a sentence may end with them ("... Anthoxanthum spp. The"),
+# but not when a gene-style or upper-case token follows ("Leishmania spp. kDNA was").
+_TAXON_ABBREV = frozenset("sp spp ssp subsp var coll".split())
+
+# Words that start sentences and hardly ever follow an initial or an acronym inside one:
+# they decide "S.A. No other author" and "vitamin D. The" for a boundary.
+_SENTENCE_STARTERS = frozenset("""
+The This These That Those There Thus Therefore However Moreover Furthermore In We Our
+It Its No Not A An All Both Each Further Here Although While When Since After Before
+Finally Overall Conversely Similarly Additionally Also Among Of On For To Using Based
 """.split())
 
 _CANDIDATE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)")
@@ -65,14 +79,19 @@ def _is_boundary(text: str, punct_start: int, punct_end: int) -> bool:
   if "." in punct.rstrip(".") or len(punct.rstrip("\"'”’)]")) > 1:
     return True  # "...)" or an ellipsis; a closing bracket after the period ends it
   lowered = word.lower()
-  if lowered in _ALWAYS_ABBREV or _DOTTED_ACRONYM.match(word + "."):
+  bare_next = next_token.lstrip("\"'“‘([")
+  if lowered in _ALWAYS_ABBREV:
     return False
+  if _DOTTED_ACRONYM.match(word + "."):
+    return bare_next in _SENTENCE_STARTERS
+  if lowered in _TAXON_ABBREV:
+    return bool(re.match(r"^[A-Z][a-z]", bare_next))
   if lowered in _NUMBERED_ABBREV and _NUMBER_OR_LABEL.match(next_token):
     return False
   if len(word) == 1 and word.isupper():
     # An initial ("J. Smith", "E. Coli" in titles) or a sentence ending in a letter
-    # ("vitamin D. The"). In abstracts the latter is far more common, except in author
-    # style sequences of initials ("A. B. Smith"), which we keep together.
+    # ("vitamin D. The", "hepatitis B. We"). In abstracts the latter is far more common
+    # before a capitalised word, except in sequences of initials ("A. B. Smith").
     return not re.match(r"^[A-Z]\.$", next_token)
   return True
 

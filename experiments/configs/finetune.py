@@ -37,6 +37,10 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.max_seq_length = 128
   c.doc_stride = 64        # window stride (in pieces) for inputs longer than max_seq_length
+  # > 0: cut each batch's padding to its longest row rounded up to a multiple of this
+  # (eval runs sorted by length). Needs features whose [N, max_seq_length] arrays may be
+  # trimmed; outputs are padded back with zeros. 0 = always max_seq_length.
+  c.bucket_length = 0
   c.max_train_examples = 0  # 0 = all
   c.max_eval_examples = 0   # 0 = all
   c.seed = 42
@@ -109,7 +113,9 @@ def get_config(arg: str = "ner") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown fine-tuning preset {task!r}; expected {sorted(_TASK_CONFIGS)}")
   c = _common_config(task)
   c[task] = _TASK_CONFIGS[task]()
-  if task == "re":
+  if task == "ner":
+    c.bucket_length = 32
+  elif task == "re":
     c.max_seq_length = 128
   elif task == "qa":
     c.max_seq_length = 384

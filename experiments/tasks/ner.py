@@ -12,7 +12,7 @@ the word's first piece).
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import os
 import pathlib
 from typing import Any, Sequence
@@ -165,6 +165,20 @@ def split_words(tokenizer: Any, text: str) -> list[Word]:
   return words
 
 
+@functools.lru_cache(maxsize=8)
+def _probs_fn(bert_config: Any, num_labels: int):
+  """The jit'd softmax of the model, shared by predictors of the same architecture."""
+  module = BertForTokenClassification(bert_config, num_labels=num_labels)
+
+  @jax.jit
+  def probs(params, input_ids, token_type_ids, attention_mask):
+    logits = module.apply({"params": params}, input_ids, token_type_ids, attention_mask,
+                          deterministic=True)
+    return jax.nn.softmax(logits, axis=-1)
+
+  return probs
+
+
 class NerPredictor:
   """A fine-tuned NER model loaded from a finetune workdir (or its model/ subdir)."""
 
@@ -181,16 +195,8 @@ class NerPredictor:
     self.max_seq_length = int(loaded.info["max_seq_length"])
     self.stride = int(loaded.info.get("doc_stride", self.max_seq_length // 2))
     self.batch_size = batch_size
-    module = BertForTokenClassification(loaded.bert_config, num_labels=len(self.labels))
-    self._params = loaded.params
-
-    @jax.jit
-    def probs(params, input_ids, token_type_ids, attention_mask):
-      logits = module.apply({"params": params}, input_ids, token_type_ids, attention_mask,
-                            deterministic=True)
-      return jax.nn.softmax(logits, axis=-1)
-
-    self._probs = probs
+    self.params = loaded.params
+    self._probs = _probs_fn(loaded.bert_config, len(self.labels))
 
   def word_probs(self, words_per_text: Sequence[Sequence[Word]]) -> list[np.ndarray]:
     aligned = [ner_data.align_pieces([w.piece_ids for w in words], self.tokenizer.unk_id)
@@ -206,7 +212,7 @@ class NerPredictor:
       if rows < self.batch_size:  # pad to one shape: one compilation for every call
         batch = {k: np.concatenate([v, np.zeros((self.batch_size - rows,) + v.shape[1:],
                                                 v.dtype)]) for k, v in batch.items()}
-      out = self._probs(self._params, batch["input_ids"], batch["token_type_ids"],
+      out = self._probs(self.params, batch["input_ids"], batch["token_type_ids"],
                         batch["attention_mask"])
       chunks.append(np.asarray(out)[:rows])
     probs = np.concatenate(chunks) if chunks else np.zeros((0, self.max_seq_length,
@@ -240,8 +246,3 @@ def predict_records(model_dir: str, records: Sequence[dict]) -> list[dict]:
   entities = tag_texts(model_dir, [r["text"] for r in records])
   return [{**r, "entities": e} for r, e in zip(records, entities)]
 
-
-def dump_jsonl(records: Sequence[dict], path: str) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    for r in records:
-      f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -1,0 +1,86 @@
+"""Our own checkpoint format: `bert_config.json` + an orbax tree of the params at `params/`.
+
+`load_native` also reads a pre-training workdir (experiments/pretrain.py's `--workdir`):
+`bert_config.json` there plus the params of the latest complete step under
+`checkpoints/` (the optimizer state is not read). Layers are stored unstacked
+(`layer_{i}`), like every checkpoint on disk.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from biobert_jax.config import BertConfig
+
+CONFIG_NAME = "bert_config.json"
+PARAMS_DIR = "params"
+CHECKPOINTS_DIR = "checkpoints"  # inside a pre-training workdir
+
+
+def _unstacked(params: Any) -> Any:
+  """nn.scan's stacked `encoder/encoder/layer` -> `layer_{i}` (what goes on disk)."""
+  enc = params.get("encoder", {}).get("encoder", {}) if isinstance(params, dict) else {}
+  if "layer" in enc:
+    from biobert_jax.checkpoints.names import unstack_layers  # pylint: disable=import-outside-toplevel
+    return unstack_layers(params)
+  return params
+
+
+def save_native(config: BertConfig, params: Any, out_dir: str | os.PathLike) -> pathlib.Path:
+  """Writes `out_dir/bert_config.json` and `out_dir/params/` (replacing old params).
+
+  Params may be sharded jax.Arrays (every process must call this; orbax writes each shard
+  once) or host numpy arrays.
+  """
+  out = pathlib.Path(out_dir).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    config.to_json_file(out / CONFIG_NAME)
+    if (out / PARAMS_DIR).exists():
+      shutil.rmtree(out / PARAMS_DIR)
+  params = _unstacked(params)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(out / PARAMS_DIR, params)
+    ckptr.wait_until_finished()
+  return out
+
+
+def _read_params(path: pathlib.Path) -> Any:
+  with ocp.PyTreeCheckpointer() as ckptr:
+    tree = ckptr.metadata(path).item_metadata.tree
+    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=item,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)))
+
+
+def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
+  """(config, params as host numpy) from a native directory or a pre-training workdir.
+
+  Raises:
+    FileNotFoundError: naming what is missing under `path`.
+  """
+  p = pathlib.Path(path).absolute()
+  config_path = p / CONFIG_NAME
+  if not config_path.exists():
+    raise FileNotFoundError(f"{p}: no {CONFIG_NAME} (not a native checkpoint or workdir)")
+  config = BertConfig.from_json_file(config_path)
+  if (p / PARAMS_DIR).is_dir():
+    return config, _read_params(p / PARAMS_DIR)
+  if (p / CHECKPOINTS_DIR).is_dir():
+    from biobert_jax.checkpoints.manager import CheckpointManager  # pylint: disable=import-outside-toplevel
+    manager = CheckpointManager(p / CHECKPOINTS_DIR, async_save=False,
+                                read_only=True)
+    try:
+      _, params = manager.restore_params()
+    finally:
+      manager.close()
+    return config, _unstacked(params)
+  raise FileNotFoundError(f"{p}: has {CONFIG_NAME} but neither {PARAMS_DIR}/ nor "
+                          f"{CHECKPOINTS_DIR}/ with a complete step")

@@ -1,0 +1,90 @@
+"""Metrics to DIR/<name>.jsonl (one JSON object per logged step) and to TensorBoard.
+
+TensorBoard events are written with tensorboard's own TF-free writer
+(`tensorboard.summary._writer.Writer`), imported lazily, so biobert_jax never imports
+TensorFlow. Only process 0 writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def _plain(value: Any) -> Any:
+  if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "dtype"):
+    value = np.asarray(value).item()
+  return value
+
+
+class MetricsWriter:
+  """Appends rows to `<workdir>/<name>.jsonl`; mirrors scalars to TensorBoard.
+
+  Args:
+    workdir: output directory.
+    name: file stem ("metrics" -> metrics.jsonl).
+    tensorboard_dir: where events go (None = no TensorBoard).
+    tag_prefix: prefix of TensorBoard tags (e.g. "eval_").
+  """
+
+  def __init__(self, workdir: str, name: str = "metrics", *,
+               tensorboard_dir: str | None = None, tag_prefix: str = ""):
+    self.path = os.path.join(workdir, f"{name}.jsonl")
+    self._active = jax.process_index() == 0
+    self._prefix = tag_prefix
+    self._tb = None
+    if self._active:
+      os.makedirs(workdir, exist_ok=True)
+      if tensorboard_dir:
+        try:
+          from tensorboard.summary import _writer  # pylint: disable=import-outside-toplevel
+          self._tb = _writer.Writer(tensorboard_dir)
+        except ImportError as e:  # tensorboard is optional for the library.
+          logging.warning("TensorBoard writer unavailable (%s); writing %s only", e,
+                          self.path)
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Writes one row {"step": step, **metrics}; returns it (plain Python values)."""
+    row = {"step": int(step)}
+    row.update({k: _plain(v) for k, v in metrics.items()})
+    if not self._active:
+      return row
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+          self._tb.add_scalar(self._prefix + k, v, step=int(step))
+      self._tb.flush()
+    return row
+
+  def truncate_after(self, step: int) -> None:
+    """Drops rows with step > `step` (a resumed run rewrites them), keeps the rest."""
+    if not self._active or not os.path.exists(self.path):
+      return
+    with open(self.path, encoding="utf-8") as f:
+      rows = [line for line in f if line.strip()]
+    kept = []
+    for line in rows:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line)
+      except (ValueError, KeyError):  # a line cut by a kill mid-write: dropped.
+        continue
+    with open(self.path, "w", encoding="utf-8") as f:
+      f.writelines(kept)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """All rows of a metrics .jsonl file."""
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

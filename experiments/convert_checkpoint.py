@@ -1,0 +1,45 @@
+r"""Converts a BERT checkpoint between formats.
+
+  python -m experiments.convert_checkpoint --input=PATH --output=DIR --format=hf|tf1|native
+
+--input: anything `biobert_jax.checkpoints.load` reads (HF directory, TF1 checkpoint directory
+or prefix, native directory / pre-training workdir). --format=tf1 writes DIR/model.ckpt
+(+ bert_config.json); hf writes DIR/config.json + model.safetensors; native writes
+DIR/bert_config.json + DIR/params/. Task heads other than the pre-training heads ("cls") are
+dropped for hf/tf1 (they have no standard name there) and kept for native.
+"""
+from __future__ import annotations
+
+import pathlib
+
+from absl import app, flags, logging
+
+from biobert_jax import checkpoints
+
+_INPUT = flags.DEFINE_string("input", None, "checkpoint to read (any supported format)")
+_OUTPUT = flags.DEFINE_string("output", None, "output directory")
+_FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "tf1", "native"], "output format")
+_STRICT = flags.DEFINE_bool("strict", True, "fail on missing/unexpected tensors in --input")
+
+
+def convert(src: str, out: str, fmt: str, strict: bool = True) -> pathlib.Path:
+  config, params, report = checkpoints.load_with_report(src, strict=strict)
+  logging.info("%s", report.summary())
+  if fmt == "hf":
+    return checkpoints.export_hf(config, params, out, drop_unknown=True)
+  if fmt == "tf1":
+    return checkpoints.export_tf1(config, params, pathlib.Path(out) / "model.ckpt",
+                                  drop_unknown=True)
+  from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
+  return native.save_native(config, params, out)
+
+
+def main(argv):
+  del argv
+  out = convert(_INPUT.value, _OUTPUT.value, _FORMAT.value, _STRICT.value)
+  print(f"wrote {_FORMAT.value} checkpoint: {out}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["input", "output"])
+  app.run(main)

@@ -1,0 +1,34 @@
+r"""Fine-tunes a BERT checkpoint on NER, RE or QA.
+
+  python -m experiments.finetune --config=experiments/configs/finetune.py:ner \
+    --config.data_dir=../shared/data/ner/NCBI-disease --config.init_checkpoint=PATH \
+    --config.num_epochs=3 --workdir=/tmp/ncbi
+
+Writes to --workdir: surgery_report.json, config.json, metrics.jsonl, tensorboard/,
+eval_results.json, predictions_{dev,test}.*, and model/ (the best epoch, for
+experiments.predict). The loop is experiments/finetune_lib.py; tasks are experiments/tasks.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import finetune_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  metric = results["primary_metric"]
+  for split in ("dev", "test"):
+    if split in results:
+      print(f"{split} {metric}: {results[split][metric]:.4f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

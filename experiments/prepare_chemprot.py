@@ -1,0 +1,50 @@
+r"""Writes BioBERT-format ChemProt TSVs (train/dev/test.tsv) from the raw release.
+
+  python -m experiments.prepare_chemprot --raw_dir=../shared/data/re/chemprot/raw \
+      --out_dir=/tmp/chemprot_tsv
+
+The files have BLUE's layout (`index<TAB>sentence<TAB>label` with a header; index =
+`<pmid>.<chemical id>.<gene id>`), so `--config.re.dataset=biobert_tsv
+--config.data_dir=<out_dir>` trains on them exactly like on the raw release. Prints the
+per-split statistics (examples, labels, gold relations lost across sentences) as JSON and
+writes them to <out_dir>/stats.json. The fine-tuning launcher does not need this step: it
+preprocesses a raw release in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from data_pipeline.tasks import chemprot
+from data_pipeline.tasks import re as re_data
+
+_RAW = flags.DEFINE_string("raw_dir", "", "ChemProt raw release (holds chemprot_training/); "
+                           "default: <data>/re/chemprot/raw")
+_OUT = flags.DEFINE_string("out_dir", None, "where to write train/dev/test.tsv", required=True)
+_MULTI = flags.DEFINE_enum("multi_label", "both", ["both", "first"],
+                           "pairs with two gold labels: one row per label (BLUE) or the first")
+
+
+def main(argv):
+  del argv
+  from data_pipeline import paths  # pylint: disable=import-outside-toplevel
+  raw = _RAW.value or str(paths.data_path("re", "chemprot", "raw"))
+  raw_dir = re_data.chemprot_raw_dir(raw)
+  if raw_dir is None:
+    raise SystemExit(f"{raw}: no chemprot_training/ inside; not a raw ChemProt release")
+  examples, stats = chemprot.build_all(raw_dir, _MULTI.value)
+  os.makedirs(_OUT.value, exist_ok=True)
+  for split, rows in examples.items():
+    with open(os.path.join(_OUT.value, f"{split}.tsv"), "w", encoding="utf-8") as f:
+      f.write("index\tsentence\tlabel\n")
+      for e in rows:
+        f.write(f"{e.guid}\t{e.text}\t{e.label}\n")
+  with open(os.path.join(_OUT.value, "stats.json"), "w", encoding="utf-8") as f:
+    json.dump(stats, f, indent=2)
+  print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,115 @@
+"""Batch sources for experiments/pretrain.py: the real corpus pipeline or synthetic batches.
+
+Both yield this process's numpy batches (global batch // process_count rows) with BERT's
+feature names and have get_state() / set_state() for exact resume. The synthetic source
+needs no TensorFlow (fast subprocess tests, benchmarks); the corpus source is
+data_pipeline.pretraining (imported lazily: it imports TensorFlow).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import ml_collections
+import numpy as np
+
+# Trainer config keys that the corpus pipeline reads under the same name.
+_SHARED_KEYS = ("train_files", "vocab_path", "lowercase", "max_seq_length",
+                "max_predictions_per_seq", "seed")
+
+
+class SyntheticBatches:
+  """Random BERT batches; batch i depends only on (seed, process, i): resumable exactly."""
+
+  def __init__(self, *, batch_size: int, seq_len: int, num_predictions: int,
+               vocab_size: int, seed: int, process_index: int = 0, stream: int = 0):
+    self.batch_size, self.seq_len, self.num_predictions = batch_size, seq_len, num_predictions
+    self.vocab_size, self.seed, self.process_index, self.stream = (vocab_size, seed,
+                                                                   process_index, stream)
+    self.consumed = 0
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def batch(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([self.seed, self.stream, self.process_index, index])
+    b, l, p = self.batch_size, self.seq_len, self.num_predictions
+    lengths = rng.integers(l // 2, l + 1, size=b)
+    input_mask = (np.arange(l)[None, :] < lengths[:, None]).astype(np.int32)
+    # Ids 0..4 are [PAD]/[unused] in BERT vocabs; real pieces start above.
+    input_ids = rng.integers(5, self.vocab_size, size=(b, l)).astype(np.int32) * input_mask
+    segment_ids = (np.arange(l)[None, :] >= (lengths // 2)[:, None]).astype(np.int32) * input_mask
+    positions = np.sort(rng.integers(1, np.maximum(lengths, 2)[:, None], size=(b, p)), axis=1)
+    num_real = rng.integers(1, p + 1, size=b)
+    weights = (np.arange(p)[None, :] < num_real[:, None]).astype(np.float32)
+    return {
+        "input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+        "masked_lm_positions": (positions * weights).astype(np.int32),
+        "masked_lm_ids": np.take_along_axis(input_ids, positions, axis=1) * weights.astype(np.int32),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, size=b).astype(np.int32),
+    }
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    out = self.batch(self.consumed)
+    self.consumed += 1
+    return out
+
+  def get_state(self) -> dict[str, Any]:
+    return {"source": "synthetic", "batches_consumed": self.consumed,
+            "process_index": self.process_index}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if state.get("source") != "synthetic":
+      raise ValueError(f"data state {state} was not written by the synthetic source")
+    self.consumed = int(state["batches_consumed"])
+
+
+def pipeline_config(config: ml_collections.ConfigDict,
+                    process_count: int) -> ml_collections.ConfigDict:
+  """data_pipeline.pretraining's config from the trainer's (per-process batch size)."""
+  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  if config.batch_size % process_count:
+    raise ValueError(f"config.batch_size={config.batch_size} (global) is not divisible by "
+                     f"the {process_count} processes")
+  pc = pretraining.default_config()
+  for key in _SHARED_KEYS:
+    pc[key] = config[key]
+  pc.batch_size = config.batch_size // process_count
+  pc.update(config.data.to_dict())
+  return pc
+
+
+def make_train_batches(config: ml_collections.ConfigDict, vocab_size: int,
+                       process_index: int, process_count: int) -> Any:
+  """Iterator with get_state/set_state over this process's training batches."""
+  if config.data_source == "synthetic":
+    return SyntheticBatches(batch_size=config.batch_size // process_count,
+                            seq_len=config.max_seq_length,
+                            num_predictions=config.max_predictions_per_seq,
+                            vocab_size=vocab_size, seed=config.seed,
+                            process_index=process_index)
+  if config.data_source != "corpus":
+    raise ValueError(f"config.data_source={config.data_source!r}: expected 'corpus' or "
+                     "'synthetic'")
+  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  return pretraining.make_iterator(pipeline_config(config, process_count), process_index,
+                                   process_count)
+
+
+def make_eval_batches(config: ml_collections.ConfigDict, vocab_size: int,
+                      process_index: int, process_count: int) -> list[dict[str, np.ndarray]]:
+  """A fixed list of held-out batches (the same ones at every evaluation)."""
+  n = int(config.eval_steps)
+  if n <= 0:
+    return []
+  if config.data_source == "synthetic":
+    src = SyntheticBatches(batch_size=config.batch_size // process_count,
+                           seq_len=config.max_seq_length,
+                           num_predictions=config.max_predictions_per_seq,
+                           vocab_size=vocab_size, seed=config.seed,
+                           process_index=process_index, stream=1)
+    return [next(src) for _ in range(n)]
+  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  ds = pretraining.make_eval_dataset(pipeline_config(config, process_count), process_index,
+                                     process_count)
+  return list(ds.take(n).as_numpy_iterator())

@@ -1,0 +1,153 @@
+"""Small, composable recipes shared by the main job and the ablation notebooks.
+
+Each recipe is one call into the library's public entry points (the pre-training launcher's
+`train`, the fine-tuning loop's `run`, the native checkpoint writer), with the knobs a
+budget-bound ablation turns. Nothing here re-implements training: a notebook that uses
+these stays short and never copies a training loop.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import shutil
+from typing import Any, Iterable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from biobert_jax import models
+from biobert_jax.checkpoints import native
+from data_pipeline import paths
+
+
+def cased_vocab() -> str:
+  """BERT-base cased vocabulary: BioBERT v1.x uses exactly this one."""
+  return str(paths.data_path("vocab", "bert-base-cased-vocab.txt"))
+
+
+def pubmed_text() -> str:
+  return str(paths.data_path("pretrain", "pubmed_abstracts.txt"))
+
+
+def ner_corpus(name: str = "NCBI-disease") -> str:
+  return str(paths.data_path("ner", name))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  with path.open(encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Dotted-key overrides (`"mesh.fsdp": -1`), failing loudly on an unknown key."""
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"unknown config key {dotted!r}")
+    node[leaf] = value
+
+
+def pretrain_config(preset: str = "mini", **overrides: Any) -> ml_collections.ConfigDict:
+  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
+  config = pretrain_configs.get_config(preset)
+  _apply(config, overrides)
+  return config
+
+
+def pretrain(workdir: str | os.PathLike, preset: str = "mini",
+             **overrides: Any) -> dict[str, Any]:
+  """Pre-trains (or resumes) in `workdir`; returns the export dir and the metric rows."""
+  from experiments import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
+  workdir = str(workdir)
+  config = pretrain_config(preset, **overrides)
+  pretrain_main.train(config, workdir)
+  return {"export": os.path.join(workdir, "export"),
+          "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl")),
+          "eval": read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))}
+
+
+def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
+                           vocab_path: str | None = None, seed: int = 0,
+                           max_seq_length: int = 128) -> str:
+  """A never-trained BertForPreTraining, saved like a pre-training export.
+
+  This is "0 pre-training steps": the baseline goes through exactly the same fine-tuning
+  code path (checkpoint load, graft, vocab) as a pre-trained encoder, so the only
+  difference between the two arms of the ablation is the pre-training itself.
+  """
+  from experiments import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
+  vocab_path = vocab_path or cased_vocab()
+  config = pretrain_config(preset, vocab_path=vocab_path, max_seq_length=max_seq_length)
+  bert_config = pretrain_main.model_config(config, pretrain_main.vocab_size_of(vocab_path))
+  module = models.BertForPreTraining(bert_config)
+  params = jax.device_get(models.init_params(module, jax.random.PRNGKey(seed)))
+  out = native.save_native(bert_config, params, out_dir)
+  shutil.copyfile(vocab_path, out / "vocab.txt")
+  return str(out)
+
+
+def finetune_config(task: str = "ner", **overrides: Any) -> ml_collections.ConfigDict:
+  from experiments.configs import finetune as finetune_configs  # pylint: disable=import-outside-toplevel
+  config = finetune_configs.get_config(task)
+  _apply(config, overrides)
+  return config
+
+
+def finetune(workdir: str | os.PathLike, init_checkpoint: str, task: str = "ner",
+             **overrides: Any) -> dict[str, Any]:
+  """Fine-tunes `init_checkpoint` on a task; returns the eval_results.json content."""
+  from experiments import finetune_lib  # pylint: disable=import-outside-toplevel
+  config = finetune_config(task, init_checkpoint=init_checkpoint, **overrides)
+  return finetune_lib.run(config, str(workdir))
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+  v = np.asarray(list(values), dtype=np.float64)
+  if v.size == 0:
+    return math.nan, math.nan
+  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def plot_curves(pretrain_rows: list[dict], finetune_histories: Mapping[str, list[dict]],
+                out_png: str | os.PathLike, eval_rows: list[dict] | None = None) -> str:
+  """Pre-training loss/accuracy and per-epoch dev F1 of each fine-tuning arm, one PNG."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # headless: no display on CI or the 2-core box
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  ax = axes[0]
+  if pretrain_rows:
+    steps = [r["step"] for r in pretrain_rows]
+    ax.plot(steps, [r["loss"] for r in pretrain_rows], label="train loss (MLM+NSP)")
+    ax.plot(steps, [r["mlm_loss"] for r in pretrain_rows], label="train MLM loss")
+  if eval_rows:
+    ax.plot([r["step"] for r in eval_rows],
+            [r.get("eval_loss", r.get("loss")) for r in eval_rows], "o-",
+            label="held-out loss")
+  ax.set_xlabel("pre-training step")
+  ax.set_ylabel("loss")
+  ax.set_title("Pre-training on PubMed text")
+  ax.legend()
+  ax = axes[1]
+  for name, history in finetune_histories.items():
+    points = [(h["epoch"], h["dev"]["f1"]) for h in history if h.get("dev")]
+    if points:
+      ax.plot(*zip(*points), "o-", label=name)
+  ax.set_xlabel("fine-tuning epoch")
+  ax.set_ylabel("dev entity F1")
+  ax.set_title("NCBI-disease fine-tuning")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=100)
+  plt.close(fig)
+  return str(out_png)

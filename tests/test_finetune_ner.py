@@ -1,0 +1,100 @@
+"""End to end: NER fine-tuning through the launcher's library on a few NCBI sentences."""
+import json
+
+import jax
+import pytest
+from seqeval import metrics as seqeval_metrics
+
+from biobert_jax.checkpoints.native import save_native
+from biobert_jax.config import BertConfig
+from biobert_jax.models import BertForPreTraining, init_params
+from data_pipeline.tasks import ner as ner_data
+from experiments import finetune_lib
+from experiments.configs import finetune as finetune_config
+
+NUM_TRAIN, NUM_EVAL = 48, 16
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def small_vocab(sentences) -> list[str]:
+  """Specials + lower-cased words + single characters (so every word can be tokenised)."""
+  words = sorted({w.lower() for s in sentences for w in s.words})
+  chars = sorted({c for w in words for c in w})
+  return SPECIALS + [c for c in chars] + [f"##{c}" for c in chars] + [
+      w for w in words if len(w) > 1]
+
+
+@pytest.fixture(scope="module")
+def finetuned(data_dir, tmp_path_factory):
+  """A tiny random 'pre-trained' checkpoint (native format, MLM/NSP heads) fine-tuned."""
+  corpus = data_dir / "ner" / "NCBI-disease"
+  sentences = []
+  for split in ("train.tsv", "devel.tsv", "test.tsv"):
+    sentences += ner_data.read_conll(corpus / split, max_sentences=NUM_TRAIN)[0]
+  ckpt = tmp_path_factory.mktemp("ckpt")
+  (ckpt / "vocab.txt").write_text("\n".join(small_vocab(sentences)) + "\n")
+  bert = BertConfig.preset("tiny", vocab_size=len(small_vocab(sentences)), hidden_size=64,
+                           num_attention_heads=2, intermediate_size=128,
+                           max_position_embeddings=64)
+  save_native(bert, init_params(BertForPreTraining(bert), jax.random.key(0)), ckpt)
+  config = finetune_config.get_config("ner")
+  config.update(data_dir=str(corpus), init_checkpoint=str(ckpt), lowercase=-1,
+                max_train_examples=NUM_TRAIN, max_eval_examples=NUM_EVAL, num_epochs=3,
+                batch_size=16, eval_batch_size=8, max_seq_length=32, doc_stride=16,
+                bucket_length=0, learning_rate=2e-3, warmup_proportion=0.0, log_every=1,
+                reinit=("^encoder/pooler/",))
+  workdir = tmp_path_factory.mktemp("work")
+  results = finetune_lib.run(config, str(workdir))
+  return workdir, results, corpus
+
+
+def test_writes_everything(finetuned):
+  workdir, results, _ = finetuned
+  for name in ("eval_results.json", "surgery_report.json", "metrics.jsonl", "config.json",
+               "predictions_dev.conll", "predictions_test.conll", "model/task.json",
+               "model/vocab.txt", "model/bert_config.json"):
+    assert (workdir / name).exists(), name
+  assert list((workdir / "tensorboard").iterdir())
+  on_disk = json.loads((workdir / "eval_results.json").read_text())
+  assert on_disk["best_epoch"] in (1, 2, 3) and len(on_disk["history"]) == 3
+  for split in ("dev", "test"):
+    scores = on_disk[split]
+    assert set(scores) >= {"precision", "recall", "f1", "accuracy", "per_type"}
+    assert set(scores["per_type"]) == {"Disease"}
+    assert 0.0 <= scores["f1"] <= 1.0
+  best = on_disk["history"][on_disk["best_epoch"] - 1]["dev"]["f1"]
+  assert best == max(h["dev"]["f1"] for h in on_disk["history"])
+  assert on_disk["dev"]["f1"] == pytest.approx(best)  # the best params were kept
+  report = json.loads((workdir / "surgery_report.json").read_text())
+  assert "cls/predictions/output_bias" in report["dropped"]
+  assert set(report["new"]) == {"classifier/kernel", "classifier/bias"}
+  assert "encoder/pooler/dense/kernel" in report["reinitialized"]
+  info = json.loads((workdir / "model" / "task.json").read_text())
+  assert info["labels"] == ["O", "B-Disease", "I-Disease"] and info["lowercase"] is True
+  assert info["task"] == "ner" and info["max_seq_length"] == 32
+
+
+def test_loss_decreases(finetuned):
+  workdir, _, _ = finetuned
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  losses = [l["train/loss"] for l in lines if "train/loss" in l]
+  assert len(losses) == 3 * (NUM_TRAIN // 16) or len(losses) >= 6
+  assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2
+
+
+def test_conll_predictions_match_reported_scores(finetuned):
+  """Re-score the written CoNLL file with seqeval: same F1 as eval_results.json."""
+  workdir, results, corpus = finetuned
+  gold_sentences, _ = ner_data.read_conll(corpus / "test.tsv", max_sentences=NUM_EVAL)
+  blocks = (workdir / "predictions_test.conll").read_text().strip("\n").split("\n\n")
+  assert len(blocks) == NUM_EVAL  # every sentence, every word: nothing dropped
+  gold, pred = [], []
+  for block, sentence in zip(blocks, gold_sentences):
+    rows = [line.split(" ") for line in block.split("\n")]
+    assert [r[0] for r in rows] == sentence.words
+    assert [r[1] for r in rows] == sentence.tags
+    gold.append([r[1] for r in rows])
+    pred.append([r[2] for r in rows])
+  assert results["test"]["f1"] == pytest.approx(seqeval_metrics.f1_score(gold, pred))
+  assert results["test"]["num_gold"] == sum(len(seqeval_metrics.sequence_labeling
+                                                .get_entities(g)) for g in gold)

@@ -1,0 +1,111 @@
+"""The train step: mesh equivalence, gradient accumulation, BERT's loss, bf16 compute."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from biobert_jax import models, sharding
+from biobert_jax.train import optim
+from biobert_jax.train import state as state_lib
+from biobert_jax.train import step as step_lib
+
+from _pretrain_util import synthetic_batch, tiny_bert_config
+
+OPT = {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 20}
+
+
+def _run(mesh_shape, batches, *, grad_accum=1, deterministic=False, dtype=jnp.float32):
+  model = models.BertForPreTraining(tiny_bert_config(), dtype=dtype)
+  devices = jax.devices()[:int(np.prod(mesh_shape))]
+  mesh = sharding.make_mesh(dict(zip(("data", "fsdp", "tensor"), mesh_shape)), devices)
+  tx, schedule = optim.make_optimizer(OPT)
+  state, shardings = state_lib.create_state(lambda r: models.init_params(model, r),
+                                            models.logical_axes(model), tx, mesh, seed=0)
+  train_step = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, schedule, grad_accum_steps=grad_accum, mesh=mesh,
+                               deterministic=deterministic), shardings, mesh)
+  history = []
+  for b in batches:
+    state, metrics = train_step(state, sharding.global_batch_from_process_local(b, mesh))
+    history.append(jax.device_get(metrics))
+  return state, history
+
+
+def test_one_device_and_eight_devices_give_the_same_losses():
+  batches = [synthetic_batch(seed) for seed in range(5)]
+  state1, hist1 = _run((1, 1, 1), batches)  # dropout on: the masks must agree too.
+  state8, hist8 = _run((2, 2, 2), batches)
+  for a, b in zip(hist1, hist8):
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+  assert hist1[-1]["loss"] != hist1[0]["loss"]
+  for a, b in zip(jax.tree.leaves(state1["params"]), jax.tree.leaves(state8["params"])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # The 8-device params really are distributed as LOGICAL_AXIS_RULES say.
+  enc = state8["params"]["encoder"]
+  word = enc["embeddings"]["word_embeddings"]["embedding"]
+  assert word.sharding.spec == P("tensor", "fsdp")
+  assert {s.data.shape for s in word.addressable_shards} == {(150, 16)}
+  query = enc["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"]
+  assert query.sharding.spec == P("fsdp", "tensor")
+  assert {s.data.shape for s in query.addressable_shards} == {(16, 1, 16)}
+  assert enc["encoder"]["layer_0"]["output"]["LayerNorm"]["scale"].sharding.spec == P("fsdp")
+  mu = state8["opt_state"][1][0].mu["encoder"]["encoder"]["layer_0"]["intermediate"]["dense"]
+  assert mu["kernel"].sharding.spec == P("fsdp", "tensor")
+
+
+BIG = synthetic_batch(7, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def big_batch_step():
+  """One deterministic float32 step on a 16-example batch, one device."""
+  return _run((1, 1, 1), [BIG], deterministic=True)
+
+
+def test_gradient_accumulation_equals_the_big_batch_step(big_batch_step):
+  big = BIG
+  state_big, hist_big = big_batch_step
+  state_acc, hist_acc = _run((2, 2, 1), [big], grad_accum=4, deterministic=True)
+  for key in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "grad_norm"):
+    assert hist_big[0][key] == pytest.approx(hist_acc[0][key], abs=1e-5), key
+  for a, b in zip(jax.tree.leaves(state_big), jax.tree.leaves(state_acc)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # Microbatches have unequal numbers of masked tokens, so averaging per-microbatch
+  # normalised losses would NOT give this; the weights really differ:
+  w = big["masked_lm_weights"].reshape(4, 4, -1, order="F").sum(axis=(1, 2))
+  assert len(set(w.tolist())) > 1
+
+
+def test_loss_is_berts_weighted_masked_lm_plus_nsp():
+  model = models.BertForPreTraining(tiny_bert_config())
+  params = models.init_params(model, jax.random.PRNGKey(3))
+  batch = synthetic_batch(11)
+  mlm_logits, nsp_logits = jax.jit(lambda p, b: model.apply(
+      {"params": p}, b["input_ids"], b["segment_ids"], b["input_mask"],
+      b["masked_lm_positions"], deterministic=True))(params, batch)
+  # Reference: run_pretraining.py's get_masked_lm_output / get_next_sentence_output in numpy.
+  logp = np.asarray(jax.nn.log_softmax(np.asarray(mlm_logits, np.float64), axis=-1))
+  per = -np.take_along_axis(logp, batch["masked_lm_ids"][..., None], -1)[..., 0]
+  w = batch["masked_lm_weights"]
+  mlm = np.sum(per * w) / (np.sum(w) + 1e-5)
+  nlogp = np.asarray(jax.nn.log_softmax(np.asarray(nsp_logits, np.float64), axis=-1))
+  nsp = -np.mean(nlogp[np.arange(8), batch["next_sentence_labels"]])
+  acc = np.sum((np.argmax(logp, -1) == batch["masked_lm_ids"]) * w) / (np.sum(w) + 1e-5)
+  sums = jax.jit(step_lib.make_eval_step(model))(params, batch)
+  from biobert_jax.train import losses
+  metrics = losses.metrics_from_sums(sums)
+  assert float(metrics["mlm_loss"]) == pytest.approx(mlm, rel=1e-5)
+  assert float(metrics["nsp_loss"]) == pytest.approx(nsp, rel=1e-5)
+  assert float(metrics["loss"]) == pytest.approx(mlm + nsp, rel=1e-5)
+  assert float(metrics["mlm_accuracy"]) == pytest.approx(acc, abs=1e-6)
+
+
+def test_bf16_compute_keeps_float32_master_params(big_batch_step):
+  state16, hist16 = _run((1, 1, 1), [BIG], deterministic=True, dtype=jnp.bfloat16)
+  _, hist32 = big_batch_step
+  assert {x.dtype for x in jax.tree.leaves(state16["params"])} == {jnp.dtype(jnp.float32)}
+  assert hist16[0]["loss"] == pytest.approx(hist32[0]["loss"], abs=0.05)
+  assert hist16[0]["loss"] != hist32[0]["loss"]  # it really computed in bf16
+  assert all(h["is_finite"] for h in hist16)
