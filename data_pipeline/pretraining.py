@@ -260,8 +260,8 @@ def config_fingerprint(config) -> str:
   """Hash of the settings that decide the batch sequence (checked at resume)."""
   keys = ("train_files", "file_format", "vocab_path", "lowercase", "max_seq_length",
           "max_predictions_per_seq", "masked_lm_prob", "short_seq_prob",
-          "whole_word_masking", "nsp_balance", "batch_size", "seed", "shuffle_buffer", "doc_pool_size",
-          "holdout_every", "block_docs", "cycle_length")
+          "whole_word_masking", "nsp_balance", "batch_size", "seed", "shuffle_buffer",
+          "doc_pool_size", "holdout_every", "block_docs", "cycle_length")
   text = json.dumps({k: str(config.get(k)) for k in keys}, sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -276,7 +276,7 @@ class PretrainingIterator:
     self._tokenizer = tokenizer
     self._stats = stats
     self._consumed = 0
-    self._iterator = self._build(0)
+    self._iterator = None  # built on first use, so set_state right away costs no rebuild
 
   def _build(self, skip_batches: int):
     dataset = make_dataset(self._config, *self._process, skip_batches=skip_batches,
@@ -287,6 +287,8 @@ class PretrainingIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = self._build(self._consumed)
     batch = next(self._iterator)
     self._consumed += 1
     return batch
@@ -306,7 +308,7 @@ class PretrainingIterator:
         raise ValueError(f"iterator state {key}={state.get(key)!r} does not match this "
                          f"pipeline ({value!r}); the batch sequence would differ")
     self._consumed = int(state["batches_consumed"])
-    self._iterator = self._build(self._consumed)
+    self._iterator = None
 
 
 def make_iterator(config, process_index: int = 0, process_count: int = 1,

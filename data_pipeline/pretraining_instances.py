@@ -6,9 +6,10 @@ from all documents held in memory, we draw it from a rolling pool of the last
 `pool_size` documents of the (already shuffled) stream, the current block included, so
 memory stays bounded on any corpus.
 
-A tokenized sentence is `(ids, word_start)`: int32 piece ids and a bool array that is
-True on the first piece of each word (the word level of the ragged tokenizer output).
-An instance is a dict of unpadded arrays: `tokens` ([CLS] A [SEP] B [SEP]),
+A tokenized document keeps its pieces flat (`ids`, int32, and `word_start`, True on the
+first piece of each word: the word level of the ragged tokenizer output) with sentence
+boundaries `bounds`; segments are then contiguous slices, which keeps this single-threaded
+stage cheap. An instance is a dict of unpadded arrays: `tokens` ([CLS] A [SEP] B [SEP]),
 `segment_ids`, `word_ids` (word index per position, -1 on special tokens; whole-word
 masking groups positions by it) and `next_sentence_label` (0 = IsNext, 1 = random, the
 convention of original BERT).
@@ -16,57 +17,76 @@ convention of original BERT).
 from __future__ import annotations
 
 import collections
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-Sentence = tuple[np.ndarray, np.ndarray]  # (piece ids int32, word_start bool)
-TokenizedDocument = list[Sentence]
+
+class TokenizedDocument(NamedTuple):
+  ids: np.ndarray  # int32 [pieces]
+  word_start: np.ndarray  # bool [pieces]
+  bounds: np.ndarray  # int64 [sentences + 1]: sentence s is pieces bounds[s]:bounds[s+1]
+
+  @property
+  def num_sentences(self) -> int:
+    return len(self.bounds) - 1
 
 
-def _concat(sentences: Sequence[Sentence]) -> tuple[list[int], list[bool]]:
-  ids: list[int] = []
-  starts: list[bool] = []
-  for sentence_ids, sentence_starts in sentences:
-    ids.extend(sentence_ids.tolist())
-    starts.extend(sentence_starts.tolist())
-  return ids, starts
+def make_document(sentences: Sequence[tuple[Sequence[int], Sequence[bool]]]
+                  ) -> TokenizedDocument:
+  """A TokenizedDocument from per-sentence (ids, word_start); empty sentences dropped."""
+  sentences = [(ids, starts) for ids, starts in sentences if len(ids)]
+  lengths = [len(ids) for ids, _ in sentences]
+  bounds = np.zeros(len(sentences) + 1, np.int64)
+  np.cumsum(lengths, out=bounds[1:])
+  if not sentences:
+    return TokenizedDocument(np.zeros(0, np.int32), np.zeros(0, bool), bounds)
+  return TokenizedDocument(np.concatenate([np.asarray(i, np.int32) for i, _ in sentences]),
+                           np.concatenate([np.asarray(s, bool) for _, s in sentences]),
+                           bounds)
 
 
-def truncate_seq_pair(a: list, b: list, a_starts: list, b_starts: list,
-                      max_num_tokens: int, rng: np.random.Generator) -> None:
-  """BERT `truncate_seq_pair`: trims the longer segment, at random front or back."""
-  while len(a) + len(b) > max_num_tokens:
-    ids, starts = (a, a_starts) if len(a) > len(b) else (b, b_starts)
-    assert len(ids) >= 1
-    if rng.random() < 0.5:
-      del ids[0]
-      del starts[0]
+def truncate_seq_pair(len_a: int, len_b: int, max_num_tokens: int,
+                      rng: np.random.Generator) -> tuple[int, int, int, int]:
+  """BERT `truncate_seq_pair` on lengths: trims the longer segment, front or back at random.
+
+  Returns (a pieces cut at the front, at the back, b front, b back).
+  """
+  cuts = [0, 0, 0, 0]
+  excess = len_a + len_b - max_num_tokens
+  if excess <= 0:
+    return 0, 0, 0, 0
+  coins = rng.random(excess)
+  for coin in coins:
+    if len_a > len_b:
+      cuts[0 if coin < 0.5 else 1] += 1
+      len_a -= 1
     else:
-      ids.pop()
-      starts.pop()
+      cuts[2 if coin < 0.5 else 3] += 1
+      len_b -= 1
+  return cuts[0], cuts[1], cuts[2], cuts[3]
 
 
-def _word_ids(starts: list[bool], offset: int) -> list[int]:
+def _word_ids(word_start: np.ndarray, offset: int) -> np.ndarray:
   """Word index per piece; a segment start always opens a word (front truncation)."""
-  word_ids = []
-  word = offset - 1
-  for i, start in enumerate(starts):
-    if start or i == 0:
-      word += 1
-    word_ids.append(word)
-  return word_ids
+  starts = word_start.copy()
+  if len(starts):
+    starts[0] = True
+  return np.cumsum(starts, dtype=np.int32) - 1 + offset
 
 
-def make_instance(a: list[int], b: list[int], a_starts: list[bool], b_starts: list[bool],
-                  is_random_next: bool, cls_id: int, sep_id: int) -> dict[str, np.ndarray]:
+def make_instance(a_ids: np.ndarray, a_starts: np.ndarray, b_ids: np.ndarray,
+                  b_starts: np.ndarray, is_random_next: bool, cls_id: int,
+                  sep_id: int) -> dict[str, np.ndarray]:
   a_words = _word_ids(a_starts, 0)
-  b_words = _word_ids(b_starts, (a_words[-1] + 1) if a_words else 0)
-  tokens = [cls_id] + a + [sep_id] + b + [sep_id]
+  b_words = _word_ids(b_starts, int(a_words[-1]) + 1 if len(a_words) else 0)
+  cls, sep, none = (np.asarray([cls_id], np.int32), np.asarray([sep_id], np.int32),
+                    np.asarray([-1], np.int32))
   return {
-      "tokens": np.asarray(tokens, np.int32),
-      "segment_ids": np.asarray([0] * (len(a) + 2) + [1] * (len(b) + 1), np.int32),
-      "word_ids": np.asarray([-1] + a_words + [-1] + b_words + [-1], np.int32),
+      "tokens": np.concatenate([cls, a_ids, sep, b_ids, sep]),
+      "segment_ids": np.concatenate([np.zeros(len(a_ids) + 2, np.int32),
+                                     np.ones(len(b_ids) + 1, np.int32)]),
+      "word_ids": np.concatenate([none, a_words, none, b_words, none]),
       "next_sentence_label": np.int32(1 if is_random_next else 0),
   }
 
@@ -110,49 +130,51 @@ def create_instances_from_document(document: TokenizedDocument,
   target_seq_length = max_num_tokens
   if rng.random() < short_seq_prob:
     target_seq_length = int(rng.integers(2, max_num_tokens + 1))
+  bounds = document.bounds
+  num_sentences = document.num_sentences
   instances = []
-  current_chunk: list[Sentence] = []
-  current_length = 0
+  chunk_start = 0  # first sentence of the current chunk
   i = 0
-  while i < len(document):
-    current_chunk.append(document[i])
-    current_length += len(document[i][0])
-    if i == len(document) - 1 or current_length >= target_seq_length:
-      if current_chunk:
-        a_end = 1
-        if len(current_chunk) >= 2:
-          a_end = int(rng.integers(1, len(current_chunk)))
-        a, a_starts = _concat(current_chunk[:a_end])
-        random_prob = balancer.random_prob() if balancer is not None else 0.5
-        is_random_next = len(current_chunk) == 1 or rng.random() < random_prob
-        if is_random_next:
-          target_b_length = target_seq_length - len(a)
-          other = document
-          for _ in range(10):
-            other = pool[int(rng.integers(0, len(pool)))]
-            if other is not document:
-              break
-          random_start = int(rng.integers(0, len(other)))
-          b_sentences = []
-          b_length = 0
-          for sentence in other[random_start:]:
-            b_sentences.append(sentence)
-            b_length += len(sentence[0])
-            if b_length >= target_b_length:
-              break
-          b, b_starts = _concat(b_sentences)
-          # The unused part of this chunk goes back for the next instance.
-          i -= len(current_chunk) - a_end
-        else:
-          b, b_starts = _concat(current_chunk[a_end:])
-        truncate_seq_pair(a, b, a_starts, b_starts, max_num_tokens, rng)
-        if a and b:  # BERT asserts both non-empty; empty sentences can make them empty
-          if balancer is not None:
-            balancer.record(is_random_next)
-          instances.append(make_instance(a, b, a_starts, b_starts, is_random_next,
-                                         cls_id, sep_id))
-      current_chunk = []
-      current_length = 0
+  while i < num_sentences:
+    chunk_length = bounds[i + 1] - bounds[chunk_start]
+    if i == num_sentences - 1 or chunk_length >= target_seq_length:
+      chunk_sentences = i + 1 - chunk_start
+      a_end = 1
+      if chunk_sentences >= 2:
+        a_end = int(rng.integers(1, chunk_sentences))
+      a_lo, a_hi = bounds[chunk_start], bounds[chunk_start + a_end]
+      random_prob = balancer.random_prob() if balancer is not None else 0.5
+      is_random_next = chunk_sentences == 1 or rng.random() < random_prob
+      if is_random_next:
+        target_b_length = target_seq_length - (a_hi - a_lo)
+        other = document
+        for _ in range(10):
+          other = pool[int(rng.integers(0, len(pool)))]
+          if other is not document:
+            break
+        start = int(rng.integers(0, other.num_sentences))
+        b_lo = other.bounds[start]
+        # First sentence end at which B reaches its target (or the document end).
+        ends = other.bounds[start + 1:]
+        reach = int(np.searchsorted(ends - b_lo, target_b_length))
+        b_hi = ends[min(reach, len(ends) - 1)]
+        b_doc = other
+        # The unused part of this chunk goes back for the next instance.
+        i -= chunk_sentences - a_end
+      else:
+        b_doc, b_lo, b_hi = document, a_hi, bounds[i + 1]
+      a_front, a_back, b_front, b_back = truncate_seq_pair(
+          int(a_hi - a_lo), int(b_hi - b_lo), max_num_tokens, rng)
+      a_lo, a_hi = a_lo + a_front, a_hi - a_back
+      b_lo, b_hi = b_lo + b_front, b_hi - b_back
+      if a_hi > a_lo and b_hi > b_lo:  # BERT asserts both non-empty
+        if balancer is not None:
+          balancer.record(is_random_next)
+        instances.append(make_instance(
+            document.ids[a_lo:a_hi], document.word_start[a_lo:a_hi],
+            b_doc.ids[b_lo:b_hi], b_doc.word_start[b_lo:b_hi], is_random_next,
+            cls_id, sep_id))
+      chunk_start = i + 1
     i += 1
   return instances
 
@@ -182,7 +204,7 @@ class InstanceMaker:
 
   def block_instances(self, documents: Iterable[TokenizedDocument]
                      ) -> list[dict[str, np.ndarray]]:
-    block = [doc for doc in documents if doc]
+    block = [doc for doc in documents if doc.num_sentences]
     self._pool.extend(block)
     instances = []
     for document in block:

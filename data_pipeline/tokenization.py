@@ -199,7 +199,8 @@ class WordPieceTokenizer(Tokenizer):
 
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
     if self._graph is None:
-      self._graph = tokenization_tf.WordPieceGraph(self._base_vocab, self.lowercase, UNK)
+      with tf.init_scope():  # eager even when first called while tracing a tf.data map
+        self._graph = tokenization_tf.WordPieceGraph(self._base_vocab, self.lowercase, UNK)
     return self._graph(strings)
 
   def _join_pieces(self, pieces: list[str]) -> str:

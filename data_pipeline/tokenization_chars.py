@@ -95,11 +95,11 @@ def re2_classes() -> dict[str, str]:
 
 
 @functools.cache
-def python_whitespace_class() -> str:
-  """The whitespace class for Python's `re` (same characters as the RE2 one)."""
-  return "[" + "".join(
-      f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
-      for lo, hi in _ranges(is_whitespace)) + "]"
+def python_non_whitespace_run() -> str:
+  """A Python `re` pattern for a maximal run of non-whitespace (BERT's whitespace)."""
+  ranges = "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
+                   for lo, hi in _ranges(is_whitespace))
+  return f"[^{ranges}]+"
 
 
 # What the basic tokenizer does with a character (see `char_kind`).

@@ -58,8 +58,11 @@ class SentencePieceTokenizer(Tokenizer):
 
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
     if self._graph is None:
-      # The op emits int32 or strings only; ids are cast to int64 below.
-      self._graph = tf_text.SentencepieceTokenizer(model=self._model_proto, out_type=tf.int32)
+      # The op emits int32 or strings only; ids are cast to int64 below. Built eagerly
+      # even when first called while tracing a tf.data map.
+      with tf.init_scope():
+        self._graph = tf_text.SentencepieceTokenizer(model=self._model_proto,
+                                                     out_type=tf.int32)
     if self.lowercase:
       strings = tf.strings.lower(strings, encoding="utf-8")
     pieces = self._graph.tokenize(strings)  # [S, (pieces)]

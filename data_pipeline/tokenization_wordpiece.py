@@ -40,7 +40,7 @@ class WordPieceEncoder:
     self._unk_id = self._ids[unk_token]
     self._lowercase = lowercase
     self._max_piece_chars = max(len(p) for p in vocab)
-    self._chunk_re = re.compile(f"(?:(?!{chars.python_whitespace_class()}).)+", re.DOTALL)
+    self._chunk_re = re.compile(chars.python_non_whitespace_run())
     self._cache: dict[str, tuple[Piece, ...]] = {}
 
   # --- public -------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class BasicTokenizer:
 
   def __init__(self, lowercase: bool):
     self._lowercase = lowercase
-    self._chunk_re = re.compile(f"(?:(?!{chars.python_whitespace_class()}).)+", re.DOTALL)
+    self._chunk_re = re.compile(chars.python_non_whitespace_run())
     self._cache: dict[str, tuple[str, ...]] = {}
 
   def __call__(self, text: str) -> list[str]:

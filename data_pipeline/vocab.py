@@ -120,17 +120,22 @@ def train_sentencepiece(files: Sequence[str], model_prefix: str | pathlib.Path,
 
 def build_vocab(inputs: str | Sequence[str], output: str | pathlib.Path, vocab_size: int,
                 kind: str = "wordpiece", lowercase: bool = False, num_unused: int = 100,
-                errors: str = "strict") -> pathlib.Path:
+                errors: str = "strict", lower_thresh: int = 10,
+                min_count: int | None = None) -> pathlib.Path:
   """Builds a vocabulary from corpus files (one document or sentence per line).
 
   Returns the written file: `output` (a vocab.txt) for WordPiece, `output` with suffix
-  `.model` (plus `.vocab`) for SentencePiece.
+  `.model` (plus `.vocab`) for SentencePiece. `lower_thresh`/`min_count`: see
+  `learn_wordpiece_vocab` (a small corpus cannot fill a large vocabulary with pieces
+  seen >= 10 times; lower `lower_thresh` there).
   """
   files = expand_inputs(inputs)
   output = pathlib.Path(output)
   if kind == "wordpiece":
     counts = count_words(iter_corpus_lines(files, errors), lowercase)
-    write_vocab(learn_wordpiece_vocab(counts, vocab_size, num_unused=num_unused), output)
+    pieces = learn_wordpiece_vocab(counts, vocab_size, num_unused=num_unused,
+                                   lower_thresh=lower_thresh, min_count=min_count)
+    write_vocab(pieces, output)
     return output
   if kind == "sentencepiece":
     return train_sentencepiece(files, output.with_suffix(""), vocab_size, lowercase)

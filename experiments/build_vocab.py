@@ -22,6 +22,10 @@ _KIND = flags.DEFINE_enum("kind", "wordpiece", ["wordpiece", "sentencepiece"], "
 _LOWERCASE = flags.DEFINE_bool("lowercase", False, "uncased vocabulary (lowercase + strip accents)")
 _NUM_UNUSED = flags.DEFINE_integer("num_unused", 100, "[unusedN] slots after the specials")
 _ERRORS = flags.DEFINE_enum("errors", "strict", ["strict", "replace"], "invalid UTF-8 policy")
+_LOWER_THRESH = flags.DEFINE_integer("lower_thresh", 10, "WordPiece: lowest piece count the "
+                                     "size search may try (lower it for small corpora)")
+_MIN_COUNT = flags.DEFINE_integer("min_count", None, "WordPiece: learn once at this piece "
+                                  "count instead of searching for --vocab_size")
 _REPORT = flags.DEFINE_bool("report", True, "print pieces/word vs --compare_vocab")
 _COMPARE = flags.DEFINE_string("compare_vocab", "", "default: shared BERT-base cased vocab")
 
@@ -35,7 +39,8 @@ def main(argv):
   del argv
   start = time.time()
   path = vocab.build_vocab(_INPUT.value, _OUTPUT.value, _VOCAB_SIZE.value, _KIND.value,
-                           _LOWERCASE.value, _NUM_UNUSED.value, _ERRORS.value)
+                           _LOWERCASE.value, _NUM_UNUSED.value, _ERRORS.value,
+                           _LOWER_THRESH.value, _MIN_COUNT.value)
   built_s = time.time() - start
   summary = {"output": str(path), "kind": _KIND.value, "build_seconds": round(built_s, 1)}
   new = tokenization.load_tokenizer(path, lowercase=_LOWERCASE.value)

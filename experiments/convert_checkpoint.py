@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from biobert_jax import checkpoints
 
@@ -23,8 +23,8 @@ _STRICT = flags.DEFINE_bool("strict", True, "fail on missing/unexpected tensors 
 
 
 def convert(src: str, out: str, fmt: str, strict: bool = True) -> pathlib.Path:
-  config, params, report = checkpoints.load_with_report(src, strict=strict)
-  logging.info("%s", report.summary())
+  # load_with_report logs what was loaded / new / unused / ignored.
+  config, params = checkpoints.load(src, strict=strict)
   if fmt == "hf":
     return checkpoints.export_hf(config, params, out, drop_unknown=True)
   if fmt == "tf1":

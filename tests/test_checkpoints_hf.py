@@ -186,7 +186,8 @@ def test_pytorch_bin_with_bert_prefix_and_masked_lm_only(tmp_path):
   model = transformers.BertForMaskedLM(tc).eval()
   model.save_pretrained(str(tmp_path), safe_serialization=False)
   assert (tmp_path / "pytorch_model.bin").exists()
-  with pytest.raises(CheckpointError, match="(?s)missing from the checkpoint.*cls/seq_relationship/kernel"):
+  with pytest.raises(CheckpointError,
+                     match="(?s)missing from the checkpoint.*cls/seq_relationship/kernel"):
     checkpoints.load(tmp_path)
   config, params, report = checkpoints.load_with_report(tmp_path, strict=False)
   # BertForMaskedLM has neither the pooler nor the NSP head: both freshly initialised.

@@ -73,7 +73,8 @@ def test_validation_messages(changes, message):
 def test_unknown_key_names_file(tmp_path):
   path = tmp_path / "bert_config.json"
   path.write_text(json.dumps(dict(GOOGLE_BASE_CASED, hiden_size=3)))
-  with pytest.raises(ValueError, match="bert_config.json: unknown BERT config keys \\['hiden_size'\\]"):
+  with pytest.raises(ValueError,
+                     match="bert_config.json: unknown BERT config keys \\['hiden_size'\\]"):
     BertConfig.from_json_file(path)
 
 

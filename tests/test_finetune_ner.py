@@ -98,3 +98,29 @@ def test_conll_predictions_match_reported_scores(finetuned):
   assert results["test"]["f1"] == pytest.approx(seqeval_metrics.f1_score(gold, pred))
   assert results["test"]["num_gold"] == sum(len(seqeval_metrics.sequence_labeling
                                                 .get_entities(g)) for g in gold)
+
+
+def test_predict_split_buckets_keep_feature_order():
+  """Sorted, trimmed evaluation batches give the same outputs, in feature order."""
+  import numpy as np
+  from experiments.tasks.base import SplitData
+
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(2, 40, size=23)
+  mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int32)
+  ids = rng.integers(1, 99, size=(23, 40)) * mask
+  split = SplitData({"input_ids": ids, "attention_mask": mask, "sentence": np.arange(23)}, [])
+  seen_lengths = set()
+
+  def fake_step(params, batch):  # per-position outputs that depend only on the row's ids
+    del params
+    seen_lengths.add(batch["input_ids"].shape[1])
+    return {"probs": batch["input_ids"] * 2.0, "row": batch["sentence"]}
+
+  full = finetune_lib.predict_split(fake_step, None, split, batch_size=5)
+  trimmed = finetune_lib.predict_split(fake_step, None, split, batch_size=5, bucket=16)
+  np.testing.assert_array_equal(full["probs"], ids * 2.0)
+  np.testing.assert_array_equal(trimmed["probs"], ids * 2.0)
+  np.testing.assert_array_equal(trimmed["row"], np.arange(23))
+  assert seen_lengths == {16, 32, 40}  # buckets, capped at the full length
+  assert finetune_lib.trimmed_length(mask[:1] * 0 + (np.arange(40) < 17), 16) == 32

@@ -30,6 +30,17 @@ def _inputs(seed=0, batch=B, length=L, vocab=CONFIG.vocab_size):
   return ids, types, mask
 
 
+def _random_params(module, seed=0):
+  """Random params of `module`'s shapes without compiling its init (keeps the tests fast)."""
+  rng = np.random.default_rng(seed)
+
+  def leaf(path, s):
+    base = 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else 0.0
+    return jnp.asarray(base + 0.05 * rng.standard_normal(s.shape), jnp.float32)
+
+  return jax.tree_util.tree_map_with_path(leaf, models.param_shapes(module))
+
+
 @pytest.fixture(scope="module")
 def encoder_params():
   return models.init_params(models.BertEncoder(CONFIG), jax.random.key(0))
@@ -115,13 +126,16 @@ def test_explicit_attention_equals_dot_product_attention():
 
 
 def test_dropout_is_random_in_training_and_off_when_deterministic(encoder_params):
-  m = models.BertEncoder(CONFIG)
+  # Training mode through the most involved path: dropout inside remat'd, scanned layers.
+  m = models.BertEncoder(CONFIG, scan_layers=True, remat=True)
+  params = stack_layers(encoder_params)
   ids, types, mask = _inputs()
   f = jax.jit(lambda p, r, det: m.apply({"params": p}, ids, types, mask, deterministic=det,
                                         rngs={"dropout": r})[0], static_argnums=2)
-  t1, t2 = f(encoder_params, jax.random.key(1), False), f(encoder_params, jax.random.key(2), False)
-  e1, e2 = f(encoder_params, jax.random.key(1), True), f(encoder_params, jax.random.key(2), True)
-  assert np.abs(np.asarray(t1 - t2)).max() > 1e-2
+  t1, t2 = f(params, jax.random.key(1), False), f(params, jax.random.key(2), False)
+  e1, e2 = f(params, jax.random.key(1), True), f(params, jax.random.key(2), True)
+  assert np.isfinite(np.asarray(t1)).all()
+  assert np.abs(np.asarray(t1 - t2)).max() > 1e-2 and np.abs(np.asarray(t1 - e1)).max() > 1e-2
   np.testing.assert_array_equal(e1, e2)
 
 
@@ -157,11 +171,6 @@ def test_remat_scan_same_loss_and_gradients_as_plain(encoder_params):
   np.testing.assert_allclose(l2, l1, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                unstack_layers(g2), g1)
-  # Training mode (dropout inside the remat'd, scanned layers) runs and differs per layer rng.
-  seq, pooled = remat.apply({"params": stack_layers(encoder_params)}, ids, types, mask,
-                            deterministic=False, rngs={"dropout": jax.random.key(0)})
-  train_loss = float(jnp.sum(seq ** 2) + jnp.sum(pooled))
-  assert np.isfinite(train_loss) and abs(train_loss - float(l1)) > 1e-3
 
 
 def test_remat_unrolled_same_output(encoder_params):
@@ -188,7 +197,7 @@ def test_bf16_compute_with_f32_params_stays_close(encoder_params):
 
 def test_pretraining_gathers_masked_positions_before_projection():
   m = models.BertForPreTraining(CONFIG)
-  params = models.init_params(m, jax.random.key(1))
+  params = _random_params(m, 1)
   assert sorted(params) == ["cls", "encoder"]
   assert params["cls"]["predictions"]["output_bias"].shape == (97,)
   assert params["cls"]["seq_relationship"]["kernel"].shape == (32, 2)
@@ -212,18 +221,18 @@ def test_pretraining_gathers_masked_positions_before_projection():
 def test_task_models_shapes_and_heads():
   ids, types, mask = _inputs()
   tok = models.BertForTokenClassification(CONFIG, num_labels=5)
-  p = models.init_params(tok, jax.random.key(0))
+  p = _random_params(tok)
   assert sorted(p) == ["classifier", "encoder"] and p["classifier"]["kernel"].shape == (32, 5)
   assert _run(tok, p, ids, types, mask).shape == (B, L, 5)
 
   qa = models.BertForQuestionAnswering(CONFIG)
-  p = models.init_params(qa, jax.random.key(0))
+  p = _random_params(qa)
   assert sorted(p) == ["encoder", "qa_outputs"]
   start, end = _run(qa, p, ids, types, mask)
   assert start.shape == end.shape == (B, L)
 
   cls = models.BertForSequenceClassification(CONFIG, num_labels=3)
-  p = models.init_params(cls, jax.random.key(0))
+  p = _random_params(cls)
   _, pooled = _run(models.BertEncoder(CONFIG), p["encoder"], ids, types, mask)
   np.testing.assert_allclose(_run(cls, p, ids, types, mask),
                              pooled @ p["classifier"]["kernel"] + p["classifier"]["bias"],
@@ -233,7 +242,7 @@ def test_task_models_shapes_and_heads():
 def test_entity_start_pooling_uses_the_marked_positions():
   ids, types, mask = _inputs()
   m = models.BertForSequenceClassification(CONFIG, num_labels=3, pooling="entity_start")
-  p = models.init_params(m, jax.random.key(0))
+  p = _random_params(m)
   assert p["classifier"]["kernel"].shape == (64, 3)
   pos = np.array([[1, 4], [2, 6], [0, 11]], np.int32)
   logits = _run(m, p, ids, types, mask, pos)

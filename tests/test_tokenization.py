@@ -105,17 +105,23 @@ def _differs_only_by_final_sigma(text: str) -> bool:
   return "Σ" in text
 
 
-def test_python_face_matches_hf_tokenizers_on_corpora(setup, corpus):
-  ours, hf, _, lowercase = setup
+@pytest.fixture(scope="module")
+def hf_corpus_ids(setup, corpus):
+  """(texts, HF ids) for the corpora, computed once per vocabulary for both faces."""
+  _, hf, _, lowercase = setup
   texts = [t for t in corpus if not (lowercase and _differs_only_by_final_sigma(t))]
   assert len(texts) == len(corpus)
-  assert _mismatches(ours.encode(texts), _hf_ids(hf, texts), texts) == []
+  return texts, _hf_ids(hf, texts)
 
 
-def test_graph_face_matches_hf_tokenizers_on_corpora(setup, corpus):
-  ours, hf, _, lowercase = setup
-  texts = [t for t in corpus if not (lowercase and _differs_only_by_final_sigma(t))]
-  assert _mismatches(_graph_ids(ours, texts), _hf_ids(hf, texts), texts) == []
+def test_python_face_matches_hf_tokenizers_on_corpora(setup, hf_corpus_ids):
+  texts, want = hf_corpus_ids
+  assert _mismatches(setup[0].encode(texts), want, texts) == []
+
+
+def test_graph_face_matches_hf_tokenizers_on_corpora(setup, hf_corpus_ids):
+  texts, want = hf_corpus_ids
+  assert _mismatches(_graph_ids(setup[0], texts), want, texts) == []
 
 
 def test_both_faces_match_slow_bert_tokenizer_on_a_subset(setup, corpus):
@@ -223,6 +229,9 @@ def test_extra_tokens_are_never_split(setup, data_dir):
   hf.add_tokens([tokenizers.AddedToken(t, normalized=False) for t in extras])
   texts = ["@GENE$ variants raise @DISEASE$ risk.", "x@CHEMICAL$y @GENE$@GENE$", "@GENE", ""]
   want = _hf_ids(hf, texts)
+  # First use inside a tf.data map (graph mode), then eagerly.
+  in_dataset = tf.data.Dataset.from_tensor_slices(texts).batch(3).map(tok.tokenize_tf)
+  assert [sum(w, []) for batch in in_dataset for w in batch.to_list()] == want
   assert tok.encode(texts) == want
   assert _graph_ids(tok, texts) == want
   assert tok.vocab_size == len(ours.vocab) + 3 == hf.get_vocab_size()
