@@ -5,8 +5,9 @@ Dynamic mode (corpus formats "text_doc_per_line", "text_bert", "pubmed_xml", "pm
   files -> host shard -> shuffled, repeated, interleaved readers (Python, streaming)
   -> document shuffle -> hold-out filter -> tokenization in blocks (in graph)
   -> BERT segment pairs + NSP (Python, pretraining_instances.py)
-  -> example shuffle -> example index -> MLM masking (in graph, stateless random seeded
-  by [seed, example index], so every epoch masks anew) -> batch(drop_remainder) -> prefetch.
+  -> example shuffle -> example index -> padded batch(drop_remainder) -> MLM masking of
+  the whole batch (in graph, stateless random seeded by [seed, index of the batch's first
+  example], so every epoch masks anew) -> prefetch.
 
 Static mode ("tfrecord"): shards written by static_examples.py / the original BERT
 create_pretraining_data.py are read, shuffled, parsed and batched.
@@ -29,7 +30,7 @@ Resuming (how the trainer uses it):
 
 The state is the number of batches this process has consumed: the pipeline is
 deterministic for a given seed and config, so set_state rebuilds it and skips that many
-examples before masking and batching. Why not tf.train.Checkpoint of the iterator:
+examples before batching and masking. Why not tf.train.Checkpoint of the iterator:
 the readers are Python generators (XML parsing, BERT's pair algorithm), whose state TF
 cannot save, and a saved iterator would also hold the shuffle buffers (hundreds of MB).
 The price is replay time at resume (reading and pairing, not masking, of the skipped
@@ -48,33 +49,39 @@ import numpy as np
 from data_pipeline import masking, pretraining_sources as sources
 from data_pipeline._tf import tf
 from data_pipeline.corpora import ReadStats, check_on_error
-from data_pipeline.pretraining_instances import InstanceMaker
-from data_pipeline.static_examples import parse_example
+from data_pipeline.pretraining_instances import InstanceMaker, flatten_instances
+from data_pipeline.static_examples import parse_examples
 
 CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
 FILE_FORMATS = CORPUS_FORMATS + ("tfrecord",)
 STATE_VERSION = 1
 
+
 def default_config() -> ml_collections.ConfigDict:
-  """Pipeline settings (BERT/BioBERT defaults where they exist)."""
+  """Pipeline settings (BERT/BioBERT defaults where they exist).
+
+  In "tfrecord" mode the examples are fixed already: only train_files, eval_files,
+  max_seq_length, max_predictions_per_seq (the parsing spec), batch_size, seed,
+  shuffle_buffer, repeat and cycle_length apply.
+  """
   c = ml_collections.ConfigDict()
   c.train_files = ""  # glob, comma-separated globs, or a list of paths
   c.eval_files = ""  # optional separate eval corpus; "" = hold-out of train_files
   c.file_format = "text_doc_per_line"  # one of FILE_FORMATS
-  c.vocab_path = ""
+  c.vocab_path = ""  # WordPiece vocab for data_pipeline.tokenization.load_tokenizer
   c.lowercase = False  # BioBERT uses the cased vocabulary
-  c.max_seq_length = 128
-  c.max_predictions_per_seq = 20
+  c.max_seq_length = 128  # [CLS] A [SEP] B [SEP] incl.; BioBERT: 128, then 512
+  c.max_predictions_per_seq = 20  # MLM positions per example (BERT: 20 at 128, 80 at 512)
   c.masked_lm_prob = 0.15
-  c.short_seq_prob = 0.1
-  c.whole_word_masking = False
+  c.short_seq_prob = 0.1  # share of documents with a random shorter target length
+  c.whole_word_masking = False  # mask all pieces of a word together
   c.dupe_factor = 10  # static mode only: passes written by static_examples.py
   c.batch_size = 32  # PER-PROCESS batch (= global batch // process_count)
-  c.seed = 12345
+  c.seed = 12345  # decides file/document/example order, NSP pairs and masks
   c.shuffle_buffer = 10000  # examples; documents are shuffled in a buffer 1/10 of it
   c.doc_pool_size = 1000  # documents from which random NSP segments are drawn
   c.nsp_balance = True  # keep random-next at 50% (BERT's algorithm gives ~60%)
-  c.repeat = True
+  c.repeat = True  # endless epochs (training); False = one pass
   c.on_error = "skip"  # "raise" | "skip" (counted, logged); see data_pipeline.corpora
   c.holdout_every = 100  # crc32(doc_id) % holdout_every == 0 -> eval only; 0 = none
   c.block_docs = 64  # documents per tokenizer call
@@ -130,41 +137,41 @@ def _instance_dataset(config, files, doc_shard, *, holdout: bool, repeat: bool, 
       maker.reset()
     block = {"doc_splits": doc_splits, "sentence_splits": sentence_splits, "ids": ids,
              "word_start": word_start}
-    instances = maker.block_instances(sources.unpack_block(block))
-    lengths = [len(inst["tokens"]) for inst in instances]
-    splits = np.zeros(len(instances) + 1, np.int64)
-    np.cumsum(lengths, out=splits[1:])
-    def flat(name):
-      if not instances:
-        return np.zeros([0], np.int32)
-      return np.concatenate([inst[name] for inst in instances]).astype(np.int32)
-    labels = np.asarray([inst["next_sentence_label"] for inst in instances], np.int32)
-    return (flat("tokens"), flat("segment_ids"), flat("word_ids"), splits, labels)
+    flat = flatten_instances(maker.block_instances(sources.unpack_block(block)),
+                             tokenizer.cls_id, tokenizer.sep_id)
+    return (flat["tokens"], flat["segment_ids"], flat["word_flag"], flat["splits"],
+            flat["next_sentence_labels"])
 
   def to_instances(block_index, block):
-    tokens, segments, words, splits, labels = tf.numpy_function(
+    tokens, segments, word_flag, splits, labels = tf.numpy_function(
         make_block_instances,
         [block_index, block["doc_splits"], block["sentence_splits"], block["ids"],
          block["word_start"]],
-        [tf.int32, tf.int32, tf.int32, tf.int64, tf.int32], stateful=True)
+        [tf.int32, tf.int32, tf.int8, tf.int64, tf.int32], stateful=True)
+    splits = tf.ensure_shape(splits, [None])
     ragged = lambda values: tf.RaggedTensor.from_row_splits(  # noqa: E731
-        tf.ensure_shape(values, [None]), tf.ensure_shape(splits, [None]))
+        tf.ensure_shape(values, [None]), splits, validate=False)
     return tf.data.Dataset.from_tensor_slices({
         "tokens": ragged(tokens), "segment_ids": ragged(segments),
-        "word_ids": ragged(words), "next_sentence_label": tf.ensure_shape(labels, [None])})
+        "word_flag": ragged(word_flag),
+        "next_sentence_label": tf.ensure_shape(labels, [None])})
 
   # Sequential (flat_map): the maker's pool and random stream follow the block order.
   return blocks.enumerate().flat_map(to_instances)
 
 
-def example_dataset(config, process_index: int = 0, process_count: int = 1, *,
-                    holdout: bool = False, tokenizer=None, for_static: bool = False,
-                    skip_examples: int = 0,
-                    stats: ReadStats | None = None) -> tf.data.Dataset:
-  """Unbatched, masked, padded examples of a corpus (not "tfrecord")."""
+def corpus_batches(config, process_index: int = 0, process_count: int = 1, *,
+                   batch_size: int, drop_remainder: bool = True, holdout: bool = False,
+                   tokenizer=None, for_static: bool = False, skip_examples: int = 0,
+                   stats: ReadStats | None = None) -> tf.data.Dataset:
+  """Masked batches built from a corpus (every format but "tfrecord").
+
+  `skip_examples` must be a multiple of `batch_size` for the batches after it to equal
+  those of an uninterrupted run (masks are seeded by each batch's first example index).
+  """
   _validate(config)
   if config.file_format not in CORPUS_FORMATS:
-    raise ValueError(f"example_dataset needs a corpus format, got {config.file_format!r}")
+    raise ValueError(f"corpus_batches needs a corpus format, got {config.file_format!r}")
   tokenizer = tokenizer or _load_tokenizer(config)
   use_eval_files = holdout and bool(config.eval_files)
   files = sources.expand_files(config.eval_files if use_eval_files else config.train_files)
@@ -179,19 +186,30 @@ def example_dataset(config, process_index: int = 0, process_count: int = 1, *,
                                 stats=stats)
   if not holdout:
     instances = instances.shuffle(config.shuffle_buffer, seed=config.seed + seed_key)
+  instances = instances.enumerate().skip(skip_examples)
+  instances = instances.map(lambda index, instance: dict(
+      instance, index=index, length=tf.shape(instance["tokens"], out_type=tf.int32)[0]))
+  length = config.max_seq_length
+  batches = instances.padded_batch(
+      batch_size, drop_remainder=drop_remainder,
+      padded_shapes={"tokens": [length], "segment_ids": [length], "word_flag": [length],
+                     "next_sentence_label": [], "index": [], "length": []},
+      padding_values={"tokens": 0, "segment_ids": 0, "word_flag": tf.constant(-1, tf.int8),
+                      "next_sentence_label": 0, "index": tf.constant(0, tf.int64),
+                      "length": 0})
   mask_seed = tf.constant(config.seed, tf.int64) * 65536 + seed_key
-  mask = lambda index, instance: masking.mask_and_pad(  # noqa: E731
-      instance, tf.stack([mask_seed, index]), max_seq_length=config.max_seq_length,
+  mask = lambda batch: masking.mask_batch(  # noqa: E731
+      batch, tf.stack([mask_seed, batch["index"][0]]),
       max_predictions_per_seq=config.max_predictions_per_seq,
       masked_lm_prob=config.masked_lm_prob, whole_word_masking=config.whole_word_masking,
       vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id)
-  examples = instances.enumerate().skip(skip_examples)
-  examples = examples.map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return examples.with_options(_options(config))
+  batches = batches.map(mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return batches.with_options(_options(config))
 
 
-def _tfrecord_examples(config, process_index: int, process_count: int,
-                       skip_examples: int) -> tf.data.Dataset:
+def _tfrecord_batches(config, process_index: int, process_count: int,
+                      skip_examples: int) -> tf.data.Dataset:
+  """Batches of static examples; parsing is vectorised over each batch."""
   files = sources.expand_files(config.train_files)
   files, shard_index, shard_count = sources.shard_files(files, process_index, process_count)
   files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
@@ -204,9 +222,9 @@ def _tfrecord_examples(config, process_index: int, process_count: int,
   if shard_count > 1:
     records = records.shard(shard_count, shard_index)
   records = records.shuffle(config.shuffle_buffer, seed=config.seed + process_index)
-  records = records.skip(skip_examples)
+  records = records.skip(skip_examples).batch(config.batch_size, drop_remainder=True)
   return records.map(
-      lambda r: parse_example(r, config.max_seq_length, config.max_predictions_per_seq),
+      lambda r: parse_examples(r, config.max_seq_length, config.max_predictions_per_seq),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -227,11 +245,11 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *,
   _validate(config)
   skip_examples = skip_batches * config.batch_size
   if config.file_format == "tfrecord":
-    examples = _tfrecord_examples(config, process_index, process_count, skip_examples)
+    batches = _tfrecord_batches(config, process_index, process_count, skip_examples)
   else:
-    examples = example_dataset(config, process_index, process_count, tokenizer=tokenizer,
-                               skip_examples=skip_examples, stats=stats)
-  batches = examples.batch(config.batch_size, drop_remainder=True)
+    batches = corpus_batches(config, process_index, process_count,
+                             batch_size=config.batch_size, tokenizer=tokenizer,
+                             skip_examples=skip_examples, stats=stats)
   return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(config))
 
 
@@ -249,11 +267,12 @@ def make_eval_dataset(config, process_index: int = 0, process_count: int = 1, *,
                        "set config.eval_files")
     eval_config = config.copy_and_resolve_references()
     eval_config.train_files, eval_config.repeat = config.eval_files, False
-    examples = _tfrecord_examples(eval_config, process_index, process_count, 0)
+    batches = _tfrecord_batches(eval_config, process_index, process_count, 0)
   else:
-    examples = example_dataset(config, process_index, process_count, holdout=True,
-                               tokenizer=tokenizer, stats=stats)
-  return examples.batch(config.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    batches = corpus_batches(config, process_index, process_count,
+                             batch_size=config.batch_size, holdout=True,
+                             tokenizer=tokenizer, stats=stats)
+  return batches.prefetch(tf.data.AUTOTUNE)
 
 
 def config_fingerprint(config) -> str:

@@ -9,10 +9,11 @@ memory stays bounded on any corpus.
 A tokenized document keeps its pieces flat (`ids`, int32, and `word_start`, True on the
 first piece of each word: the word level of the ragged tokenizer output) with sentence
 boundaries `bounds`; segments are then contiguous slices, which keeps this single-threaded
-stage cheap. An instance is a dict of unpadded arrays: `tokens` ([CLS] A [SEP] B [SEP]),
-`segment_ids`, `word_ids` (word index per position, -1 on special tokens; whole-word
-masking groups positions by it) and `next_sentence_label` (0 = IsNext, 1 = random, the
-convention of original BERT).
+stage cheap: instances are `InstanceSpec` slices, and `flatten_instances` turns a block
+of them into flat arrays for tf.data: `tokens` ([CLS] A [SEP] B [SEP]), `segment_ids`,
+`word_flag` (word start / continuation / special; whole-word masking groups pieces by
+it) and `next_sentence_labels` (0 = IsNext, 1 = random, the convention of original
+BERT).
 """
 from __future__ import annotations
 
@@ -67,28 +68,59 @@ def truncate_seq_pair(len_a: int, len_b: int, max_num_tokens: int,
   return cuts[0], cuts[1], cuts[2], cuts[3]
 
 
-def _word_ids(word_start: np.ndarray, offset: int) -> np.ndarray:
-  """Word index per piece; a segment start always opens a word (front truncation)."""
-  starts = word_start.copy()
-  if len(starts):
-    starts[0] = True
-  return np.cumsum(starts, dtype=np.int32) - 1 + offset
+class InstanceSpec(NamedTuple):
+  """One pair as slices: A = a_doc pieces [a_lo, a_hi), B = b_doc pieces [b_lo, b_hi)."""
+  a_doc: TokenizedDocument
+  a_lo: int
+  a_hi: int
+  b_doc: TokenizedDocument
+  b_lo: int
+  b_hi: int
+  is_random_next: bool
 
 
-def make_instance(a_ids: np.ndarray, a_starts: np.ndarray, b_ids: np.ndarray,
-                  b_starts: np.ndarray, is_random_next: bool, cls_id: int,
-                  sep_id: int) -> dict[str, np.ndarray]:
-  a_words = _word_ids(a_starts, 0)
-  b_words = _word_ids(b_starts, int(a_words[-1]) + 1 if len(a_words) else 0)
-  cls, sep, none = (np.asarray([cls_id], np.int32), np.asarray([sep_id], np.int32),
-                    np.asarray([-1], np.int32))
+def flatten_instances(specs: Sequence[InstanceSpec], cls_id: int,
+                      sep_id: int) -> dict[str, np.ndarray]:
+  """Instances concatenated flat, with `splits` [n + 1] marking where each one starts.
+
+  `word_flag` is 1 on the first piece of a word, 0 on a continuation piece and -1 on
+  [CLS]/[SEP]; each segment's first piece counts as a word start (it may be a "##"
+  piece after front truncation). `segment_ids` 0 for [CLS] A [SEP], 1 for B [SEP].
+  """
+  cls = np.asarray([cls_id], np.int32)
+  sep = np.asarray([sep_id], np.int32)
+  special = np.asarray([-1], np.int8)
+  tokens, flags, seg_lengths = [], [], []
+  for spec in specs:
+    tokens += [cls, spec.a_doc.ids[spec.a_lo:spec.a_hi], sep,
+               spec.b_doc.ids[spec.b_lo:spec.b_hi], sep]
+    flags += [special, spec.a_doc.word_start[spec.a_lo:spec.a_hi].astype(np.int8), special,
+              spec.b_doc.word_start[spec.b_lo:spec.b_hi].astype(np.int8), special]
+    seg_lengths += [spec.a_hi - spec.a_lo + 2, spec.b_hi - spec.b_lo + 1]
+  lengths = np.asarray(seg_lengths, np.int64).reshape(-1, 2)
+  splits = np.zeros(len(specs) + 1, np.int64)
+  np.cumsum(lengths.sum(axis=1), out=splits[1:])
+  word_flag = np.concatenate(flags) if flags else np.zeros(0, np.int8)
+  if len(specs):
+    word_flag[splits[:-1] + 1] = 1  # first piece of A
+    word_flag[splits[:-1] + lengths[:, 0]] = 1  # first piece of B
+  segment_ids = np.repeat(np.tile(np.asarray([0, 1], np.int32), len(specs)),
+                          lengths.reshape(-1))
   return {
-      "tokens": np.concatenate([cls, a_ids, sep, b_ids, sep]),
-      "segment_ids": np.concatenate([np.zeros(len(a_ids) + 2, np.int32),
-                                     np.ones(len(b_ids) + 1, np.int32)]),
-      "word_ids": np.concatenate([none, a_words, none, b_words, none]),
-      "next_sentence_label": np.int32(1 if is_random_next else 0),
+      "tokens": np.concatenate(tokens) if tokens else np.zeros(0, np.int32),
+      "segment_ids": segment_ids,
+      "word_flag": word_flag,
+      "splits": splits,
+      "next_sentence_labels": np.asarray([spec.is_random_next for spec in specs], np.int32),
   }
+
+
+def make_instance(spec: InstanceSpec, cls_id: int, sep_id: int) -> dict[str, np.ndarray]:
+  """One unpadded instance (tokens, segment_ids, word_flag, next_sentence_label)."""
+  flat = flatten_instances([spec], cls_id, sep_id)
+  return {"tokens": flat["tokens"], "segment_ids": flat["segment_ids"],
+          "word_flag": flat["word_flag"],
+          "next_sentence_label": flat["next_sentence_labels"][0]}
 
 
 class NspBalancer:
@@ -119,7 +151,7 @@ def create_instances_from_document(document: TokenizedDocument,
                                    max_seq_length: int, short_seq_prob: float,
                                    rng: np.random.Generator, cls_id: int, sep_id: int,
                                    balancer: NspBalancer | None = None
-                                   ) -> list[dict[str, np.ndarray]]:
+                                   ) -> list[InstanceSpec]:
   """BERT's algorithm for one document; random next segments come from `pool`.
 
   `pool` may contain `document` itself (compared by identity); as in BERT, 10 draws
@@ -170,10 +202,8 @@ def create_instances_from_document(document: TokenizedDocument,
       if a_hi > a_lo and b_hi > b_lo:  # BERT asserts both non-empty
         if balancer is not None:
           balancer.record(is_random_next)
-        instances.append(make_instance(
-            document.ids[a_lo:a_hi], document.word_start[a_lo:a_hi],
-            b_doc.ids[b_lo:b_hi], b_doc.word_start[b_lo:b_hi], is_random_next,
-            cls_id, sep_id))
+        instances.append(InstanceSpec(document, int(a_lo), int(a_hi), b_doc, int(b_lo),
+                                      int(b_hi), bool(is_random_next)))
       chunk_start = i + 1
     i += 1
   return instances
@@ -202,8 +232,7 @@ class InstanceMaker:
         maxlen=self._pool_size)
     self._balancer = NspBalancer() if self._nsp_balance else None
 
-  def block_instances(self, documents: Iterable[TokenizedDocument]
-                     ) -> list[dict[str, np.ndarray]]:
+  def block_instances(self, documents: Iterable[TokenizedDocument]) -> list[InstanceSpec]:
     block = [doc for doc in documents if doc.num_sentences]
     self._pool.extend(block)
     instances = []
@@ -217,7 +246,7 @@ class InstanceMaker:
 def instance_stream(documents: Iterable[TokenizedDocument], max_seq_length: int,
                     short_seq_prob: float, seed: Sequence[int], cls_id: int, sep_id: int,
                     pool_size: int = 1000, block_docs: int = 64,
-                    nsp_balance: bool = True) -> Iterator[dict[str, np.ndarray]]:
+                    nsp_balance: bool = True) -> Iterator[InstanceSpec]:
   """Instances of a stream of documents, processed in blocks as the tf.data stage does."""
   maker = InstanceMaker(max_seq_length, short_seq_prob, seed, cls_id, sep_id, pool_size,
                         nsp_balance)

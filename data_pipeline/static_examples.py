@@ -30,14 +30,14 @@ def name_to_features(max_seq_length: int,
   }
 
 
-def parse_example(serialized: tf.Tensor, max_seq_length: int,
-                  max_predictions_per_seq: int) -> dict[str, tf.Tensor]:
-  """One record -> the pipeline's feature dict (int32 ids, scalar NSP label)."""
-  example = tf.io.parse_single_example(
+def parse_examples(serialized: tf.Tensor, max_seq_length: int,
+                   max_predictions_per_seq: int) -> dict[str, tf.Tensor]:
+  """A [B] batch of records -> the pipeline's feature dict (int32 ids, [B] NSP labels)."""
+  examples = tf.io.parse_example(
       serialized, name_to_features(max_seq_length, max_predictions_per_seq))
   features = {name: (tf.cast(value, tf.int32) if value.dtype == tf.int64 else value)
-              for name, value in example.items()}
-  features["next_sentence_labels"] = features["next_sentence_labels"][0]
+              for name, value in examples.items()}
+  features["next_sentence_labels"] = features["next_sentence_labels"][:, 0]
   return features
 
 
@@ -76,8 +76,9 @@ def write_static_examples(config, output_pattern: str, num_shards: int = 1,
     for dupe in range(config.dupe_factor):
       pass_config = config.copy_and_resolve_references()
       pass_config.seed = config.seed + 1_000_003 * dupe
-      dataset = pretraining.example_dataset(pass_config, tokenizer=tokenizer,
-                                            for_static=True, stats=stats)
+      dataset = pretraining.corpus_batches(pass_config, batch_size=256,
+                                           drop_remainder=False, tokenizer=tokenizer,
+                                           for_static=True, stats=stats).unbatch()
       for features in dataset.as_numpy_iterator():
         writers[count % num_shards].write(serialize_example(features))
         count += 1

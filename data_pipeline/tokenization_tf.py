@@ -41,6 +41,10 @@ class WordPieceGraph:
 
   def words(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """BERT's BasicTokenizer: `[S]` strings -> `[S, (words)]` normalised words."""
+    # Invalid UTF-8 becomes U+FFFD, which _clean_text drops: the same result as decoding
+    # with errors="replace" (`read_text_lines`) and tokenising in Python.
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
+                                         replacement_char=0xFFFD)
     texts = tf.strings.regex_replace(texts, self._removed_re, "")  # _clean_text
     if self._lowercase:
       # BERT: str.lower(), then NFD and drop Mn. Lowercasing the whole text instead of each

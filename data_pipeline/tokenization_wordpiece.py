@@ -55,7 +55,8 @@ class WordPieceEncoder:
       ids.extend([p[0] for p in pieces])
     return ids
 
-  def encode_with_offsets(self, text: str, base: int = 0) -> tuple[list[int], list[tuple[int, int]]]:
+  def encode_with_offsets(self, text: str,
+                          base: int = 0) -> tuple[list[int], list[tuple[int, int]]]:
     """Piece ids and their [start, end) character spans in `text` (shifted by `base`)."""
     ids: list[int] = []
     spans: list[tuple[int, int]] = []

@@ -30,19 +30,31 @@ def resolve_vocab(config: ml_collections.ConfigDict) -> str:
 
 
 def vocab_is_uncased(vocab_path: str) -> bool:
-  """True when no piece besides the [SPECIAL] tokens has an upper-case letter."""
+  """True when no piece besides the [SPECIAL] tokens has an ASCII upper-case letter.
+
+  ASCII only: uncased BERT vocabularies still hold a few symbols that Python calls upper
+  case (e.g. 'ℝ'), while a cased vocabulary has thousands of A-Z pieces.
+  """
   for piece in read_vocab(vocab_path):
     if piece.startswith("[") and piece.endswith("]"):
       continue
-    if any(ch.isupper() for ch in piece):
+    if any("A" <= ch <= "Z" for ch in piece):
       return False
   return True
 
 
 def resolve_lowercase(config: ml_collections.ConfigDict, vocab_path: str) -> bool:
-  """config.lowercase (0/1), or -1: lower-case exactly when the vocabulary is uncased."""
+  """config.lowercase (0/1), or -1 (auto): the checkpoint's HF tokenizer_config.json
+  `do_lower_case` when present, else whether the vocabulary is uncased."""
   if int(config.lowercase) >= 0:
     return bool(config.lowercase)
+  if config.init_checkpoint:
+    tokenizer_config = checkpoint_dir(config.init_checkpoint) / "tokenizer_config.json"
+    if tokenizer_config.exists():
+      with open(tokenizer_config, encoding="utf-8") as f:
+        value = json.load(f).get("do_lower_case")
+      if isinstance(value, bool):
+        return value
   return vocab_is_uncased(vocab_path)
 
 

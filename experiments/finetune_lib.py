@@ -126,6 +126,28 @@ def make_steps(setup: Setup, tx: optax.GradientTransformation,
   return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict_step)
 
 
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
+                  lengths: np.ndarray | None = None, group: int = 0) -> list[np.ndarray]:
+  """One epoch of sorted index batches: n // batch_size of them, the remainder dropped.
+
+  With `group` > 0 and `lengths`, rows are shuffled, then sorted by length inside chunks of
+  `group` batches, and the batches are shuffled again: batches hold similar lengths, so
+  trimming (bucket_length) skips most padding, while the order stays random (as HF's
+  group_by_length).
+  """
+  order = rng.permutation(n)
+  steps = n // batch_size
+  if group > 0 and lengths is not None:
+    chunk = group * batch_size
+    order = np.concatenate([c[np.argsort(lengths[c], kind="stable")]
+                            for c in np.array_split(order, range(chunk, n, chunk))])
+    batches = [order[b * batch_size:(b + 1) * batch_size] for b in range(steps)]
+    batches = [batches[i] for i in rng.permutation(steps)]
+  else:
+    batches = [order[b * batch_size:(b + 1) * batch_size] for b in range(steps)]
+  return [np.sort(b) for b in batches]
+
+
 def trimmed_length(attention_mask: np.ndarray, bucket: int) -> int:
   """The batch's longest row rounded up to a multiple of `bucket` (at most the full length).
 
@@ -233,16 +255,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rng = jax.random.key(int(config.seed) + 1)
   order_rng = np.random.default_rng(int(config.seed))
   dev = setup.splits.get("dev")
+  mask = train.features.get("attention_mask")
+  lengths = mask.sum(axis=1) if mask is not None else None
   history, best, best_params = [], None, None
   step, t_window, window_steps = 0, time.time(), 0
   t_start = time.time()
   print(f"training: {n_train} features, batch {batch_size}, {steps_per_epoch} steps/epoch, "
         f"{total_steps} steps", flush=True)
   for epoch in range(1, int(config.num_epochs) + 1):
-    order = order_rng.permutation(n_train)
     losses = []
-    for b in range(steps_per_epoch):
-      idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+    for idx in epoch_batches(n_train, batch_size, order_rng, lengths,
+                             int(config.group_by_length)):
       batch = {k: v[idx] for k, v in train.features.items()}
       if config.bucket_length > 0 and "attention_mask" in batch:
         full = batch["attention_mask"].shape[1]
@@ -255,6 +278,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       losses.append(metrics["loss"])
       if step % int(config.log_every) == 0 or step == total_steps:
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        # The mean over the logging window, not the last (noisy) batch's loss.
+        window = losses[-min(window_steps, len(losses)):]
+        metrics["loss"] = float(np.mean(jax.device_get(window)))
         elapsed = time.time() - t_window
         rate = window_steps / max(elapsed, 1e-9)
         eta = (total_steps - step) / max(rate, 1e-9)
@@ -274,12 +300,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(f"epoch {epoch}: dev {setup.task.primary_metric} {score:.4f}", flush=True)
       if best is None or score > best[1]:
         best = (epoch, score)
-        best_params = jax.device_get(params)  # host copy: survives buffer donation
+        # A real host copy: on CPU device_get can alias the device buffer, which the next
+        # (donating) train step reuses.
+        best_params = jax.tree.map(lambda x: np.array(x, copy=True), params)
     t_window, window_steps = time.time(), 0  # evaluation time is not training speed
     history.append(entry)
   if best_params is None:  # no dev evaluation: the last epoch is the result
     best = (int(config.num_epochs), None)
-    best_params = jax.device_get(params)
+    best_params = jax.tree.map(lambda x: np.array(x, copy=True), params)
   results: dict[str, Any] = {"task": config.task, "best_epoch": best[0],
                              "primary_metric": setup.task.primary_metric}
   for split in ("dev", "test"):

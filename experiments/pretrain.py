@@ -6,7 +6,8 @@ r"""BERT/BioBERT pre-training (masked LM + next sentence) on a device mesh.
 Re-running the same command on the same workdir resumes from its latest checkpoint
 (params, optimizer state, rng, step and the data iterator's position). Multi-host: start
 the same command on every host with --coordinator_address=HOST:PORT --num_processes=N
---process_id=i (on TPU pods jax finds these itself; pass nothing).
+--process_id=i, or --jax_distributed where jax detects them (TPU pods, SLURM).
+Progress lines count NON-PAD tokens per second (input_mask), over the global batch.
 
 Workdir: bert_config.json, vocab.txt, checkpoints/<step>/, metrics.jsonl,
 eval_metrics.jsonl, tensorboard/, and at the end export/ (bert_config.json + params/ +
@@ -43,13 +44,20 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 (multi-host without a TPU).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_AUTO_DISTRIBUTED = flags.DEFINE_bool(
+    "jax_distributed", False,
+    "Call jax.distributed.initialize() with auto-detected arguments (TPU pods, SLURM, "
+    "Open MPI) even without --coordinator_address.")
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
+                           process_id: int | None, auto: bool = False) -> None:
   """jax.distributed.initialize when a coordinator is given (gloo collectives on CPU)."""
+  if auto and not coordinator_address:
+    jax.distributed.initialize()
+    return
   if not coordinator_address:
     return
   if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_hint():
@@ -241,7 +249,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
-  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _AUTO_DISTRIBUTED.value)
   result = train(_CONFIG.value, _WORKDIR.value)
   if result.preempted:
     print(f"preempted at step {result.final_step}: checkpoint saved, exiting cleanly",

@@ -18,20 +18,36 @@ _SHARED_KEYS = ("train_files", "vocab_path", "lowercase", "max_seq_length",
 
 
 class SyntheticBatches:
-  """Random BERT batches; batch i depends only on (seed, process, i): resumable exactly."""
+  """Random BERT batches; global batch i depends only on (seed, stream, i).
+
+  Each process yields its contiguous slice of the GLOBAL batch, so a run sees the same
+  global batches whatever the number of processes (the multi-host test relies on it),
+  and a resumed run continues exactly.
+  """
 
   def __init__(self, *, batch_size: int, seq_len: int, num_predictions: int,
-               vocab_size: int, seed: int, process_index: int = 0, stream: int = 0):
+               vocab_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+               stream: int = 0):
+    """batch_size is the GLOBAL batch; this process yields batch_size // process_count."""
+    if batch_size % process_count:
+      raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} processes")
     self.batch_size, self.seq_len, self.num_predictions = batch_size, seq_len, num_predictions
-    self.vocab_size, self.seed, self.process_index, self.stream = (vocab_size, seed,
-                                                                   process_index, stream)
+    self.vocab_size, self.seed, self.stream = vocab_size, seed, stream
+    self.process_index, self.process_count = process_index, process_count
     self.consumed = 0
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def batch(self, index: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([self.seed, self.stream, self.process_index, index])
+    """This process's rows of global batch `index`."""
+    full = self.global_batch(index)
+    rows = self.batch_size // self.process_count
+    start = self.process_index * rows
+    return {k: v[start:start + rows] for k, v in full.items()}
+
+  def global_batch(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([self.seed, self.stream, index])
     b, l, p = self.batch_size, self.seq_len, self.num_predictions
     lengths = rng.integers(l // 2, l + 1, size=b)
     input_mask = (np.arange(l)[None, :] < lengths[:, None]).astype(np.int32)
@@ -83,11 +99,10 @@ def make_train_batches(config: ml_collections.ConfigDict, vocab_size: int,
                        process_index: int, process_count: int) -> Any:
   """Iterator with get_state/set_state over this process's training batches."""
   if config.data_source == "synthetic":
-    return SyntheticBatches(batch_size=config.batch_size // process_count,
-                            seq_len=config.max_seq_length,
+    return SyntheticBatches(batch_size=config.batch_size, seq_len=config.max_seq_length,
                             num_predictions=config.max_predictions_per_seq,
                             vocab_size=vocab_size, seed=config.seed,
-                            process_index=process_index)
+                            process_index=process_index, process_count=process_count)
   if config.data_source != "corpus":
     raise ValueError(f"config.data_source={config.data_source!r}: expected 'corpus' or "
                      "'synthetic'")
@@ -103,11 +118,11 @@ def make_eval_batches(config: ml_collections.ConfigDict, vocab_size: int,
   if n <= 0:
     return []
   if config.data_source == "synthetic":
-    src = SyntheticBatches(batch_size=config.batch_size // process_count,
-                           seq_len=config.max_seq_length,
+    src = SyntheticBatches(batch_size=config.batch_size, seq_len=config.max_seq_length,
                            num_predictions=config.max_predictions_per_seq,
                            vocab_size=vocab_size, seed=config.seed,
-                           process_index=process_index, stream=1)
+                           process_index=process_index, process_count=process_count,
+                           stream=1)
     return [next(src) for _ in range(n)]
   from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
   ds = pretraining.make_eval_dataset(pipeline_config(config, process_count), process_index,

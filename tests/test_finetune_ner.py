@@ -124,3 +124,31 @@ def test_predict_split_buckets_keep_feature_order():
   np.testing.assert_array_equal(trimmed["row"], np.arange(23))
   assert seen_lengths == {16, 32, 40}  # buckets, capped at the full length
   assert finetune_lib.trimmed_length(mask[:1] * 0 + (np.arange(40) < 17), 16) == 32
+
+
+def test_epoch_batches_grouped_by_length_cover_each_row_once():
+  import numpy as np
+
+  rng = np.random.default_rng(1)
+  lengths = rng.integers(3, 120, size=203)
+  batches = finetune_lib.epoch_batches(203, 10, rng, lengths, group=5)
+  flat = np.concatenate(batches)
+  assert len(batches) == 20 and len(set(flat.tolist())) == 200  # remainder of 3 dropped
+  spread = np.mean([np.ptp(lengths[b]) for b in batches])
+  plain = finetune_lib.epoch_batches(203, 10, rng)
+  assert spread < 0.5 * np.mean([np.ptp(lengths[b]) for b in plain])
+
+
+def test_lowercase_is_detected_from_checkpoint_or_vocab(data_dir, minilm_dir):
+  from experiments import finetune_io
+
+  config = finetune_config.get_config("ner")
+  assert finetune_io.vocab_is_uncased(str(data_dir / "vocab" / "bert-base-uncased-vocab.txt"))
+  assert not finetune_io.vocab_is_uncased(str(data_dir / "vocab" / "bert-base-cased-vocab.txt"))
+  assert finetune_io.vocab_is_uncased(str(minilm_dir / "vocab.txt"))  # despite 'ℝ'
+  config.update(init_checkpoint=str(minilm_dir), vocab_path="")
+  vocab = finetune_io.resolve_vocab(config)
+  assert vocab == str(minilm_dir / "vocab.txt")
+  assert finetune_io.resolve_lowercase(config, vocab) is True  # tokenizer_config.json
+  config.update(lowercase=0)
+  assert finetune_io.resolve_lowercase(config, vocab) is False

@@ -8,6 +8,7 @@ import pytest
 from data_pipeline import pretraining
 from data_pipeline import pretraining_sources as sources
 from data_pipeline._tf import tf
+from data_pipeline.corpora import ReadStats
 from data_pipeline.static_examples import name_to_features, write_static_examples
 from data_pipeline.tokenization import load_tokenizer
 
@@ -223,3 +224,18 @@ def test_static_tfrecords_decode_with_bert_spec(corpus, tokenizer, tmp_path):
   assert b["next_sentence_labels"].shape == (8,)
   values = {tuple(p["input_ids"].numpy()) for p in parsed}
   assert all(tuple(row) in values for row in b["input_ids"])
+
+
+def test_malformed_file_in_pipeline_raises_or_is_counted(corpus, tokenizer, tmp_path):
+  bad = tmp_path / "bad.txt"
+  bad.write_bytes(b"A good first document. It has two sentences.\n"
+                  b"A bad \xff line.\nA good third document. With more text here.\n")
+  config = _config(corpus, train_files=f"{corpus}/part-0.txt,{bad}", repeat=False,
+                   on_error="raise")
+  with pytest.raises(tf.errors.OpError, match=r"bad\.txt:2: invalid UTF-8"):
+    _batches(config, tokenizer)
+  config.on_error = "skip"
+  stats = ReadStats()
+  assert len(_batches(config, tokenizer, stats=stats)) > 0
+  assert stats.skipped_errors == 1 and stats.files == 2
+  assert stats.documents == NUM_DOCS // NUM_FILES + 2

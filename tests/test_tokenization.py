@@ -79,7 +79,8 @@ def _slow_ids(slow, text):
   BERT's word-final sigma; the BasicTokenizer itself uses str.lower() like BERT.)
   """
   words = slow.basic_tokenizer.tokenize(text)
-  return slow.convert_tokens_to_ids([p for w in words for p in slow.wordpiece_tokenizer.tokenize(w)])
+  pieces = [p for w in words for p in slow.wordpiece_tokenizer.tokenize(w)]
+  return slow.convert_tokens_to_ids(pieces)
 
 
 def _hf_ids(hf, texts):
@@ -277,3 +278,6 @@ def test_read_text_lines_invalid_utf8(testdata, setup):
   assert lines[0] == "first line" and "\ufffd" in lines[1] and len(lines) == 3
   # The replacement char is dropped like BERT's _clean_text drops it.
   assert ours.encode([lines[1]]) == ours.encode([lines[1].replace("\ufffd", "")])
+  # The in-graph face reads raw bytes: invalid UTF-8 is replaced, then dropped, too.
+  raw_lines = path.read_bytes().split(b"\n")[:3]
+  assert _graph_ids(ours, raw_lines) == ours.encode(lines)

@@ -13,6 +13,7 @@ from biobert_jax.train import step as step_lib
 from _pretrain_util import synthetic_batch, tiny_bert_config
 
 OPT = {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 20}
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # same for every run compared
 
 
 def _run(mesh_shape, batches, *, grad_accum=1, deterministic=False, dtype=jnp.float32):
@@ -24,7 +25,8 @@ def _run(mesh_shape, batches, *, grad_accum=1, deterministic=False, dtype=jnp.fl
                                             models.logical_axes(model), tx, mesh, seed=0)
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, schedule, grad_accum_steps=grad_accum, mesh=mesh,
-                               deterministic=deterministic), shardings, mesh)
+                               deterministic=deterministic), shardings, mesh,
+      compiler_options=FAST_COMPILE)
   history = []
   for b in batches:
     state, metrics = train_step(state, sharding.global_batch_from_process_local(b, mesh))

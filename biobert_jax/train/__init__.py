@@ -1,0 +1,7 @@
+"""Pre-training and fine-tuning pieces: optimizer, losses, train state, step, loop.
+
+  optim.make_optimizer(cfg) -> (tx, schedule)
+  state.create_state / state_from_params / state_shardings   (plain-dict state)
+  step.make_train_step(model, tx, schedule, grad_accum_steps=k) / jit_train_step
+  loop.run(...)                                               (logging, checkpoints, guards)
+"""

@@ -120,17 +120,23 @@ def make_eval_step(model: Any) -> Callable[[Any, Batch], dict]:
   return eval_step
 
 
-def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh) -> Callable:
-  """jit with explicit in/out shardings; the old state is donated (updated in place)."""
+def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh, *,
+                   compiler_options: dict[str, Any] | None = None) -> Callable:
+  """jit with explicit in/out shardings; the old state is donated (updated in place).
+
+  compiler_options: XLA options, e.g. {"xla_backend_optimization_level": 0}, which
+  halves CPU compile time for the tiny models of the tests.
+  """
   replicated = NamedSharding(mesh, P())
   return jax.jit(train_step,
                  in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=(state_shardings, replicated),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=compiler_options)
 
 
-def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: Mesh) -> Callable:
+def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: Mesh, *,
+                  compiler_options: dict[str, Any] | None = None) -> Callable:
   replicated = NamedSharding(mesh, P())
   return jax.jit(eval_step,
                  in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=replicated)
+                 out_shardings=replicated, compiler_options=compiler_options)

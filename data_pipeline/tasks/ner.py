@@ -154,8 +154,9 @@ def read_conll(path: str | pathlib.Path, *, scheme: str = "iob2", invalid_i: str
                          f"{len(cols)}: {line!r}")
       word, tag = cols[0], cols[1].strip()
       if not tag_re.match(tag):
+        expected = "O, B-TYPE, I-TYPE" + (", E-TYPE, S-TYPE" if scheme == "iobes" else "")
         raise ValueError(f"{path}:{lineno}: unknown tag {tag!r} for scheme {scheme} "
-                         f"(expected O, B-TYPE, I-TYPE{', E-TYPE, S-TYPE' if scheme == 'iobes' else ''})")
+                         f"(expected {expected})")
       words.append(word)
       tags.append(tag)
       lines.append(lineno)

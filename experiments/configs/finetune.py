@@ -41,6 +41,8 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   # (eval runs sorted by length). Needs features whose [N, max_seq_length] arrays may be
   # trimmed; outputs are padded back with zeros. 0 = always max_seq_length.
   c.bucket_length = 0
+  # > 0: batches of similar length (sorted inside chunks of this many batches; shuffled).
+  c.group_by_length = 0
   c.max_train_examples = 0  # 0 = all
   c.max_eval_examples = 0   # 0 = all
   c.seed = 42
@@ -115,6 +117,7 @@ def get_config(arg: str = "ner") -> ml_collections.ConfigDict:
   c[task] = _TASK_CONFIGS[task]()
   if task == "ner":
     c.bucket_length = 32
+    c.group_by_length = 50
   elif task == "re":
     c.max_seq_length = 128
   elif task == "qa":

@@ -37,6 +37,19 @@ calls, in this order:
    next to the native checkpoint, so `experiments.predict` can rebuild the model (e.g.
    NER stores its label list, RE its label list and pooling).
 
+8. Optional, for `experiments.predict`: a module-level function
+   `predict_records(model_dir, records: list[dict]) -> list[dict]` in the adapter module
+   (records carry "text"; returned records add the task's predictions).
+
+Launcher details an adapter may rely on: training batches are `batch_size` rows (the
+remainder of an epoch is dropped, one compiled shape); evaluation batches are padded to
+`eval_batch_size` by repeating the first row and the padding is cut off before
+`evaluate`. When `config.bucket_length > 0` (the NER preset sets 32), every
+[B, max_seq_length, ...] feature array of a batch is cut to the batch's longest
+attention_mask row rounded up to a multiple of bucket_length, evaluation runs sorted by
+length, and [B, length, ...] outputs are padded back to max_seq_length with zeros (and
+returned in feature order). Leave it 0 for a task whose features cannot be trimmed.
+
 Each adapter module defines a module-level `TASK` object (an instance implementing `Task`);
 `experiments.tasks.get_task(name)` imports the module lazily and returns it.
 
