@@ -1,0 +1,220 @@
+"""Pre-training as a library: `train(config, workdir)` and its helpers.
+
+experiments/pretrain.py is the absl main around this; notebooks, the main job and tests
+call `train` directly (importing the main would define its flags twice).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from biobert_jax import models, sharding
+from biobert_jax.checkpoints import native
+from biobert_jax.checkpoints.manager import CheckpointManager
+from biobert_jax.config import BertConfig
+from biobert_jax.train import loop, losses, metrics_writer, optim
+from biobert_jax.train import state as state_lib
+from biobert_jax.train import step as step_lib
+from experiments import pretrain_data
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                           process_id: int | None, auto: bool = False) -> None:
+  """jax.distributed.initialize when a coordinator is given (gloo collectives on CPU)."""
+  if auto and not coordinator_address:
+    jax.distributed.initialize()
+    return
+  if not coordinator_address:
+    return
+  if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_hint():
+    # CPU cross-process collectives need gloo (measured to work; the default has none).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def _has_accelerator_hint() -> bool:
+  # Do not query devices before initialize(): that would start the local backend alone.
+  return bool(os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("TPU_NAME")
+              or os.path.exists("/dev/nvidia0") or os.path.exists("/dev/accel0"))
+
+
+def vocab_size_of(vocab_path: str) -> int:
+  """Number of pieces in a BERT vocab.txt (one per line)."""
+  with open(vocab_path, encoding="utf-8") as f:
+    return len(f.read().splitlines())
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
+  """BertConfig from the preset name, the size overrides and the vocabulary."""
+  overrides = {"vocab_size": vocab_size,
+               "max_position_embeddings": max(512, int(config.max_seq_length))}
+  for field, key in (("hidden_size", "hidden_size"), ("num_hidden_layers", "num_layers"),
+                     ("num_attention_heads", "num_heads"),
+                     ("intermediate_size", "intermediate_size")):
+    if config[key]:
+      overrides[field] = int(config[key])
+  if config.hidden_size and not config.intermediate_size:
+    overrides["intermediate_size"] = 4 * int(config.hidden_size)
+  return BertConfig.preset(config.model, **overrides)
+
+
+def load_init_checkpoint(path: str, vocab_size: int) -> tuple[BertConfig, dict[str, Any]]:
+  """Encoder (+ pre-training heads when present) from any checkpoint format.
+
+  Raises:
+    ValueError: when the checkpoint's vocabulary size differs from the vocab file's.
+  """
+  from biobert_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  ck_config, ck_params = checkpoints.load(path)
+  if ck_config.vocab_size != vocab_size:
+    raise ValueError(f"init_checkpoint {path}: vocab_size {ck_config.vocab_size} does not "
+                     f"match config.vocab_path ({vocab_size} pieces)")
+  taken = {k: v for k, v in ck_params.items() if k in ("encoder", "cls")}
+  if "encoder" not in taken:
+    raise ValueError(f"init_checkpoint {path}: no 'encoder' params "
+                     f"(found {sorted(ck_params)})")
+  return ck_config, taken
+
+
+def _merge_init(fresh: dict, loaded: dict, path: str) -> dict:
+  """Loaded subtrees replace fresh ones; shapes must match leaf by leaf."""
+  out = dict(fresh)
+  for key, subtree in loaded.items():
+    want = jax.tree_util.tree_structure(fresh[key])
+    if jax.tree_util.tree_structure(subtree) != want:
+      raise ValueError(f"init_checkpoint {path}: '{key}' params have a different structure "
+                       "from the model's")
+    for (kp, a), b in zip(jax.tree_util.tree_leaves_with_path(fresh[key]),
+                          jax.tree.leaves(subtree)):
+      if tuple(a.shape) != tuple(np.shape(b)):
+        raise ValueError(f"init_checkpoint {path}: {key}{jax.tree_util.keystr(kp)} has shape "
+                         f"{np.shape(b)}, the model wants {a.shape}")
+    out[key] = jax.tree.map(lambda a, b: np.asarray(b, a.dtype), fresh[key], subtree)
+  return out
+
+
+def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -> Any:
+  if not eval_batches:
+    return None
+  step = step_lib.jit_eval_step(step_lib.make_eval_step(model), params_shardings, mesh)
+  global_batches = [sharding.global_batch_from_process_local(b, mesh) for b in eval_batches]
+
+  def evaluate(params):
+    total = None
+    for b in global_batches:
+      sums = step(params, b)
+      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+    return {k: float(v) for k, v in losses.metrics_from_sums(jax.device_get(total)).items()}
+
+  return evaluate
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
+  """Runs (or resumes) pre-training in `workdir`; exports params at the end."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  vocab_size = vocab_size_of(config.vocab_path)
+  init_params = None
+  if config.init_checkpoint:
+    bert_config, init_params = load_init_checkpoint(config.init_checkpoint, vocab_size)
+  else:
+    bert_config = model_config(config, vocab_size)
+  model = models.BertForPreTraining(bert_config, dtype=DTYPES[config.dtype],
+                                    scan_layers=config.scan_layers, remat=config.remat)
+  mesh = sharding.make_mesh(config.mesh)
+  if config.batch_size % sharding.batch_shard_count(mesh):
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{sharding.batch_shard_count(mesh)} batch shards of mesh {mesh.shape}")
+  tx, schedule = optim.make_optimizer(config)
+  specs = models.logical_axes(model, seq_len=16)
+  abstract_params = models.param_shapes(model)
+  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  if jax.process_index() == 0:
+    bert_config.to_json_file(os.path.join(workdir, native.CONFIG_NAME))
+    shutil.copyfile(config.vocab_path, os.path.join(workdir, "vocab.txt"))
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  checkpoints = CheckpointManager(os.path.join(workdir, native.CHECKPOINTS_DIR),
+                                  keep=config.keep_checkpoints, keep_every=config.keep_every,
+                                  async_save=config.async_checkpoints)
+  batches = pretrain_data.make_train_batches(config, vocab_size, jax.process_index(),
+                                             jax.process_count())
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    state, data_state = checkpoints.restore(
+        latest, state_lib.with_shardings(abstract_state, shardings))
+    batches.set_state(dict(data_state, process_index=jax.process_index()))
+    logging.info("resumed from %s step %d", checkpoints.directory, latest)
+  elif init_params is not None:
+    fresh = jax.device_get(models.init_params(model, jax.random.PRNGKey(config.seed)))
+    params = _merge_init(fresh, init_params, config.init_checkpoint)
+    if config.scan_layers:
+      from biobert_jax.checkpoints import stack_layers  # pylint: disable=import-outside-toplevel
+      params = stack_layers(params)
+    state, shardings = state_lib.state_from_params(params, specs, tx, mesh, config.seed)
+  else:
+    state, shardings = state_lib.create_state(
+        lambda rng: models.init_params(model, rng), specs, tx, mesh, config.seed)
+  start_step = int(jax.device_get(state["step"]))
+
+  train_step = step_lib.jit_train_step(
+      step_lib.make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps,
+                               mesh=mesh),
+      shardings, mesh)
+  eval_batches = pretrain_data.make_eval_batches(config, vocab_size, jax.process_index(),
+                                                 jax.process_count())
+  if jax.process_count() > 1:  # every process must run the same number of eval steps.
+    n = int(np.min(multihost_utils.process_allgather(np.asarray(len(eval_batches)))))
+    eval_batches = eval_batches[:n]
+  tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
+  writer = metrics_writer.MetricsWriter(workdir, "metrics", tensorboard_dir=tb_dir)
+  eval_writer = metrics_writer.MetricsWriter(workdir, "eval_metrics", tensorboard_dir=tb_dir,
+                                             tag_prefix="")
+  writer.truncate_after(start_step)
+  eval_writer.truncate_after(start_step)
+  preemption = loop.PreemptionFlag().install()
+  try:
+    result = loop.run(
+        state=state, train_step=train_step, batches=batches,
+        to_global=lambda b: sharding.global_batch_from_process_local(b, mesh),
+        data_state=batches.get_state, checkpoints=checkpoints, writer=writer,
+        config=loop.LoopConfig(total_steps=config.total_steps, log_every=config.log_every,
+                               checkpoint_every=config.checkpoint_every,
+                               eval_every=config.eval_every),
+        eval_fn=_eval_fn(model, shardings["params"], mesh, eval_batches),
+        eval_writer=eval_writer, preemption=preemption,
+        log_fn=lambda line: print(line, flush=True))
+  finally:
+    preemption.uninstall()
+    checkpoints.close()
+    writer.close()
+    eval_writer.close()
+  if not result.preempted:
+    export(workdir, bert_config, config.vocab_path)
+  return result
+
+
+def export(workdir: str, bert_config: BertConfig, vocab_path: str) -> str:
+  """Final params of the workdir's latest checkpoint -> workdir/export (native + vocab)."""
+  out = os.path.join(workdir, "export")
+  manager = CheckpointManager(os.path.join(workdir, native.CHECKPOINTS_DIR), read_only=True)
+  try:
+    _, params = manager.restore_params()
+  finally:
+    manager.close()
+  native.save_native(bert_config, params, out)
+  if jax.process_index() == 0:
+    shutil.copyfile(vocab_path, os.path.join(out, "vocab.txt"))
+  return out
