@@ -41,10 +41,12 @@ _CORPUS = flags.DEFINE_string("corpus", "NCBI-disease", "NER corpus under <data>
 
 # Budgets measured on the 2-core reference machine (see WORKSPACE_NOTES.md): the full run
 # spends ~10 CPU-minutes pre-training and ~5 per fine-tuning arm.
-FULL = dict(preset="mini", pretrain_steps=1500, pretrain_batch_size=32, finetune_epochs=3,
-            max_train_examples=0, max_eval_examples=0, learning_rate=2e-4)
+FULL = dict(preset="mini", pretrain_steps=400, pretrain_batch_size=32, finetune_epochs=3,
+            max_train_examples=0, max_eval_examples=0, learning_rate=1e-3,
+            finetune_learning_rate=3e-4)
 QUICK = dict(preset="tiny", pretrain_steps=40, pretrain_batch_size=16, finetune_epochs=1,
-             max_train_examples=300, max_eval_examples=200, learning_rate=5e-4)
+             max_train_examples=300, max_eval_examples=200, learning_rate=1e-3,
+             finetune_learning_rate=3e-4)
 
 
 def _settings() -> dict:
@@ -124,7 +126,7 @@ def run(workdir: str, settings: dict, seeds: list[int], corpus: str) -> dict:
             num_epochs=settings["finetune_epochs"],
             max_train_examples=settings["max_train_examples"],
             max_eval_examples=settings["max_eval_examples"], seed=seed,
-            learning_rate=1e-4, batch_size=32)
+            learning_rate=settings["finetune_learning_rate"], batch_size=32)
       runs[arm].append({"seed": seed, "dev": _scores(result, "dev"),
                         "test": _scores(result, "test"), "best_epoch": result["best_epoch"],
                         "workdir": out})
