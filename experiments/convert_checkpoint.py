@@ -10,8 +10,6 @@ dropped for hf/tf1 (they have no standard name there) and kept for native.
 """
 from __future__ import annotations
 
-import pathlib
-
 from absl import app, flags
 
 from biobert_jax import checkpoints
@@ -22,21 +20,9 @@ _FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "tf1", "native"], "output for
 _STRICT = flags.DEFINE_bool("strict", True, "fail on missing/unexpected tensors in --input")
 
 
-def convert(src: str, out: str, fmt: str, strict: bool = True) -> pathlib.Path:
-  # load_with_report logs what was loaded / new / unused / ignored.
-  config, params = checkpoints.load(src, strict=strict)
-  if fmt == "hf":
-    return checkpoints.export_hf(config, params, out, drop_unknown=True)
-  if fmt == "tf1":
-    return checkpoints.export_tf1(config, params, pathlib.Path(out) / "model.ckpt",
-                                  drop_unknown=True)
-  from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
-  return native.save_native(config, params, out)
-
-
 def main(argv):
   del argv
-  out = convert(_INPUT.value, _OUTPUT.value, _FORMAT.value, _STRICT.value)
+  out = checkpoints.convert_checkpoint(_INPUT.value, _OUTPUT.value, _FORMAT.value, _STRICT.value)
   print(f"wrote {_FORMAT.value} checkpoint: {out}")
 
 

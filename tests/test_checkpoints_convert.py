@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from biobert_jax import BertConfig, checkpoints, models
-from experiments import convert_checkpoint
+from biobert_jax.checkpoints import convert_checkpoint
 
 
 def test_hf_to_native_to_tf1_to_hf_is_lossless(tmp_path):
@@ -11,10 +11,10 @@ def test_hf_to_native_to_tf1_to_hf_is_lossless(tmp_path):
                       intermediate_size=64, max_position_embeddings=32)
   params = models.init_params(models.BertForPreTraining(config), jax.random.key(0))
   src = checkpoints.export_hf(config, params, tmp_path / "src")
-  native = convert_checkpoint.convert(str(src), str(tmp_path / "native"), "native")
-  tf1 = convert_checkpoint.convert(str(native), str(tmp_path / "tf1"), "tf1")
+  native = convert_checkpoint(str(src), str(tmp_path / "native"), "native")
+  tf1 = convert_checkpoint(str(native), str(tmp_path / "tf1"), "tf1")
   assert checkpoints.detect_format(tmp_path / "tf1") == "tf1" and tf1.name == "model.ckpt"
-  hf = convert_checkpoint.convert(str(tmp_path / "tf1"), str(tmp_path / "hf"), "hf")
+  hf = convert_checkpoint(str(tmp_path / "tf1"), str(tmp_path / "hf"), "hf")
   config2, params2 = checkpoints.load(hf)
   assert config2 == config and sorted(params2) == ["cls", "encoder"]
   jax.tree.map(np.testing.assert_array_equal, params2, params)

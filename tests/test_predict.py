@@ -10,7 +10,7 @@ from biobert_jax.checkpoints.native import save_native
 from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForTokenClassification, init_params
 from data_pipeline.tokenization import read_vocab
-from experiments import predict
+from experiments.tasks import raw_input as predict
 from experiments.tasks import ner
 
 LABELS = ["O", "B-Disease", "I-Disease"]

@@ -85,3 +85,22 @@ def export_tf1(config: BertConfig, params: Mapping[str, Any], out_prefix: str | 
                drop_unknown: bool = False) -> pathlib.Path:
   """Writes a TF1 checkpoint with Google's variable names + bert_config.json beside it."""
   return tf1.export(config, params, out_prefix, drop_unknown=drop_unknown)
+
+
+def convert_checkpoint(src: str | os.PathLike, out: str | os.PathLike, fmt: str,
+                       strict: bool = True) -> pathlib.Path:
+  """Reads any supported checkpoint and writes it as `fmt` ("hf", "tf1" or "native").
+
+  Task heads other than the pre-training heads ("cls") are dropped for hf/tf1 (they have
+  no standard name there) and kept for native.
+  """
+  config, params = load(src, strict=strict)  # logs loaded / new / unused / ignored
+  if fmt == "hf":
+    return export_hf(config, params, out, drop_unknown=True)
+  if fmt == "tf1":
+    return export_tf1(config, params, pathlib.Path(out) / "model.ckpt", drop_unknown=True)
+  if fmt == "native":
+    from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
+    return native.save_native(config, params, out)
+  raise ValueError(f"unknown checkpoint format {fmt!r}; valid: hf, tf1, native")
+
