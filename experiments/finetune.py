@@ -8,6 +8,8 @@ Writes to --workdir: surgery_report.json, config.json, metrics.jsonl, tensorboar
 eval_results.json, predictions_{dev,test}.*, and model/ (the best epoch, for
 experiments.predict). The loop is experiments/finetune_lib.py; tasks are experiments/tasks.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -22,7 +24,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
+    # Progress lines are printed; orbax logs every file it writes at INFO.
+    logging.set_verbosity(logging.WARNING)
   results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
   metric = results["primary_metric"]
   for split in ("dev", "test"):
