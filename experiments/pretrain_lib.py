@@ -111,11 +111,13 @@ def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -
   global_batches = [sharding.global_batch_from_process_local(b, mesh) for b in eval_batches]
 
   def evaluate(params):
+    # The per-batch sums are a handful of scalars: add them on the host (float64) rather
+    # than dispatching one more small multi-device computation per batch.
     total = None
     for b in global_batches:
-      sums = step(params, b)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    return {k: float(v) for k, v in losses.metrics_from_sums(jax.device_get(total)).items()}
+      sums = {k: np.asarray(v, np.float64) for k, v in jax.device_get(step(params, b)).items()}
+      total = sums if total is None else {k: total[k] + sums[k] for k in total}
+    return {k: float(v) for k, v in losses.metrics_from_sums(total).items()}
 
   return evaluate
 
