@@ -44,9 +44,9 @@ _CORPUS = flags.DEFINE_string("corpus", "NCBI-disease", "NER corpus under <data>
 FULL = dict(preset="mini", pretrain_steps=400, pretrain_batch_size=32, finetune_epochs=3,
             max_train_examples=0, max_eval_examples=0, learning_rate=1e-3,
             finetune_learning_rate=3e-4)
-QUICK = dict(preset="tiny", pretrain_steps=40, pretrain_batch_size=16, finetune_epochs=1,
-             max_train_examples=300, max_eval_examples=200, learning_rate=1e-3,
-             finetune_learning_rate=3e-4)
+QUICK = dict(preset="tiny", pretrain_steps=40, pretrain_batch_size=16, finetune_epochs=2,
+             max_train_examples=500, max_eval_examples=200, learning_rate=1e-3,
+             finetune_learning_rate=1e-3)
 
 
 def _settings() -> dict:
