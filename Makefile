@@ -7,7 +7,7 @@ export BIOBERT_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: venv demo demo-quick test bench clean
+.PHONY: venv demo demo-quick test test-fast bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo-quick: venv
 
 test: venv
 	$(PY) -m pytest tests
+
+# The inner loop: everything but the tests marked slow (subprocesses, notebooks, the main
+# job, corpus-wide checks); a few minutes on the 2-core box.
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow"
 
 clean:
 	rm -rf $(VENV) work

@@ -20,7 +20,7 @@ import sentencepiece as spm
 from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
 from data_pipeline.tokenization import SPECIAL_TOKENS, read_text_lines
-from data_pipeline.tokenization_wordpiece import BasicTokenizer
+from data_pipeline.tokenization.wordpiece import BasicTokenizer
 
 
 def expand_inputs(patterns: str | Sequence[str]) -> list[str]:

@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 from data_pipeline import paths, pretraining
 from data_pipeline.corpora import ReadStats
-from data_pipeline.static_examples import write_static_examples
+from data_pipeline.pretraining.static_writer import write_static_examples
 
 _INPUT = flags.DEFINE_string("input_files", str(paths.data_path(
     "pretrain", "pubmed_abstracts.txt")), "glob or comma-separated globs of corpus files")

@@ -11,7 +11,7 @@ into the original text). A task supports this when its adapter module defines
 """
 from absl import app, flags
 
-from experiments.tasks.raw_input import predict_file
+from biobert_jax.trainers.predict import predict_file
 
 _TASK = flags.DEFINE_enum("task", "ner", ["ner", "re", "qa"], "Task family.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Finetune workdir or its model/ dir.")

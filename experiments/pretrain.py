@@ -20,7 +20,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.pretrain_lib import initialize_distributed, train
+from biobert_jax.trainers.pretrain import initialize_distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pre-training config file.",
                                           lock_config=True)

@@ -66,7 +66,7 @@ def pretrain_config(preset: str = "mini", **overrides: Any) -> ml_collections.Co
 def pretrain(workdir: str | os.PathLike, preset: str = "mini",
              **overrides: Any) -> dict[str, Any]:
   """Pre-trains (or resumes) in `workdir`; returns the export dir and the metric rows."""
-  from experiments import pretrain_lib as pretrain_main  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
   workdir = str(workdir)
   config = pretrain_config(preset, **overrides)
   pretrain_main.train(config, workdir)
@@ -84,7 +84,7 @@ def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
   code path (checkpoint load, graft, vocab) as a pre-trained encoder, so the only
   difference between the two arms of the ablation is the pre-training itself.
   """
-  from experiments import pretrain_lib as pretrain_main  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
   vocab_path = vocab_path or cased_vocab()
   config = pretrain_config(preset, vocab_path=vocab_path, max_seq_length=max_seq_length)
   bert_config = pretrain_main.model_config(config, pretrain_main.vocab_size_of(vocab_path))
@@ -105,7 +105,7 @@ def finetune_config(task: str = "ner", **overrides: Any) -> ml_collections.Confi
 def finetune(workdir: str | os.PathLike, init_checkpoint: str, task: str = "ner",
              **overrides: Any) -> dict[str, Any]:
   """Fine-tunes `init_checkpoint` on a task; returns the eval_results.json content."""
-  from experiments import finetune_lib  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import finetune as finetune_lib  # pylint: disable=import-outside-toplevel
   config = finetune_config(task, init_checkpoint=init_checkpoint, **overrides)
   return finetune_lib.run(config, str(workdir))
 

@@ -23,7 +23,7 @@ def tiny_bert_config(**overrides: Any) -> BertConfig:
 def synthetic_batch(seed: int, batch_size: int = 8, seq_len: int = 32, num_predictions: int = 5,
                     vocab_size: int = 300) -> dict[str, np.ndarray]:
   """A BERT batch with padding, partial prediction weights and both NSP labels."""
-  from experiments.pretrain_data import SyntheticBatches
+  from biobert_jax.trainers.pretrain_data import SyntheticBatches
   return SyntheticBatches(batch_size=batch_size, seq_len=seq_len,
                           num_predictions=num_predictions, vocab_size=vocab_size,
                           seed=seed).batch(0)

@@ -9,7 +9,7 @@ from biobert_jax.checkpoints.native import save_native
 from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForPreTraining, init_params
 from data_pipeline.tasks import ner as ner_data
-from experiments import finetune_lib
+from biobert_jax.trainers import finetune as finetune_lib
 from experiments.configs import finetune as finetune_config
 
 NUM_TRAIN, NUM_EVAL = 48, 16
@@ -103,7 +103,7 @@ def test_conll_predictions_match_reported_scores(finetuned):
 def test_predict_split_buckets_keep_feature_order():
   """Sorted, trimmed evaluation batches give the same outputs, in feature order."""
   import numpy as np
-  from experiments.tasks.base import SplitData
+  from biobert_jax.tasks.base import SplitData
 
   rng = np.random.default_rng(0)
   lengths = rng.integers(2, 40, size=23)
@@ -140,7 +140,7 @@ def test_epoch_batches_grouped_by_length_cover_each_row_once():
 
 
 def test_lowercase_is_detected_from_checkpoint_or_vocab(data_dir, minilm_dir):
-  from experiments import finetune_io
+  from biobert_jax.trainers import model_dir as finetune_io
 
   config = finetune_config.get_config("ner")
   assert finetune_io.vocab_is_uncased(str(data_dir / "vocab" / "bert-base-uncased-vocab.txt"))

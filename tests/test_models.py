@@ -104,7 +104,10 @@ def test_defaults_for_token_types_and_mask(encoder_params):
   ids, _, _ = _inputs()
   a = _run(m, encoder_params, ids)
   b = _run(m, encoder_params, ids, np.zeros_like(ids), np.ones_like(ids))
-  np.testing.assert_array_equal(a[0], b[0])
+  # Two different XLA programs (defaults built in-graph vs passed in): equal up to float
+  # reassociation, not bit for bit (a fresh clone once differed by 9.3e-10).
+  np.testing.assert_allclose(a[0], b[0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-6)
   assert a[0].shape == (B, L, 32) and a[1].shape == (B, 32)
 
 

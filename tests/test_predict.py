@@ -10,8 +10,8 @@ from biobert_jax.checkpoints.native import save_native
 from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForTokenClassification, init_params
 from data_pipeline.tokenization import read_vocab
-from experiments.tasks import raw_input as predict
-from experiments.tasks import ner
+from biobert_jax.trainers import predict
+from biobert_jax.tasks import ner
 
 LABELS = ["O", "B-Disease", "I-Disease"]
 TEXTS = [

@@ -7,7 +7,7 @@ import pytest
 from biobert_jax import models
 from biobert_jax.checkpoints import native
 from biobert_jax.train.metrics_writer import read_jsonl
-from experiments import pretrain_lib as pretrain
+from biobert_jax.trainers import pretrain
 
 from _pretrain_util import tiny_bert_config, tiny_run_config
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from data_pipeline import pretraining
-from data_pipeline import pretraining_sources as sources
+from data_pipeline.pretraining import sources
 from data_pipeline._tf import tf
 from data_pipeline.corpora import ReadStats
-from data_pipeline.static_examples import name_to_features, write_static_examples
+from data_pipeline.pretraining.static_examples import name_to_features
+from data_pipeline.pretraining.static_writer import write_static_examples
 from data_pipeline.tokenization import load_tokenizer
 
 NUM_DOCS = 240

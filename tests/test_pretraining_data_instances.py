@@ -1,7 +1,7 @@
 """BERT segment-pair creation (pure Python, no TensorFlow): structure and truncation."""
 import numpy as np
 
-from data_pipeline.pretraining_instances import (InstanceMaker, TokenizedDocument,
+from data_pipeline.pretraining.instances import (InstanceMaker, TokenizedDocument,
                                                  create_instances_from_document,
                                                  flatten_instances, make_document,
                                                  truncate_seq_pair)

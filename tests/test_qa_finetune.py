@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import finetune_lib
+from biobert_jax.trainers import finetune as finetune_lib
 from experiments.configs.finetune import get_config
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from experiments import finetune_lib
+from biobert_jax.trainers import finetune as finetune_lib
 from experiments.configs.finetune import get_config
 
 

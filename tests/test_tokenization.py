@@ -11,7 +11,8 @@ import pytest
 import tokenizers
 import transformers
 
-from data_pipeline import tokenization, tokenization_chars
+from data_pipeline import tokenization
+from data_pipeline.tokenization import chars as tokenization_chars
 from data_pipeline._tf import tf
 
 VOCABS = {"cased": ("bert-base-cased-vocab.txt", False),

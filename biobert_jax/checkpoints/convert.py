@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from biobert_jax import tree
 from biobert_jax.checkpoints import names
 from biobert_jax.config import BertConfig
 
@@ -78,6 +79,7 @@ def assemble(config: BertConfig, tensors: Mapping[str, np.ndarray], *, fmt: str,
   freshly initialised (`report.new`) and unexpected tensors listed in `report.unused`.
   A shape mismatch is always an error. Float tensors are cast to `dtype`.
   """
+  tensors, task_heads = _take_task_heads(config, tensors, fmt, report)
   shapes = model_shapes(config, heads=heads)
   table = names.rules(config, heads=heads)
   assert {r.ours for r in table} == set(shapes), "rule table out of sync with the model"
@@ -117,14 +119,47 @@ def assemble(config: BertConfig, tensors: Mapping[str, np.ndarray], *, fmt: str,
                       "unexpected tensors, listing both in the LoadReport)")
     raise CheckpointError(f"{report.path}: checkpoint does not fit the model:\n"
                           + "\n".join(problems))
-  report.unused = unexpected
-  if missing:
-    fresh = names.flatten(fresh_params(
-        config, heads=heads, rng=jax.random.key(0) if rng is None else rng))
-    for path in sorted(set(shapes) - set(flat)):
-      flat[path] = np.asarray(fresh[path])
-      report.new.append(path)
-  return names.unflatten(flat)
+  report.unused.extend(unexpected)
+  if not missing:
+    return {**names.unflatten(flat), **task_heads}
+  fresh = fresh_params(config, heads=heads, rng=jax.random.key(0) if rng is None else rng)
+  params, merged = tree.merge_params(fresh, names.unflatten(flat),
+                                     cast=lambda value, like: value)
+  report.new.extend(sorted(merged.new))
+  return {**params, **task_heads}
+
+
+def _take_task_heads(config: BertConfig, tensors: Mapping[str, np.ndarray], fmt: str,
+                     report: LoadReport) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Splits fine-tuned task heads (names.TASK_HEADS) off `tensors`.
+
+  A head whose kernel and bias are both present with kernel [C, hidden_size] becomes our
+  {"<head>": {"kernel": [H, C], "bias": [C]}} (whether it fits the task model is decided when
+  grafting); anything else under a head name is listed in `report.unused` with the reason, so
+  a strict load of the encoder never fails on a task head.
+  """
+  rest, heads = dict(tensors), {}
+  for head in names.TASK_HEADS[fmt]:
+    present = [n for n in (head.kernel, head.bias) if n in rest]
+    if not present:
+      continue
+    arrays = [rest.pop(n) for n in present]
+    if len(present) < 2:
+      report.unused.extend(present)
+      report.notes.append(f"task head {head.ours}: only {present[0]} in the checkpoint; "
+                          "not loaded")
+      continue
+    converted, why = names.task_head_arrays(head, arrays[0], arrays[1], config.hidden_size)
+    if converted is None:
+      report.unused.extend(present)
+      report.notes.append(f"task head {head.ours} not loaded: {why}")
+      continue
+    heads[head.ours] = {k: v.astype(np.float32) for k, v in converted.items()}
+    report.loaded.extend(f"{head.ours}/{k}" for k in sorted(converted))
+    report.notes.append(f"task head {head.ours} [{config.hidden_size}, "
+                        f"{converted['bias'].shape[0]}] from {head.kernel} ({head.source}); "
+                        "kept by fine-tuning only where the task model's head has that shape")
+  return rest, heads
 
 
 def disassemble(config: BertConfig, params: Mapping[str, Any], *, fmt: str,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from biobert_jax.config import BertConfig
+from biobert_jax.tree import flatten, unflatten  # re-exported: checkpoints.flatten
 
 # How our array folds to the TF1 2-D/1-D layout.
 PLAIN, QKV_KERNEL, QKV_BIAS, ATTN_OUT_KERNEL = "plain", "qkv_kernel", "qkv_bias", "attn_out_kernel"
@@ -99,6 +100,49 @@ def rules(config: BertConfig, *, heads: bool) -> list[Rule]:
   return out
 
 
+# ---- task heads of fine-tuned checkpoints ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TaskHead:
+  """One fine-tuned output layer: its external kernel/bias names -> our head subtree.
+
+  Every head listed here stores its kernel [num_outputs, H] (torch orientation; Google's
+  run_squad / run_classifier / BioBERT's run_ner and run_re create `output_weights` as
+  [num_labels, hidden] and multiply with transpose_b=True); ours is a Dense [H, num_outputs].
+  """
+
+  ours: str  # top-level head scope in our task models
+  kernel: str
+  bias: str
+  source: str  # what wrote it, for reports
+
+
+# Row 0 of run_squad's cls/squad/output_weights gives the start logits and row 1 the end
+# logits (`tf.unstack(tf.transpose(logits, [2, 0, 1]))`), the order of our qa_outputs.
+TASK_HEADS = {
+    "tf": (TaskHead("qa_outputs", "cls/squad/output_weights", "cls/squad/output_bias",
+                    "run_squad (BioBERT+SQuAD)"),
+           TaskHead("classifier", "output_weights", "output_bias",
+                    "run_classifier / BioBERT run_re / run_ner")),
+    "hf": (TaskHead("qa_outputs", "qa_outputs.weight", "qa_outputs.bias",
+                    "BertForQuestionAnswering"),
+           TaskHead("classifier", "classifier.weight", "classifier.bias",
+                    "BertForSequenceClassification / BertForTokenClassification")),
+}
+
+
+def task_head_arrays(head: TaskHead, kernel: np.ndarray, bias: np.ndarray,
+                     hidden_size: int) -> tuple[dict[str, np.ndarray] | None, str]:
+  """({"kernel": [H, C], "bias": [C]} or None, why not) for one head's external arrays."""
+  kernel, bias = np.asarray(kernel), np.asarray(bias)
+  if kernel.ndim != 2 or kernel.shape[1] != hidden_size:
+    return None, (f"{head.kernel} has shape {list(kernel.shape)}, expected "
+                  f"[num_outputs, {hidden_size}] (hidden_size)")
+  if bias.shape != (kernel.shape[0],):
+    return None, (f"{head.bias} has shape {list(bias.shape)}, expected [{kernel.shape[0]}] "
+                  f"(rows of {head.kernel})")
+  return {"kernel": np.ascontiguousarray(kernel.T), "bias": bias}, ""
+
+
 # ---- HF keys that are not parameters, or duplicates of tied ones -----------------------------
 HF_PREFIX = "bert."
 # Buffers and tied copies: `decoder.weight` is the word-embedding table, `decoder.bias` the
@@ -151,31 +195,6 @@ def to_external(rule: Rule, array: np.ndarray, fmt: str) -> np.ndarray:
   if _transposed(rule, fmt):
     array = array.T
   return np.ascontiguousarray(array)
-
-
-# ---- trees ------------------------------------------------------------------------------------
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{'a': {'b': x}} -> {'a/b': x}."""
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      out.update(flatten(value, path + "/"))
-    else:
-      out[path] = value
-  return out
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """{'a/b': x} -> {'a': {'b': x}}."""
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
 
 
 def _layer_containers(params: Mapping[str, Any]) -> Iterator[tuple[dict, str]]:

@@ -22,24 +22,14 @@ from typing import Any, Iterable, Sequence
 
 import jax
 import numpy as np
-from flax import traverse_util
-
 from biobert_jax.config import BertConfig
+from biobert_jax.tree import flatten, matches_any, merge_params, shape_of as _shape, unflatten
 
 WORD_EMBEDDINGS = "encoder/embeddings/word_embeddings/embedding"
 POSITION_EMBEDDINGS = "encoder/embeddings/position_embeddings/embedding"
 MLM_OUTPUT_BIAS = "cls/predictions/output_bias"
 # Heads of our task models: everything outside "encoder" that is not a pre-training head.
 _PRETRAINING_HEADS = ("cls",)
-
-
-def flatten(tree: Any) -> dict[str, Any]:
-  """{'a/b/c': leaf} for a nested dict of arrays."""
-  return traverse_util.flatten_dict(dict(tree), sep="/")
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _with_encoder_scope(params: Any) -> dict[str, Any]:
@@ -49,9 +39,6 @@ def _with_encoder_scope(params: Any) -> dict[str, Any]:
     return {"encoder": params}
   return params
 
-
-def _shape(x: Any) -> tuple[int, ...]:
-  return tuple(int(d) for d in np.shape(x))
 
 
 @dataclasses.dataclass
@@ -109,10 +96,6 @@ def _mismatch_message(path: str, task_shape: tuple, ckpt_shape: tuple) -> str:
   return msg
 
 
-def _matches(path: str, patterns: Sequence[re.Pattern]) -> bool:
-  return any(p.search(path) for p in patterns)
-
-
 def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[str] = (),
                   reinit: Iterable[str] = ()) -> tuple[dict[str, Any], SurgeryReport]:
   """Copies a pre-trained encoder into freshly initialised task params.
@@ -136,37 +119,23 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
       and both shapes, and for the embedding tables says which surgery fixes it), or the
       checkpoint has no encoder at all.
   """
-  task_flat = flatten(task_params)
-  ckpt_flat = flatten(_with_encoder_scope(pretrained_params))
-  if not any(p.startswith("encoder/") for p in ckpt_flat):
+  pretrained_params = _with_encoder_scope(pretrained_params)
+  if not any(p.startswith("encoder/") for p in flatten(pretrained_params)):
     raise ValueError("pretrained params contain no 'encoder/...' leaves; top-level keys: "
                      f"{sorted(dict(pretrained_params))}")
-  keep_re = [re.compile(p) for p in keep]
-  reinit_re = [re.compile(p) for p in reinit]
-  for pattern in reinit_re:
-    if not any(pattern.search(p) for p in task_flat):
-      raise ValueError(f"reinit pattern {pattern.pattern!r} matches no task parameter path")
-  report = SurgeryReport()
-  out = {}
-  for path, fresh in task_flat.items():
-    wanted = path.startswith("encoder/") or _matches(path, keep_re)
-    if not wanted or path not in ckpt_flat:
-      out[path] = fresh
-      report.new[path] = list(_shape(fresh))
-      continue
-    if _matches(path, reinit_re):
-      out[path] = fresh
-      report.reinitialized[path] = list(_shape(fresh))
-      continue
-    value = ckpt_flat[path]
-    if _shape(value) != _shape(fresh):
-      raise ValueError(_mismatch_message(path, _shape(fresh), _shape(value)))
-    out[path] = jax.numpy.asarray(value, dtype=fresh.dtype)
-    report.loaded[path] = list(_shape(fresh))
-  for path, value in ckpt_flat.items():
-    if path not in task_flat:
-      report.dropped[path] = list(_shape(value))
-  return unflatten(out), report
+  task_paths = flatten(task_params)
+  for pattern in reinit:
+    if not any(re.search(pattern, p) for p in task_paths):
+      raise ValueError(f"reinit pattern {pattern!r} matches no task parameter path")
+  keep = tuple(keep)
+  params, merged = merge_params(
+      task_params, pretrained_params,
+      take=lambda path: path.startswith("encoder/") or matches_any(path, keep),
+      reinit=reinit, mismatch_message=_mismatch_message,
+      cast=lambda value, like: jax.numpy.asarray(value, dtype=like.dtype))
+  report = SurgeryReport(loaded=merged.loaded, new=merged.new, dropped=merged.dropped,
+                         reinitialized=merged.reinitialized)
+  return params, report
 
 
 def extend_position_embeddings(config: BertConfig, params: Any,

@@ -59,7 +59,12 @@ def _config_path(prefix: pathlib.Path) -> pathlib.Path:
 
 def load(path: str | os.PathLike, *, strict: bool = True, rng: jax.Array | None = None,
          ) -> tuple[BertConfig, dict[str, Any], LoadReport]:
-  """Reads a TF1 BERT checkpoint -> (config, {"encoder": ..., ["cls": ...]}, report)."""
+  """Reads a TF1 BERT checkpoint -> (config, {"encoder": ..., ["cls": ...]}, report).
+
+  Fine-tuned checkpoints also give their task heads (`qa_outputs` from run_squad's
+  cls/squad/*, `classifier` from run_classifier / BioBERT run_re / run_ner `output_*`); see
+  `names.TASK_HEADS`.
+  """
   prefix = find_checkpoint(path)
   if prefix is None:
     raise CheckpointError(f"{path}: no TF1 checkpoint (*.index) found")
@@ -80,7 +85,9 @@ def load(path: str | os.PathLike, *, strict: bool = True, rng: jax.Array | None 
       tensors[name] = np.asarray(reader.get_tensor(name))
     except Exception as e:
       raise CheckpointError(f"{prefix}: cannot read variable {name}: {e}") from e
-  heads = any(n.startswith("cls/") for n in tensors)
+  # Only cls/predictions and cls/seq_relationship are pre-training heads; cls/squad/* is
+  # run_squad's QA head, taken by assemble's task-head table like run_classifier's.
+  heads = any(n.startswith(("cls/predictions/", "cls/seq_relationship/")) for n in tensors)
   params = assemble(config, tensors, fmt="tf", heads=heads, report=report, strict=strict, rng=rng)
   return config, params, report
 

@@ -17,8 +17,19 @@ from biobert_jax.models.task_models import (BertForQuestionAnswering,
 __all__ = [
     "BertEncoder", "BertLayer", "BertForPreTraining", "BertForTokenClassification",
     "BertForSequenceClassification", "BertForQuestionAnswering", "BertMLMHead",
-    "BertPreTrainingHeads", "init_params", "logical_axes", "dummy_inputs",
+    "BertPreTrainingHeads", "init_params", "logical_axes", "dummy_inputs", "DTYPES",
+    "compute_dtype",
 ]
+
+# Compute dtypes by config name (params always stay float32).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str) -> Any:
+  """The jnp dtype for a config's `dtype` string; names the allowed values otherwise."""
+  if name not in DTYPES:
+    raise ValueError(f"dtype={name!r} is not one of {sorted(DTYPES)}")
+  return DTYPES[name]
 
 
 def dummy_inputs(module: nn.Module, *, batch_size: int = 1, seq_len: int = 16,

@@ -12,6 +12,8 @@ import dataclasses
 import logging
 from typing import Literal
 
+from data_pipeline.errors import InputError
+
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES = ("raise", "skip")
 
@@ -59,7 +61,7 @@ class ReadStats:
         setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
   """Malformed corpus input; the message names the file and the line or record."""
 
 

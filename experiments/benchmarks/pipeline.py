@@ -57,7 +57,7 @@ def _measure(threads: int) -> dict:
   from data_pipeline import paths, pretraining
   from data_pipeline._tf import tf
   from data_pipeline.corpora.pubmed_xml import read_pubmed_xml
-  from data_pipeline.static_examples import write_static_examples
+  from data_pipeline.pretraining.static_writer import write_static_examples
   from data_pipeline.tokenization import load_tokenizer
 
   if threads == 1:

@@ -15,18 +15,16 @@ decay mask included), dropout on, and one jitted step each; they run alternately
                transformers does (projecting every position onto the vocabulary) shows as
                lower MFU, not as more FLOPs.
   MFU          model FLOP/s / peak. CPU: peak = a measured large float32 matmul.
-               GPU/TPU: the chip's dense bf16 peak from PEAK_FLOPS by device_kind.
+               GPU/TPU: the chip's dense bf16 peak (common.PEAK_FLOPS by device_kind).
 """
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags
 
@@ -34,7 +32,8 @@ from biobert_jax import models
 from biobert_jax.config import BertConfig
 from biobert_jax.train import optim
 from biobert_jax.train import step as step_lib
-from experiments.pretrain_data import SyntheticBatches
+from biobert_jax.trainers.pretrain_data import SyntheticBatches
+from experiments.benchmarks import common
 
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small"], "BertConfig presets.")
 _SEQ_LENS = flags.DEFINE_list("seq_lens", ["128"], "Sequence lengths.")
@@ -44,48 +43,6 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds (ours, peer, our
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _PEER = flags.DEFINE_bool("peer", True, "Also time transformers' FlaxBertForPreTraining.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append JSON rows here.")
-
-# Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity).
-PEAK_FLOPS = {
-    "H100": 989e12, "H200": 989e12, "H800": 989e12, "GH200": 989e12, "B200": 2250e12,
-    "A100": 312e12, "A800": 312e12, "L4": 121e12, "V100": 125e12,
-    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
-    "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
-}
-
-
-def chip_peak(device: jax.Device) -> float | None:
-  kind = device.device_kind
-  if "H100" in kind and "PCIe" in kind:
-    return 756e12
-  for name, peak in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
-    if name.lower() in kind.lower():
-      return peak
-  return None
-
-
-def measured_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of a large float32 matmul on the default device (the CPU 'peak')."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / min(times)
-
-
-def model_flops_per_step(c: BertConfig, batch: int, seq: int, preds: int) -> float:
-  """Training FLOPs (3x forward) of one step, counting matmuls only."""
-  h, i, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
-  per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq * h)  # dense + attention
-  forward = batch * seq * per_token
-  forward += batch * preds * (2 * h * h + 2 * h * c.vocab_size)  # MLM transform + projection
-  forward += batch * (2 * h * h + 2 * h * 2)  # pooler + NSP
-  return 3.0 * forward
-
 
 def _ours(c: BertConfig, dtype, tx, schedule) -> tuple[Callable, Any]:
   model = models.BertForPreTraining(c, dtype=dtype)
@@ -153,25 +110,30 @@ def bench(size: str, seq: int) -> list[dict[str, Any]]:
     peer = _peer(c, dtype, tx)
     if peer is not None:
       runners["transformers_flax"] = peer
-  states, times = {}, {name: [] for name in runners}
+  states = {}
   for name, (step, state) in runners.items():  # compile + warm up
     _, states[name] = _time(step, state, batch, 2)
-  for _ in range(_ROUNDS.value):
-    for name, (step, _) in runners.items():
-      t, states[name] = _time(step, states[name], batch, _STEPS.value)
-      times[name].append(t)
-  flops = model_flops_per_step(c, _BATCH.value, seq, preds)
+
+  def runner(name):
+    def run(n):
+      t, states[name] = _time(runners[name][0], states[name], batch, n)
+      return t
+    return run
+
+  times = common.interleaved({name: runner(name) for name in runners}, _ROUNDS.value,
+                             _STEPS.value)
+  flops = common.pretraining_flops_per_step(c, _BATCH.value, seq, preds)
   device = jax.devices()[0]
-  peak = chip_peak(device) if device.platform != "cpu" else measured_matmul_peak()
+  peak, _ = common.peak_flops(device)
   rows = []
   for name, ts in times.items():
-    t = statistics.median(ts)
+    t = common.median(ts)
     rows.append({"impl": name, "size": size, "seq_len": seq, "batch_size": _BATCH.value,
                  "dtype": _DTYPE.value, "device": device.device_kind,
                  "step_ms": 1e3 * t, "tokens_per_sec": _BATCH.value * seq / t,
                  "model_tflops_per_sec": flops / t / 1e12,
                  "peak_tflops_per_sec": peak / 1e12 if peak else None,
-                 "mfu": flops / t / peak if peak else None})
+                 "mfu": flops / t / peak if peak else None, "load": common.machine_load()})
   if len(rows) == 2:
     rows[0]["speedup_vs_peer"] = rows[0]["tokens_per_sec"] / rows[1]["tokens_per_sec"]
   return rows
@@ -179,10 +141,11 @@ def bench(size: str, seq: int) -> list[dict[str, Any]]:
 
 def main(argv):
   del argv
+  print(common.machine_load(), flush=True)
   for size in _SIZES.value:
     for seq in map(int, _SEQ_LENS.value):
       for row in bench(size, seq):
-        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a"
+        mfu = common.fmt_mfu(row["mfu"])
         extra = f"  x{row['speedup_vs_peer']:.2f} vs peer" if "speedup_vs_peer" in row else ""
         print(f"{row['impl']:18s} {size:6s} L={seq:<4d} B={row['batch_size']:<4d} "
               f"{row['dtype']:8s} {row['step_ms']:9.1f} ms/step {row['tokens_per_sec']:10.0f} "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ml_collections
 
-from data_pipeline import paths
 
 
 def _default_checkpoint() -> str:
@@ -124,13 +123,3 @@ def get_config(arg: str = "ner") -> ml_collections.ConfigDict:
     c.max_seq_length = 384
     c.doc_stride = 128
   return c
-
-
-def default_data_dir(config: ml_collections.ConfigDict) -> str:
-  """The corpus directory a config points at (config.data_dir or the task default)."""
-  if config.data_dir:
-    return str(config.data_dir)
-  sub = config[config.task]
-  family = {"ner": "ner", "re": "re", "qa": "qa"}[config.task]
-  name = sub.get("corpus", "")
-  return str(paths.data_path(family, name))

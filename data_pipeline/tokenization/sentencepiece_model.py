@@ -13,7 +13,7 @@ import sentencepiece as spm
 import tensorflow_text as tf_text
 
 from data_pipeline._tf import tf
-from data_pipeline.tokenization import Span, Tokenizer
+from data_pipeline.tokenization.base import Span, Tokenizer
 
 WORD_MARKER = "\u2581"  # "▁"
 

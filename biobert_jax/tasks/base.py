@@ -51,7 +51,7 @@ length, and [B, length, ...] outputs are padded back to max_seq_length with zero
 returned in feature order). Leave it 0 for a task whose features cannot be trimmed.
 
 Each adapter module defines a module-level `TASK` object (an instance implementing `Task`);
-`experiments.tasks.get_task(name)` imports the module lazily and returns it.
+`biobert_jax.tasks.get_task(name)` imports the module lazily and returns it.
 
 Config: `experiments/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
 settings in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
@@ -65,6 +65,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+
+from data_pipeline import paths
 
 
 @dataclasses.dataclass
@@ -130,6 +132,14 @@ class Task(Protocol):
   def export_info(self, config: ml_collections.ConfigDict,
                   splits: dict[str, Any]) -> dict:
     ...
+
+
+def default_data_dir(config: ml_collections.ConfigDict) -> str:
+  """The corpus directory a config points at (config.data_dir or the task default)."""
+  if config.data_dir:
+    return str(config.data_dir)
+  sub = config[config.task]
+  return str(paths.data_path(config.task, sub.get("corpus", "")))
 
 
 def masked_cross_entropy(logits: jax.Array, labels: jax.Array,

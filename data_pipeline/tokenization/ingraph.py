@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import tensorflow_text as tf_text
 
-from data_pipeline import tokenization_chars as chars
+from data_pipeline.tokenization import chars
 from data_pipeline._tf import tf
-from data_pipeline.tokenization_wordpiece import MAX_CHARS_PER_WORD
+from data_pipeline.tokenization.wordpiece import MAX_CHARS_PER_WORD
 
 # FastWordpieceTokenizer counts bytes; BERT's limit is characters. We let tf-text accept
 # any word up to 100 chars of 4 bytes and apply the 100-char rule ourselves.

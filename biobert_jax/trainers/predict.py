@@ -23,7 +23,7 @@ def read_records(path: str) -> list[dict]:
 
 def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) -> int:
   """Runs the task's `predict_records` over a file; returns the number of records."""
-  module = importlib.import_module(f"experiments.tasks.{task}")
+  module = importlib.import_module(f"biobert_jax.tasks.{task}")
   if not hasattr(module, "predict_records"):
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
   records = module.predict_records(checkpoint, read_records(input_path))

@@ -16,7 +16,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from data_pipeline import tokenization_chars as chars
+from data_pipeline.tokenization import chars
 
 MAX_CHARS_PER_WORD = 100  # BERT's max_input_chars_per_word: longer words become [UNK].
 _CACHE_LIMIT = 1_000_000  # chunks; cleared when full (memory stays bounded on huge corpora).

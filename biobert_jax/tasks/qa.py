@@ -32,12 +32,11 @@ from biobert_jax.metrics import bioasq
 from biobert_jax.metrics import qa_decoding
 from biobert_jax.models import BertForQuestionAnswering
 from data_pipeline.tasks import qa as qa_data
-from experiments.tasks.base import SplitData, masked_cross_entropy
+from biobert_jax.tasks.base import SplitData, default_data_dir, masked_cross_entropy
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> pathlib.Path:
-  from experiments.configs.finetune import default_data_dir
-  return pathlib.Path(default_data_dir(config))
+    return pathlib.Path(default_data_dir(config))
 
 
 def _cap_questions(examples: list[qa_data.QAExample], limit: int

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import importlib
 
-from experiments.tasks.base import SplitData, Task
+from biobert_jax.tasks.base import SplitData, Task
 
-_ADAPTERS = {"ner": "experiments.tasks.ner", "re": "experiments.tasks.re",
-             "qa": "experiments.tasks.qa"}
+_ADAPTERS = {"ner": "biobert_jax.tasks.ner", "re": "biobert_jax.tasks.re",
+             "qa": "biobert_jax.tasks.qa"}
 
 
 def get_task(name: str) -> Task:

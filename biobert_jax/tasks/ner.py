@@ -26,8 +26,7 @@ import numpy as np
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from data_pipeline.tasks import ner as ner_data
-from experiments.configs.finetune import default_data_dir
-from experiments.tasks.base import SplitData, masked_cross_entropy
+from biobert_jax.tasks.base import SplitData, default_data_dir, masked_cross_entropy
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "devel.tsv", "test": "test.tsv"}
 
@@ -183,8 +182,8 @@ class NerPredictor:
   """A fine-tuned NER model loaded from a finetune workdir (or its model/ subdir)."""
 
   def __init__(self, model_dir: str | os.PathLike, batch_size: int = 32):
-    # Imported here: experiments.finetune_lib pulls in the checkpoint loaders.
-    from experiments import finetune_lib  # pylint: disable=import-outside-toplevel
+    # Imported here: biobert_jax.trainers.finetune pulls in the checkpoint loaders.
+    from biobert_jax.trainers import finetune as finetune_lib  # pylint: disable=import-outside-toplevel
 
     loaded = finetune_lib.load_finetuned(model_dir)
     if loaded.info.get("task") != "ner":

@@ -10,22 +10,21 @@ import shutil
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from biobert_jax import models, sharding
+from biobert_jax import models, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.train import loop, losses, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
-from experiments import pretrain_data
+from biobert_jax.trainers import pretrain_data
+from data_pipeline.tokenization import load_tokenizer
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
@@ -49,10 +48,9 @@ def _has_accelerator_hint() -> bool:
               or os.path.exists("/dev/nvidia0") or os.path.exists("/dev/accel0"))
 
 
-def vocab_size_of(vocab_path: str) -> int:
-  """Number of pieces in a BERT vocab.txt (one per line)."""
-  with open(vocab_path, encoding="utf-8") as f:
-    return len(f.read().splitlines())
+def vocab_size_of(vocab_path: str, lowercase: bool = False) -> int:
+  """Ids in the tokenizer for `vocab_path` (WordPiece vocab.txt or SentencePiece .model)."""
+  return load_tokenizer(vocab_path, lowercase=lowercase).vocab_size
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
@@ -88,20 +86,18 @@ def load_init_checkpoint(path: str, vocab_size: int) -> tuple[BertConfig, dict[s
 
 
 def _merge_init(fresh: dict, loaded: dict, path: str) -> dict:
-  """Loaded subtrees replace fresh ones; shapes must match leaf by leaf."""
-  out = dict(fresh)
-  for key, subtree in loaded.items():
-    want = jax.tree_util.tree_structure(fresh[key])
-    if jax.tree_util.tree_structure(subtree) != want:
-      raise ValueError(f"init_checkpoint {path}: '{key}' params have a different structure "
-                       "from the model's")
-    for (kp, a), b in zip(jax.tree_util.tree_leaves_with_path(fresh[key]),
-                          jax.tree.leaves(subtree)):
-      if tuple(a.shape) != tuple(np.shape(b)):
-        raise ValueError(f"init_checkpoint {path}: {key}{jax.tree_util.keystr(kp)} has shape "
-                         f"{np.shape(b)}, the model wants {a.shape}")
-    out[key] = jax.tree.map(lambda a, b: np.asarray(b, a.dtype), fresh[key], subtree)
-  return out
+  """Loaded subtrees ("encoder", and "cls" when the checkpoint has it) replace fresh ones;
+  every leaf of a loaded subtree must exist in the model with the same shape."""
+  params, merged = tree.merge_params(
+      fresh, loaded, take=lambda p: p.split("/", 1)[0] in loaded,
+      mismatch_message=lambda p, want, got: (f"init_checkpoint {path}: {p} has shape "
+                                             f"{list(got)}, the model wants {list(want)}"))
+  missing = [p for p in merged.new if p.split("/", 1)[0] in loaded]
+  if merged.dropped or missing:
+    raise ValueError(f"init_checkpoint {path}: its params have a different structure from "
+                     f"the model's (not in the model: {sorted(merged.dropped)[:5]}; "
+                     f"missing: {missing[:5]})")
+  return params
 
 
 def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -> Any:
@@ -126,13 +122,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   """Runs (or resumes) pre-training in `workdir`; exports params at the end."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  vocab_size = vocab_size_of(config.vocab_path)
+  vocab_size = vocab_size_of(config.vocab_path, config.lowercase)
   init_params = None
   if config.init_checkpoint:
     bert_config, init_params = load_init_checkpoint(config.init_checkpoint, vocab_size)
   else:
     bert_config = model_config(config, vocab_size)
-  model = models.BertForPreTraining(bert_config, dtype=DTYPES[config.dtype],
+  model = models.BertForPreTraining(bert_config, dtype=models.compute_dtype(config.dtype),
                                     scan_layers=config.scan_layers, remat=config.remat)
   mesh = sharding.make_mesh(config.mesh)
   if config.batch_size % sharding.batch_shard_count(mesh):

@@ -35,14 +35,13 @@ from biobert_jax.metrics import re as re_metrics
 from biobert_jax.models import BertForSequenceClassification
 from data_pipeline.tasks import chemprot
 from data_pipeline.tasks import re as re_data
-from experiments.tasks.base import SplitData, masked_cross_entropy
+from biobert_jax.tasks.base import SplitData, default_data_dir, masked_cross_entropy
 
 _MARKER_PATTERN = re.compile(r"@[A-Z][A-Z-]*\$")
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> str:
-  from experiments.configs.finetune import default_data_dir
-  return default_data_dir(config)
+    return default_data_dir(config)
 
 
 def dataset_kind(config: ml_collections.ConfigDict) -> str:

@@ -1,4 +1,4 @@
-"""BERT tokenisation: one tokenizer, two faces (Python lists and in-graph tf.data).
+"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer.
 
 `load_tokenizer(path)` returns a `Tokenizer`:
 * a WordPiece vocabulary (`vocab.txt`, one piece per line) gives BERT's tokenizer with
@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 
 import tensorflow_text as tf_text
 
-from data_pipeline import tokenization_tf
+from data_pipeline.tokenization import ingraph
 from data_pipeline._tf import tf
-from data_pipeline.tokenization_wordpiece import WordPieceEncoder
+from data_pipeline.tokenization.wordpiece import WordPieceEncoder
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -162,7 +162,7 @@ class Tokenizer:
     segments = tf_text.regex_split(strings, self._extra_re2, self._extra_re2)
     flat = segments.flat_values
     pieces = self._tokenize_segments_tf(flat)
-    pieces = tokenization_tf.replace_extra_segments(
+    pieces = ingraph.replace_extra_segments(
         pieces, flat, self.extra_tokens, self._first_extra_id)
     return tf.RaggedTensor.from_row_splits(pieces, segments.row_splits).merge_dims(1, 2)
 
@@ -200,28 +200,8 @@ class WordPieceTokenizer(Tokenizer):
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
     if self._graph is None:
       with tf.init_scope():  # eager even when first called while tracing a tf.data map
-        self._graph = tokenization_tf.WordPieceGraph(self._base_vocab, self.lowercase, UNK)
+        self._graph = ingraph.WordPieceGraph(self._base_vocab, self.lowercase, UNK)
     return self._graph(strings)
 
   def _join_pieces(self, pieces: list[str]) -> str:
     return " ".join(pieces).replace(" ##", "").strip()
-
-
-def load_tokenizer(vocab_path: str | pathlib.Path, lowercase: bool = False,
-                   extra_tokens: Sequence[str] = ()) -> Tokenizer:
-  """A tokenizer for a WordPiece `vocab.txt` or a SentencePiece `*.model`.
-
-  Args:
-    vocab_path: the vocabulary file.
-    lowercase: lowercase (and, for WordPiece, strip accents) before tokenising, as BERT
-      does for uncased vocabularies. Must match how the vocabulary was built.
-    extra_tokens: tokens never split, with ids `len(vocab) + i`.
-  """
-  vocab_path = pathlib.Path(vocab_path)
-  if vocab_path.suffix == ".model":
-    from data_pipeline import tokenization_sentencepiece  # pylint: disable=import-outside-toplevel
-
-    return tokenization_sentencepiece.SentencePieceTokenizer(
-        vocab_path, lowercase=lowercase, extra_tokens=extra_tokens)
-  return WordPieceTokenizer(read_vocab(vocab_path), lowercase=lowercase,
-                            extra_tokens=extra_tokens, source=str(vocab_path))

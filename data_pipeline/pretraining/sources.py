@@ -20,7 +20,7 @@ import numpy as np
 
 from data_pipeline._tf import tf
 from data_pipeline.corpora import ReadStats, read_documents
-from data_pipeline.pretraining_instances import TokenizedDocument
+from data_pipeline.pretraining.instances import TokenizedDocument
 
 # A chunk of documents from one file: ids [k], all their sentences [n], sentences per
 # document [k]. Python hands documents to TF in chunks because each from_generator step

@@ -46,11 +46,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from data_pipeline import masking, pretraining_sources as sources
 from data_pipeline._tf import tf
 from data_pipeline.corpora import ReadStats, check_on_error
-from data_pipeline.pretraining_instances import InstanceMaker, flatten_instances
-from data_pipeline.static_examples import parse_examples
+from data_pipeline.pretraining import masking, sources
+from data_pipeline.pretraining.instances import InstanceMaker, flatten_instances
+from data_pipeline.pretraining.static_examples import parse_examples
+from data_pipeline.tokenization import load_tokenizer
 
 CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
 FILE_FORMATS = CORPUS_FORMATS + ("tfrecord",)
@@ -91,7 +92,6 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def _load_tokenizer(config):
-  from data_pipeline.tokenization import load_tokenizer  # the tokenizer part's module
   return load_tokenizer(config.vocab_path, lowercase=config.lowercase)
 
 

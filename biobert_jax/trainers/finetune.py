@@ -18,20 +18,19 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
 from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
+from biobert_jax import models
 from biobert_jax.models import init_params
 from biobert_jax.train.optim import make_optimizer
 from data_pipeline.tokenization import load_tokenizer, read_vocab
-from experiments import finetune_io
-from experiments.tasks import SplitData, Task, get_task
+from biobert_jax.trainers import model_dir as finetune_io
+from biobert_jax.tasks import SplitData, Task, get_task
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass
@@ -82,7 +81,7 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Setup:
     bert_config = bert_config.replace(hidden_dropout_prob=float(config.dropout_rate),
                                       attention_probs_dropout_prob=float(config.dropout_rate))
   splits = task.load(config, tokenizer)
-  module = task.make_model(bert_config, config, DTYPES[config.dtype])
+  module = task.make_model(bert_config, config, models.compute_dtype(config.dtype))
   params = init_params(module, jax.random.key(int(config.seed)),
                        seq_len=min(16, int(config.max_seq_length)), **task.init_kwargs(config))
   if pretrained is not None:
