@@ -4,9 +4,15 @@ r"""Fine-tunes a BERT checkpoint on NER, RE or QA.
     --config.data_dir=../shared/data/ner/NCBI-disease --config.init_checkpoint=PATH \
     --config.num_epochs=3 --workdir=/tmp/ncbi
 
-Writes to --workdir: surgery_report.json, config.json, metrics.jsonl, tensorboard/,
-eval_results.json, predictions_{dev,test}.*, and model/ (the best epoch, for
-experiments.predict). The loop is experiments/finetune_lib.py; tasks are experiments/tasks.
+Runs on the device mesh `--config.mesh.data/fsdp/tensor` (default: data parallel over all
+devices). Re-running the same command on the same workdir resumes from its last checkpoint
+(every --config.checkpoint_every steps and every epoch end); a different config refuses
+to run there unless --config.overwrite=True. SIGTERM saves a checkpoint and exits 0.
+
+Writes to --workdir: config.json, surgery_report.json, checkpoints/, checkpoints_best/,
+metrics.jsonl, eval_metrics.jsonl, tensorboard/, and when done eval_results.json,
+predictions_{dev,test}.* and model/ (the best epoch, for experiments.predict). The trainer
+is biobert_jax/trainers/finetune.py; the task adapters are biobert_jax/tasks.
 """
 import sys
 
@@ -28,6 +34,8 @@ def main(argv):
     # Progress lines are printed; orbax logs every file it writes at INFO.
     logging.set_verbosity(logging.WARNING)
   results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  if results.get("preempted"):
+    return
   metric = results["primary_metric"]
   for split in ("dev", "test"):
     if split in results:

@@ -151,3 +151,12 @@ def plot_curves(pretrain_rows: list[dict], finetune_histories: Mapping[str, list
   fig.savefig(out_png, dpi=100)
   plt.close(fig)
   return str(out_png)
+
+
+def biobert_recipe(workdir: str | os.PathLike, settings: Mapping[str, Any],
+                   **kwargs: Any) -> dict[str, Any]:
+  """The main job (biobert_jax.trainers.recipe.run) wired to these recipes' trainers."""
+  from biobert_jax.trainers import recipe  # pylint: disable=import-outside-toplevel
+  kwargs.setdefault("pubmed_files", pubmed_text())
+  return recipe.run(str(workdir), settings, pretrain=pretrain, finetune=finetune,
+                    random_init=random_init_checkpoint, ner_corpus=ner_corpus, **kwargs)

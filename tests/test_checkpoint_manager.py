@@ -73,6 +73,7 @@ _KILL_MID_SAVE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_mid_save_leaves_the_previous_step_readable(tmp_path):
   proc = subprocess.run([sys.executable, "-c", _KILL_MID_SAVE, str(tmp_path)], cwd=REPO,
                         env=child_env(1), capture_output=True, text=True, timeout=240)

@@ -1,30 +1,69 @@
-"""The main job's orchestration at a tiny scale: both arms, the table, summary and plot."""
+"""The main job (BioBERT's recipe) end to end at --quick scale: summary.json and the table."""
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from experiments import main_job
+from biobert_jax.trainers import recipe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_task_text_takes_training_sentences_only(tmp_path):
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  (corpus / "train.tsv").write_text("Breast\tB-Disease\ncancer\tI-Disease\n\nBRCA1\tO\n.\tO\n")
+  (corpus / "devel.tsv").write_text("dev\tO\n")
+  (corpus / "test.tsv").write_text("test\tO\n")
+  out = recipe.write_task_text([str(corpus)], tmp_path / "task.txt", sentences_per_doc=1)
+  assert open(out, encoding="utf-8").read() == "Breast cancer\nBRCA1 .\n"
+
+
+def test_summary_gain_is_per_seed_difference():
+  run = lambda f1: {"seed": 0, "dev": {"precision": .5, "recall": .5, "f1": f1},  # noqa: E731
+                    "test": {"precision": .5, "recall": .5, "f1": f1}}
+  s = recipe.summarize({"X": {"general": [run(0.5), run(0.6)],
+                              "continued": [run(0.7), run(0.6)]}}, ["general", "continued"],
+                       [0, 1])
+  assert s["corpora"]["X"] == {"general": [0.5, 0.6], "continued": [0.7, 0.6]}
+  assert s["gain"]["X"]["continued"]["per_seed"] == pytest.approx([0.2, 0.0])
+  assert s["gain"]["X"]["continued"]["mean"] == pytest.approx(0.1)
+  assert s["stats"]["X"]["general"]["test_f1"][1] == pytest.approx(math.sqrt(0.005))
 
 
 @pytest.mark.slow
-def test_main_job_runs_both_arms_and_reports_the_gap(tmp_path, data_dir):
-  settings = dict(main_job.QUICK, pretrain_steps=6, pretrain_batch_size=8,
-                  max_train_examples=40, max_eval_examples=24)
-  summary = main_job.run(str(tmp_path), settings, seeds=[0, 1], corpus="NCBI-disease")
-
-  assert [r["seed"] for r in summary["runs"]["pretrained"]] == [0, 1]
-  assert [r["seed"] for r in summary["runs"]["random_init"]] == [0, 1]
-  pre = [r["test"]["f1"] for r in summary["runs"]["pretrained"]]
-  rnd = [r["test"]["f1"] for r in summary["runs"]["random_init"]]
-  assert summary["gap"]["per_seed"] == pytest.approx([a - b for a, b in zip(pre, rnd)])
-  assert summary["pretraining"]["steps"] == 6
-  assert (tmp_path / "curves.png").stat().st_size > 1000
-  on_disk = json.loads((tmp_path / "summary.json").read_text())
-  assert on_disk["gap"]["mean_gap"] == pytest.approx(summary["gap"]["mean_gap"])
-  # Each arm's numbers come from its own eval_results.json.
-  for run in summary["runs"]["pretrained"] + summary["runs"]["random_init"]:
-    results = json.loads((tmp_path / run["workdir"].split("/")[-1] / "eval_results.json")
-                         .read_text())
-    assert results["test"]["f1"] == pytest.approx(run["test"]["f1"])
-  table = main_job.format_table(summary)
-  assert "pretrained" in table and "random_init" in table and "gap" in table
+def test_quick_main_job(tmp_path, data_dir):
+  workdir = tmp_path / "quick"
+  # The smallest budgets that still run every stage (the real --quick is a few minutes).
+  sets = ["head_steps=2", "continue_steps=3", "continue_warmup_steps=1", "eval_steps=2",
+          "max_train_examples=48", "max_eval_examples=32"]
+  cmd = [sys.executable, "-m", "experiments.main_job", "--quick", f"--workdir={workdir}"]
+  cmd += [f"--set={s}" for s in sets]
+  env = dict(os.environ, BIOBERT_DATA_DIR=str(data_dir), XLA_FLAGS="")
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert set(summary["corpora"]) == {"NCBI-disease", "BC5CDR-chem"}
+  for corpus, arms in summary["corpora"].items():
+    assert set(arms) == {"general", "continued"}
+    for f1s in arms.values():
+      assert len(f1s) == 1 and 0.0 <= f1s[0] <= 1.0
+    gain = summary["gain"][corpus]["continued"]["mean"]
+    assert gain == pytest.approx(arms["continued"][0] - arms["general"][0])
+    # Each number comes from its run's own eval_results.json.
+    for arm, runs in summary["runs"][corpus].items():
+      results = json.loads((workdir / runs[0]["workdir"] / "eval_results.json").read_text())
+      assert results["test"]["f1"] == pytest.approx(arms[arm][0])
+  held = summary["continuation"]["held_out"]
+  for stage in ("before", "after"):
+    assert held[stage]["mlm_loss"] > 0 and 0 <= held[stage]["mlm_accuracy"] <= 1
+  assert summary["lowercase"] is True  # MiniLM is uncased: the casing comes from it
+  assert (workdir / "curves.png").stat().st_size > 1000
+  assert list((workdir / "continue" / "tensorboard").iterdir())
+  table = proc.stdout
+  assert "NCBI-disease" in table and "BC5CDR-chem" in table
+  assert "continued - general" in table and "held-out MLM loss" in table

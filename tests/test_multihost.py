@@ -9,6 +9,9 @@ from biobert_jax.train.metrics_writer import read_jsonl
 
 from _pretrain_util import params_of, start_launcher
 
+# Subprocess launchers: part of `make test`, not of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 STEPS = {"total_steps": 4, "checkpoint_every": 2}
 
 

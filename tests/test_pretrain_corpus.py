@@ -29,6 +29,7 @@ def pubmed_run(data_dir, tmp_path_factory):
   return workdir, result
 
 
+@pytest.mark.slow
 def test_tiny_preset_loss_goes_down_on_pubmed(pubmed_run):
   workdir, result = pubmed_run
   assert result.final_step == STEPS and not result.preempted
@@ -48,6 +49,7 @@ def test_tiny_preset_loss_goes_down_on_pubmed(pubmed_run):
       workdir / "vocab.txt").read_text()
 
 
+@pytest.mark.slow
 def test_init_checkpoint_continues_from_an_export(pubmed_run, data_dir, tmp_path):
   workdir, _ = pubmed_run
   config = tiny_run_config(

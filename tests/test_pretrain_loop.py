@@ -15,7 +15,8 @@ def _scripted_step(nan_at=None, preempt=None, preempt_at=None):
     loss = jnp.where(step == (nan_at or -1), jnp.nan, 1.0 / step)
     if preempt is not None and int(step) == preempt_at:
       preempt.set()
-    metrics = {k: loss for k in loop.LOGGED_KEYS}
+    metrics = {k: loss for k in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy",
+                                 "nsp_accuracy", "grad_norm", "learning_rate")}
     metrics.update(num_tokens=jnp.float32(batch["n"]), is_finite=jnp.isfinite(loss))
     return {"step": step, "w": state["w"] + batch["n"]}, metrics
   return train_step
@@ -58,6 +59,12 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   _, data = manager.restore(4, {"step": jnp.int32(0), "w": jnp.float32(0)})
   assert data == {"batches_consumed": 4}
   manager.close()
+
+
+def test_nan_before_any_checkpoint_says_none_was_saved(tmp_path):
+  with pytest.raises(loop.NonFiniteLossError, match=r"step 1: .*no checkpoint was saved yet"):
+    _run(tmp_path, total=10, nan_at=1)
+  assert CheckpointManager(tmp_path / "ckpt").all_steps() == []
 
 
 def test_logs_every_n_steps_and_always_the_last(tmp_path):

@@ -17,6 +17,9 @@ from biobert_jax.train.metrics_writer import read_jsonl
 
 from _pretrain_util import params_of, run_launcher, start_launcher
 
+# Subprocess launchers: part of `make test`, not of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 TOTAL = 24
 RUN = {"total_steps": TOTAL, "checkpoint_every": 3}
 

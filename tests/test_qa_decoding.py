@@ -79,3 +79,67 @@ def test_rank_question_answers_sum_max_case_and_cleaning():
   top = qa_decoding.rank_question_answers(
       [[{"text": f"a{i}", "probability": 1 / (i + 1)} for i in range(9)]], top_k=5)
   assert [t for t, _ in top] == ["a0", "a1", "a2", "a3", "a4"]
+
+
+def _unbounded(context, windows, n_best, max_answer_length):
+  """BERT's run_squad order: every valid pair of every window, sorted, first n_best texts."""
+  prelim = []
+  for w in windows:
+    for score, s, e in qa_decoding.window_candidates(
+        w["start_logits"], w["end_logits"], w["token_offsets"], w["max_context"], n_best,
+        max_answer_length):
+      prelim.append((score, int(w["token_offsets"][s, 0]), int(w["token_offsets"][e, 1])))
+  prelim.sort(key=lambda c: -c[0])
+  seen, out = set(), []
+  for score, a, b in prelim:
+    text = qa_decoding.final_text(context[a:b])
+    if text not in seen:
+      seen.add(text)
+      out.append((text, score))
+  return out[:n_best]
+
+
+def test_bounded_decoding_keeps_n_best_per_window_and_equals_unbounded():
+  rng = np.random.default_rng(0)
+  # Repeated words make equal texts at different positions and in different windows.
+  words = [["RPE65", "LCA", "gene", "causes", "blindness"][i] for i in rng.integers(0, 5, 40)]
+  context = " ".join(words)
+  starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])
+  pieces = [(int(s), int(s) + len(w)) for s, w in zip(starts, words)]
+  length, stride, width = 16, 6, 12  # 3 question rows + 12 context rows + [SEP]
+  windows, owner = [], {}
+  for w_start in range(0, len(pieces) - width + stride, stride):
+    span = pieces[w_start:w_start + width]
+    offsets = np.full((length, 2), -1)
+    offsets[3:3 + len(span)] = span
+    max_context = np.zeros(length, bool)
+    for j in range(len(span)):  # the first window holding a piece owns it (a valid rule)
+      if owner.setdefault(w_start + j, len(windows)) == len(windows):
+        max_context[3 + j] = True
+    windows.append({"start_logits": rng.normal(size=length), "end_logits": rng.normal(size=length),
+                    "token_offsets": offsets, "max_context": max_context})
+  assert len(windows) >= 5
+  for n_best in (1, 3, 5, 20):
+    for w in windows:
+      assert len(qa_decoding.window_nbest(context, w, n_best, 8)) <= n_best
+    got = qa_decoding.decode_example(context, windows, n_best, 8)
+    want = _unbounded(context, windows, n_best, 8)
+    assert [(g["text"], g["score"]) for g in got] == want
+    assert all(context[g["start"]:g["end"]] == g["text"] for g in got)
+
+
+def test_answer_whitespace_runs_collapse_like_get_final_text():
+  context = "RPE65  causes\n\tLeber\u00a0amaurosis."
+  pieces = [(0, 5), (7, 13), (15, 20), (21, 30), (30, 31)]
+  offsets = np.full((9, 2), -1)
+  offsets[3:8] = pieces
+  start, end = np.zeros(9), np.zeros(9)
+  start[3], end[6] = 5, 5
+  w = {"start_logits": start, "end_logits": end, "token_offsets": offsets,
+       "max_context": np.ones(9, bool)}
+  best = qa_decoding.decode_example(context, [w], 3, 30)[0]
+  # BERT splits doc tokens at " \t\r\n" and U+202F only, so the no-break space stays.
+  assert best["text"] == "RPE65 causes Leber\u00a0amaurosis"
+  assert context[best["start"]:best["end"]] == "RPE65  causes\n\tLeber\u00a0amaurosis"
+  raw = qa_decoding.decode_example(context, [w], 3, 30, collapse_whitespace=False)[0]
+  assert raw["text"] == context[raw["start"]:raw["end"]]

@@ -1,6 +1,7 @@
 """SQuAD/BioASQ reader and doc_stride window features."""
 import collections
 import json
+import re
 
 import numpy as np
 import pytest
@@ -74,3 +75,44 @@ def test_windows_cover_long_context_and_locate_answers(tokenizer):
   all_offsets = tokenizer.encode_with_offsets([context])[0][1]
   assert sorted(covered) == sorted(map(tuple, all_offsets))
   assert set(covered.values()) == {1}
+
+
+def _squad(tmp_path, answers=None, article=None):
+  qa = {"id": "c" * 24 + "_001", "question": "Which gene?"}
+  if answers is not None:
+    qa["answers"] = answers
+  if article is None:
+    article = {"title": "t", "paragraphs": [{"context": "The gene RPE65 is mutated.",
+                                             "qas": [qa]}]}
+  path = tmp_path / "bad.json"
+  path.write_text(json.dumps({"version": "BioASQ6b", "data": [article]}), encoding="utf-8")
+  return path
+
+
+@pytest.mark.parametrize("answer,problem", [
+    ({"text": "RPE65"}, "answer has no 'answer_start'"),
+    ({"text": "RPE65", "answer_start": "9"}, "answer_start '9' is not an integer"),
+    ({"text": "RPE65", "answer_start": 9.0}, "answer_start 9.0 is not an integer"),
+    ({"text": "RPE65", "answer_start": True}, "answer_start True is not an integer"),
+    ({"text": "RPE65", "answer_start": -1}, "answer_start -1 is negative"),
+    ({"text": "", "answer_start": 9}, "answer text '' is empty"),
+    ({"text": "  ", "answer_start": 9}, "answer text '  ' is empty"),
+    ({"answer_start": 9}, "answer has no 'text'"),
+    ({"text": None, "answer_start": 9}, "answer text None is not a string"),
+])
+def test_bad_answers_name_file_and_question_id(tmp_path, answer, problem):
+  from data_pipeline.errors import InputError
+  path = _squad(tmp_path, [answer])
+  with pytest.raises(InputError, match=r"bad.json: data\[0\].paragraphs\[0\] \(id c{24}_001\): "
+                     + re.escape(problem)):
+    qa_data.read_squad(path)
+
+
+def test_article_without_paragraphs_is_an_error(tmp_path):
+  from data_pipeline.errors import InputError
+  path = _squad(tmp_path, article={"title": "misspelt", "paragraph": []})
+  with pytest.raises(InputError, match=r"bad.json: data\[0\] \('misspelt'\) must be an object "
+                     "with a 'paragraphs' list"):
+    qa_data.read_squad(path)
+  ok = _squad(tmp_path, [{"text": "RPE65", "answer_start": 9}])
+  assert qa_data.read_squad(ok, require_answers=True)[0].answers == (("RPE65", 9),)

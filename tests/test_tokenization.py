@@ -27,7 +27,7 @@ CORNER_CASES = {
     "chemical_brackets": "N-[2-(4-chlorophenyl)ethyl]-{[(1R,2S)-x]}",
     "relations": "≥ 5 ≤ 3 ± 0.2 ~ 10 x^2 `q` a+b<c=d>e|f $5",
     "trademark_super_micro": "Tween™ 20, 5 m² area, 10 µm (micro sign) and 10 μm (mu)",
-    "long_token": "x" * 101 + " ok " + "y" * 100 + " " + "é" * 60,
+    "long_token": "x" * 201 + " ok " + "y" * 200 + " " + "é" * 60 + " " + "z" * 150,
     "empty": "",
     "whitespace_only": " \t\n\r\u00a0\u3000 ",
     "control_chars": "a\x00b\x07c\u200bd\ufffde \x0bf\x1fg\u2028h",
@@ -67,10 +67,24 @@ def setup(request, data_dir):
   filename, lowercase = VOCABS[request.param]
   path = str(data_dir / "vocab" / filename)
   ours = tokenization.load_tokenizer(path, lowercase=lowercase)
+  hf = hf_wordpiece(path, lowercase)
+  slow = transformers.BertTokenizer(path, do_lower_case=lowercase, strip_accents=lowercase)
+  # Original BERT (and we) turn words longer than 200 characters into [UNK]; both HF
+  # references default to 100, so they are given BERT's value.
+  slow.wordpiece_tokenizer.max_input_chars_per_word = MAX_CHARS
+  return ours, hf, slow, lowercase
+
+
+MAX_CHARS = 200
+
+
+def hf_wordpiece(path, lowercase):
+  """HF tokenizers' BERT tokenizer with original BERT's max_input_chars_per_word."""
   hf = tokenizers.BertWordPieceTokenizer(path, lowercase=lowercase, strip_accents=lowercase,
                                          clean_text=True, handle_chinese_chars=True)
-  slow = transformers.BertTokenizer(path, do_lower_case=lowercase, strip_accents=lowercase)
-  return ours, hf, slow, lowercase
+  hf._tokenizer.model = tokenizers.models.WordPiece(  # pylint: disable=protected-access
+      hf.get_vocab(), unk_token="[UNK]", max_input_chars_per_word=MAX_CHARS)
+  return hf
 
 
 def _slow_ids(slow, text):
@@ -116,16 +130,19 @@ def hf_corpus_ids(setup, corpus):
   return texts, _hf_ids(hf, texts)
 
 
+@pytest.mark.slow
 def test_python_face_matches_hf_tokenizers_on_corpora(setup, hf_corpus_ids):
   texts, want = hf_corpus_ids
   assert _mismatches(setup[0].encode(texts), want, texts) == []
 
 
+@pytest.mark.slow
 def test_graph_face_matches_hf_tokenizers_on_corpora(setup, hf_corpus_ids):
   texts, want = hf_corpus_ids
   assert _mismatches(_graph_ids(setup[0], texts), want, texts) == []
 
 
+@pytest.mark.slow
 def test_both_faces_match_slow_bert_tokenizer_on_a_subset(setup, corpus):
   ours, _, slow, _ = setup
   texts = corpus[::150]  # ~170 texts: NER sentences and abstracts
@@ -153,7 +170,8 @@ def test_corner_cases_match_references(setup, name):
 def test_corner_case_expectations_by_name(setup):
   ours, _, _, lowercase = setup
   enc = lambda text: ours.convert_ids_to_tokens(ours.encode([text])[0])  # noqa: E731
-  assert enc("x" * 101) == ["[UNK]"]  # longer than 100 chars
+  assert enc("x" * 201) == ["[UNK]"]  # longer than 200 chars (BERT's limit)
+  assert "[UNK]" not in enc("x" * 200) and "[UNK]" not in enc("x" * 101)  # HF: [UNK]
   assert enc("") == [] and enc(" \t\n\u3000 ") == [] and enc("\x00\x07") == []
   assert enc("a\x00b") == enc("ab")  # control chars are dropped, not split on
   assert enc("中文") == ["中", "文"]
@@ -195,6 +213,7 @@ def _assert_offsets_map_back(tokenizer, texts):
         assert got == want, (text, piece, start, end)
 
 
+@pytest.mark.slow
 def test_offsets_map_back_on_corpora_sample(setup, corpus):
   ours, _, _, _ = setup
   _assert_offsets_map_back(ours, corpus[::40])
@@ -208,6 +227,7 @@ def test_offsets_map_back_on_corner_cases(setup):
   assert spans[ids.index(ours.unk_id)] == (3, 104)  # [UNK] covers the whole word
 
 
+@pytest.mark.slow
 def test_encode_words_matches_hf_pretokenized(setup, corpus):
   ours, hf, _, _ = setup
   sentences = [t.split(" ") for t in corpus[:2000]] + [["a", "\x07", "", "b"]]
@@ -226,8 +246,7 @@ def test_extra_tokens_are_never_split(setup, data_dir):
   filename, _ = VOCABS["uncased" if lowercase else "cased"]
   extras = ("@GENE$", "@DISEASE$", "@CHEMICAL$")
   tok = tokenization.load_tokenizer(data_dir / "vocab" / filename, lowercase, extras)
-  hf = tokenizers.BertWordPieceTokenizer(str(data_dir / "vocab" / filename),
-                                         lowercase=lowercase, strip_accents=lowercase)
+  hf = hf_wordpiece(str(data_dir / "vocab" / filename), lowercase)
   hf.add_tokens([tokenizers.AddedToken(t, normalized=False) for t in extras])
   texts = ["@GENE$ variants raise @DISEASE$ risk.", "x@CHEMICAL$y @GENE$@GENE$", "@GENE", ""]
   want = _hf_ids(hf, texts)

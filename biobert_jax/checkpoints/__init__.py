@@ -29,12 +29,31 @@ def detect_format(path: str | os.PathLike) -> str:
     return "hf"
   if tf1.find_checkpoint(p) is not None:
     return "tf1"
+  orphan = _tf1_data_without_index(p)
+  if orphan is not None:
+    prefix = orphan.name.split(".data-")[0]
+    raise CheckpointError(
+        f"{p}: TF1 checkpoint {orphan.parent / prefix} has its data file ({orphan.name}) "
+        f"but no {prefix}.index: TF1 checkpoints need the .index next to the .data-* "
+        f"files (copy {prefix}.index too)")
   if p.is_dir() and ((p / "bert_config.json").exists() or (p / "params").exists()):
     return "native"
   raise CheckpointError(
       f"{p}: not a recognised checkpoint: expected a HF directory (config.json + "
       "model.safetensors or pytorch_model.bin), a TF1 checkpoint (bert_config.json + "
       "model.ckpt-N.index/.data-*), or a native directory (bert_config.json + params/)")
+
+
+def _tf1_data_without_index(p: pathlib.Path) -> pathlib.Path | None:
+  """A TF1 `.data-*` shard under `p` (a directory or a prefix) whose `.index` is missing."""
+  if p.is_dir():
+    shards = sorted(p.glob("*.data-*-of-*"))
+  else:
+    shards = sorted(p.parent.glob(p.name + ".data-*-of-*")) if p.parent.is_dir() else []
+  for shard in shards:
+    if not shard.with_name(shard.name.split(".data-")[0] + ".index").exists():
+      return shard
+  return None
 
 
 def _load_native(path: pathlib.Path) -> tuple[BertConfig, dict[str, Any]]:

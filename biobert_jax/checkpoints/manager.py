@@ -11,7 +11,10 @@ mesh is read straight into another one's layout.
 """
 from __future__ import annotations
 
+import errno as errno_lib
+import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -19,8 +22,108 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from biobert_jax.checkpoints.convert import CheckpointError
+
 STATE_ITEM = "state"
 DATA_ITEM = "data"
+
+# tensorstore reports a failed write as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code=
+# '28']"), not as OSError; these mark an exception as a write failure of the file system.
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+_WRITE_FAILURE_MARKS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left",
+                        "Permission denied", "Read-only file system", "Disk quota")
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (full disk, permissions); the previous one stays."""
+
+
+def write_errno(error: BaseException) -> int | None:
+  """The errno of a file-system write failure anywhere in `error`'s chain, else None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error.errno
+    text = str(error)
+    match = _OS_ERROR_CODE.search(text)
+    if match:
+      return int(match.group(1))
+    if any(mark in text for mark in _WRITE_FAILURE_MARKS):
+      return errno_lib.ENOSPC if "RESOURCE_EXHAUSTED" in text else errno_lib.EACCES
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def missing_files(path: str | os.PathLike) -> list[str]:
+  """The files of an orbax (OCDBT) pytree directory that are not there, by name."""
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    return [path]
+  names = os.listdir(path)
+  process_dirs = [os.path.join(path, d) for d in sorted(names)
+                  if d.startswith("ocdbt.process_")]
+  wanted = [os.path.join(path, "_METADATA")]
+  if process_dirs or "manifest.ocdbt" in names or "d" in names:  # the OCDBT layout
+    wanted += [os.path.join(path, "manifest.ocdbt"), os.path.join(path, "d")]
+    if not process_dirs:
+      wanted.append(os.path.join(path, "ocdbt.process_0"))
+  for process_dir in process_dirs:
+    wanted += [os.path.join(process_dir, "manifest.ocdbt"), os.path.join(process_dir, "d")]
+  return [w for w in wanted if not os.path.exists(w)]
+
+
+def read_pytree(path: str | os.PathLike, subtree: str | None = None) -> Any:
+  """A saved pytree (or its `subtree`) as host numpy arrays, on any mesh.
+
+  Raises:
+    CheckpointError: naming the missing metadata/data files, or what orbax could not read.
+  """
+  path = os.fspath(path)
+  missing = missing_files(path)
+  if missing:
+    raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)} "
+                          "(a save that did not finish, or a partial copy)")
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      item_metadata = getattr(ckptr.metadata(path), "item_metadata", None)
+      tree = getattr(item_metadata, "tree", None)
+      if tree is None:
+        raise CheckpointError(f"{path}: the orbax metadata (_METADATA) has no tree; "
+                              "the checkpoint is incomplete or from another writer")
+      if subtree is not None:
+        if subtree not in tree:
+          raise CheckpointError(f"{path}: no {subtree!r} in the saved tree "
+                                f"(found {sorted(tree)})")
+        tree = {subtree: tree[subtree]}
+      item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
+      restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=item,
+          restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item),
+          # Only the wanted subtree is read: e.g. the optimizer state (2x the params for
+          # Adam) never leaves the disk.
+          partial_restore=subtree is not None))
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: "
+                          f"{first[:300]})") from None
+  return restored[subtree] if subtree is not None else restored
+
+
+class _NoTracebacks(logging.Filter):
+  """Keeps orbax's error log lines but drops their tracebacks (~300 lines per failed
+  async save, from each of its threads); the CheckpointWriteError says what happened."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_NO_TRACEBACKS = _NoTracebacks()
+logging.getLogger("absl").addFilter(_NO_TRACEBACKS)
 
 
 def _preservation_policy(keep: int, keep_every: int) -> Any:
@@ -54,8 +157,28 @@ class CheckpointManager:
         cleanup_tmp_directories=not read_only,
         read_only=read_only,
         create=not read_only)
+    self._pending_step: int | None = None  # the async save wait() has not confirmed
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=(STATE_ITEM, DATA_ITEM))
+
+  def _write_failure(self, error: BaseException, step: int | None) -> BaseException:
+    """CheckpointWriteError for a file-system write failure, else `error` itself."""
+    code = write_errno(error)
+    if code is None:
+      return error
+    try:
+      previous = self._manager.latest_step()
+    except Exception:  # pylint: disable=broad-except  # only for the message
+      previous = None
+    kept = (f"step {previous} is still the latest complete checkpoint" if previous is not None
+            else "there is no earlier complete checkpoint")
+    what = f"step {step}" if step is not None else "a checkpoint"
+    failure = CheckpointWriteError(
+        f"{self.directory}: could not write {what}: {os.strerror(code)} "
+        f"(errno {code} {errno_lib.errorcode.get(code, '')}); {kept}. Free space or fix "
+        f"the permissions, then restart to resume")
+    failure.errno = code
+    return failure
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -67,14 +190,25 @@ class CheckpointManager:
     """Starts saving `state` (+ the data iterator's JSON state) as `step`.
 
     Returns True when a save was started. Async: call wait() before reading it back.
+
+    Raises:
+      CheckpointWriteError: the disk is full or not writable (this save, or the previous
+        async one, failed); the last complete step stays readable.
     """
-    return self._manager.save(
-        int(step),
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardSave(state),
-            DATA_ITEM: ocp.args.JsonSave(data_state or {}),
-        }),
-        force=True)
+    try:
+      started = self._manager.save(
+          int(step),
+          args=ocp.args.Composite(**{
+              STATE_ITEM: ocp.args.StandardSave(state),
+              DATA_ITEM: ocp.args.JsonSave(data_state or {}),
+          }),
+          force=True)
+    except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+      failed = self._pending_step if self._pending_step is not None else step
+      self._pending_step = None
+      raise self._write_failure(e, failed) from None
+    self._pending_step = int(step)
+    return started
 
   def restore(self, step: int | None, target: Any) -> tuple[Any, dict]:
     """Reads `step` (default: latest) into `target`'s shapes, dtypes and shardings.
@@ -91,6 +225,11 @@ class CheckpointManager:
       step = self.latest_step()
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+    missing = missing_files(os.path.join(self.directory, str(int(step)), STATE_ITEM))
+    if missing:
+      raise CheckpointError(f"{self.directory}: step {step} is incomplete, missing "
+                            f"{', '.join(missing)}; remove that step directory to resume "
+                            "from the one before")
     restored = self._manager.restore(
         int(step),
         args=ocp.args.Composite(**{
@@ -106,21 +245,24 @@ class CheckpointManager:
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
     path = os.path.join(self.directory, str(int(step)), STATE_ITEM)
-    with ocp.PyTreeCheckpointer() as ckptr:
-      params_meta = ckptr.metadata(path).item_metadata.tree["params"]
-      # partial_restore: only the "params" subtree is read; the optimizer state (2x the
-      # params for Adam) never leaves the disk.
-      item = {"params": jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), params_meta)}
-      restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-          item=item,
-          restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item),
-          partial_restore=True))
-    return int(step), restored["params"]
+    return int(step), read_pytree(path, subtree="params")
+
+  def delete(self, step: int) -> None:
+    """Removes a saved step (e.g. one a resumed run is about to redo)."""
+    self._manager.wait_until_finished()
+    self._manager.delete(int(step))
 
   def wait(self) -> None:
-    """Blocks until pending async saves are committed."""
-    self._manager.wait_until_finished()
+    """Blocks until pending async saves are committed (CheckpointWriteError if one failed)."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+      raise self._write_failure(e, self._pending_step) from None
+    finally:
+      self._pending_step = None
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

@@ -13,9 +13,10 @@ import shutil
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from biobert_jax.checkpoints.manager import (CheckpointManager, CheckpointWriteError,
+                                             read_pytree, write_errno)
 from biobert_jax.config import BertConfig
 
 CONFIG_NAME = "bert_config.json"
@@ -45,19 +46,21 @@ def save_native(config: BertConfig, params: Any, out_dir: str | os.PathLike) -> 
     if (out / PARAMS_DIR).exists():
       shutil.rmtree(out / PARAMS_DIR)
   params = _unstacked(params)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(out / PARAMS_DIR, params)
-    ckptr.wait_until_finished()
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(out / PARAMS_DIR, params)
+      ckptr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+    code = write_errno(e)
+    if code is None:
+      raise
+    raise CheckpointWriteError(f"{out / PARAMS_DIR}: could not write the params: "
+                               f"{os.strerror(code)} (errno {code})") from None
   return out
 
 
 def _read_params(path: pathlib.Path) -> Any:
-  with ocp.PyTreeCheckpointer() as ckptr:
-    tree = ckptr.metadata(path).item_metadata.tree
-    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), tree)
-    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=item,
-        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)))
+  return read_pytree(path)
 
 
 def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
@@ -65,6 +68,7 @@ def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
 
   Raises:
     FileNotFoundError: naming what is missing under `path`.
+    CheckpointError: naming the missing orbax metadata/data file of an incomplete copy.
   """
   p = pathlib.Path(path).absolute()
   config_path = p / CONFIG_NAME
@@ -74,7 +78,6 @@ def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
   if (p / PARAMS_DIR).is_dir():
     return config, _read_params(p / PARAMS_DIR)
   if (p / CHECKPOINTS_DIR).is_dir():
-    from biobert_jax.checkpoints.manager import CheckpointManager  # pylint: disable=import-outside-toplevel
     manager = CheckpointManager(p / CHECKPOINTS_DIR, async_save=False,
                                 read_only=True)
     try:

@@ -49,15 +49,19 @@ class SurgeryReport:
   new: dict[str, list[int]] = dataclasses.field(default_factory=dict)
   reinitialized: dict[str, list[int]] = dataclasses.field(default_factory=dict)
   dropped: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+  # Task heads of a fine-tuned checkpoint that this task model cannot use (no such head, or
+  # another shape: other labels, other pooling); shapes are the checkpoint's.
+  unused: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+  notes: list[str] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict[str, Any]:
     counts = {k: {"tensors": len(v), "params": int(sum(np.prod(s) for s in v.values()))}
               for k, v in self._sections().items()}
-    return {"counts": counts, **self._sections()}
+    return {"counts": counts, **self._sections(), "notes": list(self.notes)}
 
   def _sections(self) -> dict[str, dict[str, list[int]]]:
     return {"loaded": self.loaded, "new": self.new, "reinitialized": self.reinitialized,
-            "dropped": self.dropped}
+            "dropped": self.dropped, "unused": self.unused}
 
   def format(self, max_rows: int = 12) -> str:
     """Human-readable summary; every non-loaded path is listed (they are the surprises)."""
@@ -71,6 +75,7 @@ class SurgeryReport:
         lines.append(f"    {path} {tuple(shape)}")
       if len(rows) > limit:
         lines.append(f"    ... {len(rows) - limit} more")
+    lines += [f"  note: {n}" for n in self.notes]
     return "\n".join(lines)
 
   def save(self, path: str | os.PathLike) -> None:
@@ -97,7 +102,8 @@ def _mismatch_message(path: str, task_shape: tuple, ckpt_shape: tuple) -> str:
 
 
 def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[str] = (),
-                  reinit: Iterable[str] = ()) -> tuple[dict[str, Any], SurgeryReport]:
+                  keep_fitting: Iterable[str] = (), reinit: Iterable[str] = (),
+                  ) -> tuple[dict[str, Any], SurgeryReport]:
   """Copies a pre-trained encoder into freshly initialised task params.
 
   Args:
@@ -107,6 +113,11 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
     keep: regexes (re.search on '/'-joined paths) of *non-encoder* subtrees to copy from the
       checkpoint as well when it has them with the same path, e.g. "^classifier/" to continue
       from an earlier fine-tuning. By default only `encoder/...` is copied and heads stay fresh.
+      A shape mismatch is an error.
+    keep_fitting: names of top-level task heads (e.g. "qa_outputs", "classifier") to copy when
+      the checkpoint has that head with every leaf of the task's shape (a BioBERT+SQuAD QA
+      head, a run_re classifier with the same labels). A head that does not fit as a whole
+      stays fresh and its checkpoint leaves are listed in `report.unused`, never half-copied.
     reinit: regexes of encoder subtrees to leave freshly initialised although the checkpoint
       has them, e.g. "^encoder/pooler/" or "layer_11/" (re-initialising the top layer helps
       small-data fine-tuning, Zhang et al. 2021).
@@ -128,14 +139,54 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
     if not any(re.search(pattern, p) for p in task_paths):
       raise ValueError(f"reinit pattern {pattern!r} matches no task parameter path")
   keep = tuple(keep)
+  fitting, notes = _fitting_heads(task_params, pretrained_params, tuple(keep_fitting))
   params, merged = merge_params(
       task_params, pretrained_params,
-      take=lambda path: path.startswith("encoder/") or matches_any(path, keep),
+      take=lambda path: (path.startswith("encoder/") or matches_any(path, keep)
+                         or path.split("/", 1)[0] in fitting),
       reinit=reinit, mismatch_message=_mismatch_message,
       cast=lambda value, like: jax.numpy.asarray(value, dtype=like.dtype))
-  report = SurgeryReport(loaded=merged.loaded, new=merged.new, dropped=merged.dropped,
-                         reinitialized=merged.reinitialized)
+  # Checkpoint leaves of task heads (not encoder, not the pre-training heads) that were not
+  # taken are "unused": the user should see that a fine-tuned head was left behind.
+  unused = {p: s for p, s in merged.dropped.items()
+            if p.split("/", 1)[0] not in ("encoder",) + _PRETRAINING_HEADS}
+  unused.update({p: list(_shape(v)) for p, v in flatten(pretrained_params).items()
+                 if p.split("/", 1)[0] in set(keep_fitting) - fitting})
+  dropped = {p: s for p, s in merged.dropped.items() if p not in unused}
+  report = SurgeryReport(loaded=merged.loaded, new=merged.new, dropped=dropped,
+                         reinitialized=merged.reinitialized, unused=unused, notes=notes)
   return params, report
+
+
+def _fitting_heads(task_params: Any, pretrained_params: Any,
+                   heads: tuple[str, ...]) -> tuple[set[str], list[str]]:
+  """The heads in `heads` that the checkpoint has with exactly the task's leaves and shapes."""
+  fitting, notes = set(), []
+  for head in heads:
+    if head in ("encoder",) + _PRETRAINING_HEADS:
+      raise ValueError(f"keep_fitting takes task heads, not {head!r}")
+  others = set(dict(pretrained_params)) - {"encoder", *_PRETRAINING_HEADS, *heads}
+  for head in sorted(others):
+    notes.append(f"checkpoint head {head!r} unused: "
+                 + ("this task model has no such head" if head not in dict(task_params)
+                    else "not asked for (keep_fitting / init_heads)"))
+  for head in heads:
+    ours = flatten(dict(task_params).get(head, {}))
+    theirs = flatten(dict(pretrained_params).get(head, {}))
+    if not theirs:
+      continue
+    if not ours:
+      notes.append(f"checkpoint head {head!r} unused: this task model has no such head")
+      continue
+    want = {p: _shape(v) for p, v in ours.items()}
+    got = {p: _shape(v) for p, v in theirs.items()}
+    if want == got:
+      fitting.add(head)
+      notes.append(f"checkpoint head {head!r} kept: {sorted(got.items())}")
+    else:
+      notes.append(f"checkpoint head {head!r} unused: checkpoint {sorted(got.items())} vs task "
+                   f"model {sorted(want.items())} (other labels or pooling); it starts fresh")
+  return fitting, notes
 
 
 def extend_position_embeddings(config: BertConfig, params: Any,

@@ -6,8 +6,10 @@ highest end logits of every window; a pair is kept when both ends are context pi
 that window, start <= end, the span is at most `max_answer_length` pieces and the start
 piece has its maximum context in this window. Score = start logit + end logit. The text is
 cut from the original context with the pieces' character offsets (so it is an exact
-substring), spans with the same text keep their best score (so overlapping windows that
-find the same answer are merged by max), and the surviving top `n_best` get softmax
+substring) with whitespace runs collapsed to one space as BERT's `get_final_text` does;
+each window keeps only its `n_best` distinct texts (`window_nbest`: nothing else can reach
+the final list), spans with the same text keep their best score (so overlapping windows
+that find the same answer are merged by max), and the surviving top `n_best` get softmax
 probabilities over their scores.
 
 Per BioASQ question (ids `<qid>_<nnn>`, one per context), BioBERT's
@@ -19,6 +21,7 @@ ignoring case and ranks; its merge *sums* the probabilities of duplicates
 from __future__ import annotations
 
 import collections
+import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -56,24 +59,50 @@ def window_candidates(start_logits: np.ndarray, end_logits: np.ndarray,
   return out
 
 
-def decode_example(context: str, windows: Iterable[Mapping[str, np.ndarray]],
-                   n_best: int = 20, max_answer_length: int = 30
-                   ) -> list[dict[str, object]]:
-  """N-best answers of one example over all its windows, best first.
+# BERT's run_squad splits the context into doc_tokens at exactly these characters and
+# rebuilds answers from them joined by one space (`get_final_text`), so a run of them inside
+# an answer becomes one space. Other Unicode spaces (e.g. U+00A0) stay, as in BERT.
+_BERT_WHITESPACE = re.compile("[ \t\r\n\u202f]+")
 
-  Each window is a mapping with start_logits, end_logits, token_offsets, max_context.
-  Returns [{"text", "score", "probability", "start", "end"}] (character span in `context`);
-  [{"text": "", ...}] when no window yields a valid span (BERT's "empty" prediction).
+
+def final_text(text: str, collapse_whitespace: bool = True) -> str:
+  """An answer's text as BERT's get_final_text returns it (whitespace runs -> one space)."""
+  return _BERT_WHITESPACE.sub(" ", text).strip(" ") if collapse_whitespace else text
+
+
+def window_nbest(context: str, window: Mapping[str, np.ndarray], n_best: int,
+                 max_answer_length: int, collapse_whitespace: bool = True
+                 ) -> list[tuple[float, int, int, str]]:
+  """The `n_best` best distinct answers of one window: (score, char start, char end, text).
+
+  Only these can reach an example's n-best list: if a window ranks an answer below
+  n_best other distinct texts, those texts also outrank it after pooling. So a window
+  costs O(n_best) memory after decoding, whatever the number of windows.
   """
+  offsets = np.asarray(window["token_offsets"])
+  candidates = window_candidates(np.asarray(window["start_logits"]),
+                                 np.asarray(window["end_logits"]), offsets,
+                                 np.asarray(window["max_context"]), n_best, max_answer_length)
+  candidates.sort(key=lambda c: -c[0])  # stable: ties keep start-major order
+  out, seen = [], set()
+  for score, s, e in candidates:
+    char_start, char_end = int(offsets[s, 0]), int(offsets[e, 1])
+    text = final_text(context[char_start:char_end], collapse_whitespace)
+    if text in seen:
+      continue
+    seen.add(text)
+    out.append((score, char_start, char_end, text))
+    if len(out) == n_best:
+      break
+  return out
+
+
+def merge_windows(per_window: Iterable[Sequence[tuple[float, int, int, str]]], n_best: int
+                  ) -> list[dict[str, object]]:
+  """Pools windows' n-best lists (by text, best score wins) into the example's n-best."""
   best_by_text: dict[str, tuple[float, int, int]] = {}
-  for w in windows:
-    offsets = np.asarray(w["token_offsets"])
-    for score, s, e in window_candidates(np.asarray(w["start_logits"]),
-                                         np.asarray(w["end_logits"]), offsets,
-                                         np.asarray(w["max_context"]), n_best,
-                                         max_answer_length):
-      char_start, char_end = int(offsets[s, 0]), int(offsets[e, 1])
-      text = context[char_start:char_end]
+  for candidates in per_window:
+    for score, char_start, char_end, text in candidates:
       if text not in best_by_text or score > best_by_text[text][0]:
         best_by_text[text] = (score, char_start, char_end)
   ranked = sorted(best_by_text.items(), key=lambda kv: -kv[1][0])[:n_best]
@@ -82,6 +111,20 @@ def decode_example(context: str, windows: Iterable[Mapping[str, np.ndarray]],
   probs = _softmax([v[0] for _, v in ranked])
   return [{"text": t, "score": v[0], "probability": p, "start": v[1], "end": v[2]}
           for (t, v), p in zip(ranked, probs)]
+
+
+def decode_example(context: str, windows: Iterable[Mapping[str, np.ndarray]],
+                   n_best: int = 20, max_answer_length: int = 30,
+                   collapse_whitespace: bool = True) -> list[dict[str, object]]:
+  """N-best answers of one example over all its windows, best first.
+
+  Each window is a mapping with start_logits, end_logits, token_offsets, max_context.
+  Returns [{"text", "score", "probability", "start", "end"}] (character span in `context`;
+  `text` is that span with BERT's whitespace collapsing unless `collapse_whitespace` is
+  False); [{"text": "", ...}] when no window yields a valid span (BERT's "empty" prediction).
+  """
+  return merge_windows((window_nbest(context, w, n_best, max_answer_length,
+                                     collapse_whitespace) for w in windows), n_best)
 
 
 def clean_answer(text: str) -> str:

@@ -10,13 +10,15 @@ import jax.numpy as jnp
 from biobert_jax.models.encoder import BertEncoder, BertLayer
 from biobert_jax.models.heads import BertMLMHead, BertPreTrainingHeads
 from biobert_jax.models.pretraining import BertForPreTraining
-from biobert_jax.models.task_models import (BertForQuestionAnswering,
+from biobert_jax.models.task_models import (BertForMultiTokenClassification,
+                                            BertForQuestionAnswering,
                                             BertForSequenceClassification,
                                             BertForTokenClassification)
 
 __all__ = [
     "BertEncoder", "BertLayer", "BertForPreTraining", "BertForTokenClassification",
-    "BertForSequenceClassification", "BertForQuestionAnswering", "BertMLMHead",
+    "BertForSequenceClassification", "BertForQuestionAnswering",
+    "BertForMultiTokenClassification", "BertMLMHead",
     "BertPreTrainingHeads", "init_params", "logical_axes", "dummy_inputs", "DTYPES",
     "compute_dtype",
 ]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from biobert_jax.config import BertConfig
+from biobert_jax.models.dropout import Dropout
 
 Dtype = Any
 Array = jax.Array
@@ -82,7 +83,7 @@ class BertEmbeddings(nn.Module):
     self.position_embeddings = embed(c.max_position_embeddings, (None, EMBED))
     self.token_type_embeddings = embed(c.type_vocab_size, (None, EMBED))
     self.LayerNorm = layer_norm(c, self.param_dtype)  # pylint: disable=invalid-name
-    self.dropout = nn.Dropout(rate=c.hidden_dropout_prob)
+    self.dropout = Dropout(rate=c.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:
     seq_len = input_ids.shape[-1]
@@ -125,7 +126,7 @@ class BertSelfAttention(nn.Module):
       return jax.nn.dot_product_attention(q, k, v, mask=mask)
     # jax.nn.dot_product_attention has no attention-probability dropout, and BERT applies
     # dropout to the probabilities during training, so training uses the explicit path.
-    dropout = nn.Dropout(rate=rate)
+    dropout = Dropout(rate=rate)
     return explicit_attention(q, k, v, mask, lambda p: dropout(p, deterministic=False))
 
 
@@ -170,7 +171,7 @@ class BertAttentionOutput(nn.Module):
                         param_dtype=self.param_dtype,
                         kernel_init=kernel_init(c, (HEADS, KV, EMBED)),
                         bias_init=zeros_init((EMBED,)), name="dense")(ctx)
-    h = nn.Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
+    h = Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
     return layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
 
 
@@ -199,7 +200,7 @@ class BertOutput(nn.Module):
   def __call__(self, h: Array, residual: Array, deterministic: bool) -> Array:
     c = self.config
     h = dense(c, c.hidden_size, (MLP, EMBED), self.dtype, self.param_dtype, "dense")(h)
-    h = nn.Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
+    h = Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
     return layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
 
 

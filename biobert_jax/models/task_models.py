@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from biobert_jax.config import BertConfig
+from biobert_jax.models.dropout import Dropout
 from biobert_jax.models.encoder import Array, BertEncoder, Dtype
 from biobert_jax.models.heads import classifier, gather_positions
 
@@ -27,9 +28,38 @@ class BertForTokenClassification(nn.Module):
     c = self.config
     seq, _ = BertEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat,
                          name="encoder")(input_ids, token_type_ids, attention_mask, deterministic)
-    seq = nn.Dropout(rate=c.hidden_dropout_prob)(seq, deterministic=deterministic)
+    seq = Dropout(rate=c.hidden_dropout_prob)(seq, deterministic=deterministic)
     logits = classifier(c, self.num_labels, self.dtype, self.param_dtype, "classifier")(seq)
     return logits.astype(jnp.float32)
+
+
+class BertForMultiTokenClassification(nn.Module):
+  """Multi-task NER: one encoder, one token classifier per head.
+
+  `heads` is ((name, num_labels), ...); returns {name: logits [B, L, num_labels]}, every
+  head on the same encoder output (the encoder runs once). Params: {"encoder", <name>...},
+  each head shaped like BertForTokenClassification's `classifier`.
+  """
+
+  config: BertConfig
+  heads: tuple[tuple[str, int], ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  scan_layers: bool = False
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, input_ids: Array, token_type_ids: Array | None = None,
+               attention_mask: Array | None = None,
+               deterministic: bool = True) -> dict[str, Array]:
+    c = self.config
+    if not self.heads or len({name for name, _ in self.heads}) != len(self.heads):
+      raise ValueError(f"heads must be non-empty with distinct names, got {self.heads}")
+    seq, _ = BertEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat,
+                         name="encoder")(input_ids, token_type_ids, attention_mask, deterministic)
+    seq = Dropout(rate=c.hidden_dropout_prob)(seq, deterministic=deterministic)
+    return {name: classifier(c, n, self.dtype, self.param_dtype, name)(seq).astype(jnp.float32)
+            for name, n in self.heads}
 
 
 class BertForSequenceClassification(nn.Module):
@@ -64,7 +94,7 @@ class BertForSequenceClassification(nn.Module):
     else:
       starts = gather_positions(seq, entity_positions[:, :2])  # [B, 2, H]
       features, in_axis = starts.reshape(starts.shape[0], -1), None  # [B, 2H]
-    features = nn.Dropout(rate=c.hidden_dropout_prob)(features, deterministic=deterministic)
+    features = Dropout(rate=c.hidden_dropout_prob)(features, deterministic=deterministic)
     logits = classifier(c, self.num_labels, self.dtype, self.param_dtype, "classifier",
                         in_axis=in_axis)(features)
     return logits.astype(jnp.float32)

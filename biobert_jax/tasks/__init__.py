@@ -1,12 +1,12 @@
-"""Task adapters for the fine-tuning launcher; see experiments/tasks/base.py."""
+"""Task adapters of the fine-tuning trainer; the interface is biobert_jax/tasks/base.py."""
 from __future__ import annotations
 
 import importlib
 
-from biobert_jax.tasks.base import SplitData, Task
+from biobert_jax.tasks.base import SplitData, Task, TaskData
 
 _ADAPTERS = {"ner": "biobert_jax.tasks.ner", "re": "biobert_jax.tasks.re",
-             "qa": "biobert_jax.tasks.qa"}
+             "qa": "biobert_jax.tasks.qa", "multi_ner": "biobert_jax.tasks.multi_ner"}
 
 
 def get_task(name: str) -> Task:
@@ -16,4 +16,4 @@ def get_task(name: str) -> Task:
   return importlib.import_module(_ADAPTERS[name]).TASK
 
 
-__all__ = ["SplitData", "Task", "get_task"]
+__all__ = ["SplitData", "Task", "TaskData", "get_task"]

@@ -1,58 +1,50 @@
-"""The task-adapter interface shared by the fine-tuning launcher (NER, RE, QA).
+"""The task-adapter interface of the fine-tuning trainer (NER, RE, QA).
 
-`experiments/finetune.py` is one loop for every task family; everything task specific
-lives in an adapter implementing `Task` (experiments/tasks/{ner,re,qa}.py). The launcher
-calls, in this order:
+`biobert_jax/trainers/finetune.py` is one trainer for every task family; everything task
+specific lives in an adapter implementing `Task` (biobert_jax/tasks/{ner,re,qa}.py). The
+trainer calls, in this order:
 
 1. `task.extra_tokens(config)` -> tokens added to the tokenizer (`load_tokenizer(...,
-   extra_tokens=...)`) and to the embedding table (`surgery.extend_vocab`). Return `[]` when
-   the task needs none (NER, QA); RE returns e.g. `["@GENE$", "@DISEASE$"]`.
-2. `task.load(config, tokenizer) -> {"train": SplitData, "dev": SplitData?, "test":
-   SplitData | list[SplitData]?}`. `features` holds numpy arrays whose first axis is the
-   number of features (windows); every array with that first axis is batched, sliced and
-   fed to `model_inputs`/`loss`. Train features are shuffled by the launcher each epoch.
-   `"test"` may be a list of SplitData (QA: several BioASQ batches); the launcher then
-   evaluates each one and reports `{"batches": [...], "average": {...}}`.
-   `config.max_train_examples` / `config.max_eval_examples` (0 = all) cap the *examples*
-   read (sentences, relation rows, questions), not the features.
-3. `task.make_model(bert_config, config, dtype) -> flax.linen.Module` whose params are
-   `{"encoder": <BertEncoder tree>, "<head>": ...}`; initialised by
-   `biobert_jax.models.init_params(module, rng, **task.init_kwargs(config))`, then the
-   pre-trained encoder is grafted in (`surgery.graft_encoder`).
+   extra_tokens=...)`) and to the embedding table (`surgery.extend_vocab`); `[]` when the
+   task needs none (NER, QA); RE returns e.g. `["@GENE$", "@DISEASE$"]`.
+2. `task.load(config, tokenizer) -> TaskData(splits, labels)`. `splits` maps "train",
+   "dev"?, "test"? to `SplitData` ("test" may be a list of SplitData: QA's BioASQ batches;
+   the trainer then reports each plus `{"batches": [...], "average": {...}}`). `labels`
+   are the output classes in id order ([] for QA). Adapters keep no state: everything a
+   later call needs is in TaskData or the config. `config.max_train_examples` /
+   `config.max_eval_examples` (0 = all) cap the *examples* read, not the features.
+3. `task.make_model(bert_config, config, labels, dtype) -> flax.linen.Module` whose params
+   are `{"encoder": <BertEncoder tree>, "<head>": ...}`; initialised with
+   `biobert_jax.models.init_params(module, rng)` (its dummy inputs trace every param),
+   then the pre-trained encoder is grafted in (`surgery.graft_encoder`).
 4. Training: `task.model_inputs(batch)` -> kwargs for `module.apply` besides params,
-   `deterministic` and `rngs` (e.g. `input_ids`, `token_type_ids`, `attention_mask`,
-   `entity_positions`). `task.loss(outputs, batch) -> (scalar mean loss, {name: scalar})`
-   where `outputs` is exactly what `module.apply` returned (logits array, or a tuple for
-   QA). Both are traced inside `jax.jit`: use jnp, no Python control flow on values.
-5. Evaluation: the launcher runs the model over all features of a split (padding the last
-   batch and cutting the padding off) and calls `task.predict_outputs(outputs)` (inside jit)
-   to turn raw outputs into a dict of arrays (e.g. `{"logits": ...}` or
-   `{"start_logits", "end_logits"}`), concatenated over the split into numpy.
-   `task.evaluate(outputs, split, config) -> dict` must be JSON-able and contain
-   `task.primary_metric` (e.g. "f1"), used for best-epoch selection on dev (higher is
-   better).
-6. `task.write_predictions(outputs, split, out_path_prefix) -> list[str]` writes files
-   (e.g. `<prefix>.conll`, `<prefix>.tsv`, `<prefix>.json`) and returns their paths.
-7. `task.export_info(config, split_data) -> dict` is merged into `<workdir>/model/task.json`
-   next to the native checkpoint, so `experiments.predict` can rebuild the model (e.g.
-   NER stores its label list, RE its label list and pooling).
-
-8. Optional, for `experiments.predict`: a module-level function
+   `deterministic` and `rngs`. `task.loss(outputs, batch) -> (scalar mean loss, {name:
+   scalar})` with `outputs` exactly what `module.apply` returned. Both are traced inside
+   `jax.jit`: jnp only, no Python control flow on values.
+5. Evaluation, per split: the trainer runs the model over all features (padding the last
+   batch and cutting the padding off) and calls `task.predict_outputs(outputs)` (inside
+   jit) -> a dict of arrays concatenated over the split into numpy. Then, on the host:
+   `decoded = task.decode(outputs, split, config)` ONCE (tags per word, labels per row,
+   ranked answers per question), `task.evaluate(decoded, split, config) -> dict`
+   (JSON-able, holding `task.primary_metric`, higher is better, used for best-epoch
+   selection on dev) and `task.write_predictions(decoded, split, out_path_prefix) ->
+   list[str]` (files written, e.g. `<prefix>.conll`).
+6. `task.export_info(config, labels) -> dict` is merged into `<workdir>/model/task.json`
+   next to the native checkpoint, so prediction can rebuild the model.
+7. Optional, for `experiments.predict`: a module-level function
    `predict_records(model_dir, records: list[dict]) -> list[dict]` in the adapter module
    (records carry "text"; returned records add the task's predictions).
 
-Launcher details an adapter may rely on: training batches are `batch_size` rows (the
-remainder of an epoch is dropped, one compiled shape); evaluation batches are padded to
-`eval_batch_size` by repeating the first row and the padding is cut off before
-`evaluate`. When `config.bucket_length > 0` (the NER preset sets 32), every
+Trainer details an adapter may rely on: training batches are `batch_size` rows (the
+remainder of an epoch is dropped: one compiled shape); evaluation batches are padded to
+`eval_batch_size`. When `config.bucket_length > 0` (the NER preset sets 32), every
 [B, max_seq_length, ...] feature array of a batch is cut to the batch's longest
 attention_mask row rounded up to a multiple of bucket_length, evaluation runs sorted by
 length, and [B, length, ...] outputs are padded back to max_seq_length with zeros (and
 returned in feature order). Leave it 0 for a task whose features cannot be trimmed.
 
-Each adapter module defines a module-level `TASK` object (an instance implementing `Task`);
+Each adapter module defines a module-level `TASK` (an instance implementing `Task`);
 `biobert_jax.tasks.get_task(name)` imports the module lazily and returns it.
-
 Config: `experiments/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
 settings in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
 """
@@ -63,8 +55,10 @@ from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from data_pipeline import paths
 
@@ -90,25 +84,27 @@ class SplitData:
     return int(next(iter(self.features.values())).shape[0])
 
 
+@dataclasses.dataclass
+class TaskData:
+  """What `Task.load` returns: the featurised splits and the output labels (id order)."""
+  splits: dict[str, SplitData | list[SplitData]]
+  labels: list[str] = dataclasses.field(default_factory=list)
+
+
 class Task(Protocol):
-  """What the launcher needs from a task family; see the module docstring for the flow."""
+  """What the trainer needs from a task family; see the module docstring for the flow."""
 
   name: str            # "ner" | "re" | "qa"
   primary_metric: str  # key of evaluate()'s result used for best-epoch selection
 
-  def load(self, config: ml_collections.ConfigDict,
-           tokenizer: Any) -> dict[str, SplitData | list[SplitData]]:
-    ...
-
   def extra_tokens(self, config: ml_collections.ConfigDict) -> list[str]:
     ...
 
-  def make_model(self, bert_config: Any, config: ml_collections.ConfigDict,
-                 dtype: Any) -> nn.Module:
+  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> TaskData:
     ...
 
-  def init_kwargs(self, config: ml_collections.ConfigDict) -> dict:
-    """Extra kwargs for `init_params` (e.g. {"seq_len": 16}); {} is fine."""
+  def make_model(self, bert_config: Any, config: ml_collections.ConfigDict,
+                 labels: list[str], dtype: Any) -> nn.Module:
     ...
 
   def model_inputs(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -121,16 +117,19 @@ class Task(Protocol):
   def predict_outputs(self, outputs: Any) -> dict[str, jax.Array]:
     ...
 
-  def evaluate(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def decode(self, outputs: dict[str, np.ndarray], split: SplitData,
+             config: ml_collections.ConfigDict) -> Any:
+    ...
+
+  def evaluate(self, decoded: Any, split: SplitData,
                config: ml_collections.ConfigDict) -> dict:
     ...
 
-  def write_predictions(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def write_predictions(self, decoded: Any, split: SplitData,
                         out_path_prefix: str) -> list[str]:
     ...
 
-  def export_info(self, config: ml_collections.ConfigDict,
-                  splits: dict[str, Any]) -> dict:
+  def export_info(self, config: ml_collections.ConfigDict, labels: list[str]) -> dict:
     ...
 
 
@@ -149,9 +148,6 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array,
   Returns (mean loss, total weight). Shared by the adapters so they agree on the
   ignore-label convention.
   """
-  import jax.numpy as jnp
-  import optax
-
   safe = jnp.where(labels < 0, 0, labels)
   weights = jnp.where(labels < 0, 0.0, weights.astype(jnp.float32))
   per = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)

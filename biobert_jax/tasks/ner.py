@@ -1,4 +1,4 @@
-"""The NER task adapter (experiments/tasks/base.py) and raw-text tagging.
+"""The NER task adapter (biobert_jax/tasks/base.py) and raw-text tagging.
 
 Training/evaluation: sentences from `<data_dir>/{train,devel,test}.tsv` (IOB2 after reading),
 one label per word on its first piece, windows for long sentences, conlleval entity F1.
@@ -25,45 +25,32 @@ import numpy as np
 
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
+from biobert_jax.tasks.base import SplitData, TaskData, default_data_dir, masked_cross_entropy
+from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline.tasks import ner as ner_data
-from biobert_jax.tasks.base import SplitData, default_data_dir, masked_cross_entropy
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "devel.tsv", "test": "test.tsv"}
 
 
 def featurize(sentences: Sequence[ner_data.Sentence], tokenizer: Any, labels: Sequence[str],
               max_seq_length: int, stride: int) -> SplitData:
-  """Sentences -> windows of first-piece-labelled features (see data_pipeline.tasks.ner)."""
-  label_to_id = {t: i for i, t in enumerate(labels)}
-  word_pieces = tokenizer.encode_words([s.words for s in sentences])
-  aligned = [ner_data.align_pieces(p, tokenizer.unk_id) for p in word_pieces]
-  word_labels = []
-  for s in sentences:
-    unknown = [t for t in s.tags if t not in label_to_id]
-    if unknown:
-      raise ValueError(f"{s.source}: tags {sorted(set(unknown))} are not in the label set "
-                       f"{list(labels)}")
-    word_labels.append([label_to_id[t] for t in s.tags])
-  features, extra = ner_data.build_features(
-      aligned, word_labels, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
-      pad_id=tokenizer.pad_id, max_seq_length=max_seq_length, stride=stride)
-  extra["labels"] = list(labels)
+  """Sentences -> a SplitData of windows (data_pipeline.tasks.ner.featurize_sentences)."""
+  features, extra = ner_data.featurize_sentences(sentences, tokenizer, labels,
+                                                 max_seq_length, stride)
   return SplitData(features, list(sentences), extra)
 
 
-@dataclasses.dataclass
 class NerTask:
-  """Token classification over IOB2 tags; `labels` is set by `load` (or from task.json)."""
+  """Token classification over IOB2 tags."""
 
-  labels: list[str] = dataclasses.field(default_factory=list)
-  name: str = "ner"
-  primary_metric: str = "f1"
+  name = "ner"
+  primary_metric = "f1"
 
   def extra_tokens(self, config: ml_collections.ConfigDict) -> list[str]:
     del config
     return []
 
-  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> dict[str, SplitData]:
+  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> TaskData:
     root = pathlib.Path(default_data_dir(config))
     sub = config.ner
     raw = {}
@@ -78,20 +65,15 @@ class NerTask:
                                           max_sentences=int(limit))
     # The label inventory covers every split, so a type missing from a small training
     # subset still has an output (it is then simply never predicted).
-    self.labels = ner_data.label_list([s for sents in raw.values() for s in sents])
-    return {split: featurize(sents, tokenizer, self.labels, config.max_seq_length,
-                             config.doc_stride) for split, sents in raw.items()}
+    labels = ner_data.label_list([s for sents in raw.values() for s in sents])
+    splits = {split: featurize(sents, tokenizer, labels, config.max_seq_length,
+                               config.doc_stride) for split, sents in raw.items()}
+    return TaskData(splits, labels)
 
   def make_model(self, bert_config: Any, config: ml_collections.ConfigDict,
-                 dtype: Any) -> nn.Module:
+                 labels: list[str], dtype: Any) -> nn.Module:
     del config
-    if not self.labels:
-      raise ValueError("NerTask.labels is empty: call load() first (or set labels)")
-    return BertForTokenClassification(bert_config, num_labels=len(self.labels), dtype=dtype)
-
-  def init_kwargs(self, config: ml_collections.ConfigDict) -> dict:
-    del config
-    return {}
+    return BertForTokenClassification(bert_config, num_labels=len(labels), dtype=dtype)
 
   def model_inputs(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -106,35 +88,35 @@ class NerTask:
   def predict_outputs(self, outputs: jax.Array) -> dict[str, jax.Array]:
     return {"probs": jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)}
 
-  def word_predictions(self, outputs: dict[str, np.ndarray],
-                       split: SplitData) -> list[list[str]]:
+  def decode(self, outputs: dict[str, np.ndarray], split: SplitData,
+             config: ml_collections.ConfigDict) -> list[list[str]]:
+    """Predicted tags per word of every sentence (each word from the window owning it)."""
+    del config
     labels = split.extra["labels"]
     pred_ids = np.argmax(outputs["probs"], axis=-1)
     merged = ner_data.merge_windows(pred_ids, split.extra,
                                     [len(s.words) for s in split.examples])
     return [[labels[i] for i in ids] for ids in merged]
 
-  def evaluate(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def evaluate(self, decoded: list[list[str]], split: SplitData,
                config: ml_collections.ConfigDict) -> dict:
     del config
-    pred = self.word_predictions(outputs, split)
-    return ner_metrics.ner_scores([s.tags for s in split.examples], pred)
+    return ner_metrics.ner_scores([s.tags for s in split.examples], decoded)
 
-  def write_predictions(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def write_predictions(self, decoded: list[list[str]], split: SplitData,
                         out_path_prefix: str) -> list[str]:
     """CoNLL format `token gold pred`, blank line between sentences (conlleval's input)."""
-    pred = self.word_predictions(outputs, split)
     path = f"{out_path_prefix}.conll"
     with open(path, "w", encoding="utf-8") as f:
-      for sentence, tags in zip(split.examples, pred):
+      for sentence, tags in zip(split.examples, decoded):
         for word, gold, p in zip(sentence.words, sentence.tags, tags):
           f.write(f"{word} {gold} {p}\n")
         f.write("\n")
     return [path]
 
-  def export_info(self, config: ml_collections.ConfigDict, splits: dict[str, Any]) -> dict:
-    del config, splits
-    return {"labels": list(self.labels)}
+  def export_info(self, config: ml_collections.ConfigDict, labels: list[str]) -> dict:
+    del config
+    return {"labels": list(labels)}
 
 
 TASK = NerTask()
@@ -182,10 +164,7 @@ class NerPredictor:
   """A fine-tuned NER model loaded from a finetune workdir (or its model/ subdir)."""
 
   def __init__(self, model_dir: str | os.PathLike, batch_size: int = 32):
-    # Imported here: biobert_jax.trainers.finetune pulls in the checkpoint loaders.
-    from biobert_jax.trainers import finetune as finetune_lib  # pylint: disable=import-outside-toplevel
-
-    loaded = finetune_lib.load_finetuned(model_dir)
+    loaded = model_dir_lib.load_finetuned(model_dir)
     if loaded.info.get("task") != "ner":
       raise ValueError(f"{loaded.model_dir}/task.json is for task "
                        f"{loaded.info.get('task')!r}, not 'ner'")

@@ -32,7 +32,7 @@ from biobert_jax.metrics import bioasq
 from biobert_jax.metrics import qa_decoding
 from biobert_jax.models import BertForQuestionAnswering
 from data_pipeline.tasks import qa as qa_data
-from biobert_jax.tasks.base import SplitData, default_data_dir, masked_cross_entropy
+from biobert_jax.tasks.base import SplitData, TaskData, default_data_dir, masked_cross_entropy
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> pathlib.Path:
@@ -73,11 +73,10 @@ class QuestionAnsweringTask:
              config: ml_collections.ConfigDict, golden: dict | None) -> SplitData:
     features, extra = qa_data.featurize_qa(examples, tokenizer, config.max_seq_length,
                                            config.doc_stride, config.qa.max_query_length)
-    # write_predictions gets no config; decoding settings travel with the split.
-    extra.update(name=name, golden=golden, config=config)
+    extra.update(name=name, golden=golden)
     return SplitData(features, examples, extra)
 
-  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> dict[str, Any]:
+  def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> TaskData:
     d = _data_dir(config)
     q = config.qa
     out: dict[str, Any] = {}
@@ -102,13 +101,12 @@ class QuestionAnsweringTask:
                                  golden))
     if batches:
       out["test"] = batches
-    return out
+    return TaskData(out, [])
 
-  def make_model(self, bert_config: Any, config: ml_collections.ConfigDict, dtype: Any):
+  def make_model(self, bert_config: Any, config: ml_collections.ConfigDict,
+                 labels: list[str], dtype: Any):
+    del config, labels
     return BertForQuestionAnswering(bert_config, dtype=dtype)
-
-  def init_kwargs(self, config: ml_collections.ConfigDict) -> dict:
-    return {}  # the launcher's dummy inputs (incl. entity_positions) trace every param
 
   def model_inputs(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -142,8 +140,8 @@ class QuestionAnsweringTask:
                                        config.qa.max_answer_length)
             for i, e in enumerate(split.examples)]
 
-  def ranked_answers(self, outputs: dict[str, np.ndarray], split: SplitData,
-                     config: ml_collections.ConfigDict) -> dict[str, list[tuple[str, float]]]:
+  def decode(self, outputs: dict[str, np.ndarray], split: SplitData,
+             config: ml_collections.ConfigDict) -> dict[str, list[tuple[str, float]]]:
     """{BioASQ question id: [(answer, weight)] top-k}, pooled over its contexts."""
     per_question: dict[str, list] = collections.defaultdict(list)
     for example, nbest in zip(split.examples, self.nbest_per_example(outputs, split, config)):
@@ -151,9 +149,9 @@ class QuestionAnsweringTask:
     return {qid: qa_decoding.rank_question_answers(lists, config.qa.merge, config.qa.top_k)
             for qid, lists in per_question.items()}
 
-  def evaluate(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def evaluate(self, decoded: dict[str, list[tuple[str, float]]], split: SplitData,
                config: ml_collections.ConfigDict) -> dict:
-    ranked = self.ranked_answers(outputs, split, config)
+    ranked = decoded
     golden = split.extra.get("golden")
     if golden is None:
       golden = golden_from_answers(split.examples)
@@ -162,12 +160,12 @@ class QuestionAnsweringTask:
     result["batch"] = split.extra.get("name", "")
     return result
 
-  def write_predictions(self, outputs: dict[str, np.ndarray], split: SplitData,
+  def write_predictions(self, decoded: dict[str, list[tuple[str, float]]], split: SplitData,
                         out_path_prefix: str) -> list[str]:
     """<prefix>.json in BioASQ submission format (what the official evaluator reads)
     and <prefix>_nbest.json with the weighted answers."""
-    config = split.extra["config"]
-    ranked = self.ranked_answers(outputs, split, config)
+    del split
+    ranked = decoded
     submission = {"questions": [
         {"id": qid, "type": "factoid", "ideal_answer": "Dummy",
          "exact_answer": [[answer] for answer, _ in answers]}
@@ -180,7 +178,8 @@ class QuestionAnsweringTask:
                  for qid, answers in ranked.items()}, f, indent=2)
     return paths
 
-  def export_info(self, config: ml_collections.ConfigDict, splits: dict[str, Any]) -> dict:
+  def export_info(self, config: ml_collections.ConfigDict, labels: list[str]) -> dict:
+    del labels
     return {"max_seq_length": config.max_seq_length, "doc_stride": config.doc_stride,
             "max_query_length": config.qa.max_query_length,
             "n_best_size": config.qa.n_best_size,

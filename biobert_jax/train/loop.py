@@ -1,7 +1,8 @@
-"""The training loop: steps, logging, evaluation, checkpoints, NaN guard, preemption.
+"""The training loop of both trainers: steps, logging, evaluation, checkpoints, NaN guard,
+preemption.
 
-Everything model-, data- and config-specific is passed in (experiments/pretrain.py wires
-it), so this module stays TF-free and testable with any step function and iterator.
+Everything model-, data- and config-specific is passed in (biobert_jax/trainers wires it),
+so this module stays TF-free and testable with any step function and iterator.
 
 Host-device sync: step s's metrics are fetched after step s+1 has been dispatched (one
 step of lag), so the host never idles the accelerator just to read a loss, yet no state
@@ -23,8 +24,9 @@ from jax.experimental import multihost_utils
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.train.metrics_writer import MetricsWriter
 
-LOGGED_KEYS = ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy",
-               "grad_norm", "learning_rate")
+# Step metrics that are bookkeeping, not logged as a mean: the token count becomes
+# tokens_per_sec, is_finite is the NaN guard's input.
+_NOT_LOGGED = ("num_tokens", "is_finite")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,6 +39,9 @@ class LoopConfig:
   log_every: int = 100
   checkpoint_every: int = 1000
   eval_every: int = 0  # 0 = only at the end (when an eval_fn is given)
+  # Extra steps that get a checkpoint and an evaluation (fine-tuning: every epoch end).
+  boundaries: frozenset[int] = frozenset()
+  eval_prefix: str = "eval_"  # eval rows are {eval_prefix + key: value}
 
 
 @dataclasses.dataclass
@@ -44,6 +49,7 @@ class LoopResult:
   final_step: int
   preempted: bool
   last_row: dict[str, Any] | None
+  state: Any = None  # the final (sharded) train state
 
 
 class PreemptionFlag:
@@ -86,15 +92,26 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def default_log_line(step: int, total: int, row: Mapping[str, float], eta: str) -> str:
+  """`step s/total loss x <other means> | tokens/s | lr | ETA` (the progress line)."""
+  others = " ".join(f"{k} {v:.4g}" for k, v in row.items()
+                    if k not in ("loss", "learning_rate", "tokens_per_sec", "grad_norm"))
+  return (f"step {step}/{total} loss {row['loss']:.4f} {others} | "
+          f"{row['tokens_per_sec']:.0f} tokens/s (non-pad) | lr {row['learning_rate']:.2e} | "
+          f"ETA {eta}")
+
+
 def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, Any]]],
         batches: Iterator[Mapping[str, np.ndarray]],
         to_global: Callable[[Mapping[str, np.ndarray]], Any],
         data_state: Callable[[], dict], checkpoints: CheckpointManager,
         writer: MetricsWriter, config: LoopConfig,
-        eval_fn: Callable[[Any], Mapping[str, float]] | None = None,
+        eval_fn: Callable[[Any, int], Mapping[str, float]] | None = None,
         eval_writer: MetricsWriter | None = None,
         preemption: PreemptionFlag | None = None,
-        log_fn: Callable[[str], None] = logging.info) -> LoopResult:
+        log_fn: Callable[[str], None] = logging.info,
+        log_line: Callable[[int, int, Mapping[str, float], str], str] = default_log_line,
+        observe: Callable[[int, Mapping[str, float]], None] | None = None) -> LoopResult:
   """Trains from `state["step"]` to `config.total_steps`.
 
   Args:
@@ -102,16 +119,23 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
     train_step: jitted (state, global batch) -> (state, metrics); state is donated.
     batches: this process's numpy batches.
     to_global: process-local numpy batch -> global sharded arrays.
-    data_state: returns the iterator's JSON state (saved with every checkpoint).
-    checkpoints: where states go (a save every checkpoint_every steps and at the end).
+    data_state: returns the JSON state saved with every checkpoint (the iterator's
+      position, and whatever else the trainer needs to resume, e.g. best-so-far).
+    checkpoints: where states go (a save every checkpoint_every steps, at every boundary
+      and at the end).
     writer: metrics.jsonl (+ TensorBoard) writer; a row every log_every steps and at
       the last step.
     config: step counts.
-    eval_fn: params -> eval metrics, run every eval_every steps and at the end.
+    eval_fn: (params, step) -> eval metrics, run every eval_every steps, at every
+      boundary and at the end, after that step was checked and before it is saved (so a
+      saved data_state already includes that evaluation). An empty result writes no row.
     eval_writer: where eval rows go (eval_metrics.jsonl).
     preemption: flag checked every step; when set, the current state is saved and the
       loop returns with preempted=True.
     log_fn: where the progress line goes (process 0 only).
+    log_line: (step, total, logged row, ETA) -> the progress line.
+    observe: called with (step, host metrics) for every step once it was checked finite,
+      in step order (e.g. a trainer's per-epoch loss sums, saved in data_state).
 
   Raises:
     NonFiniteLossError: naming the first step whose loss or gradient norm is NaN/inf.
@@ -130,31 +154,37 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
     host = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
     if not host.pop("is_finite", 1.0):
       checkpoints.wait()
+      good = checkpoints.latest_step()
+      where = (f"the last good checkpoint is step {good} in {checkpoints.directory}"
+               if good is not None else
+               f"no checkpoint was saved yet (in {checkpoints.directory})")
       raise NonFiniteLossError(
           f"step {s}: non-finite loss={host['loss']} / grad_norm={host['grad_norm']}; "
-          f"stopped without saving it, last good checkpoint is step "
-          f"{checkpoints.latest_step()} in {checkpoints.directory}")
+          f"stopped without saving it; {where}. Lower the learning rate or check the "
+          f"input data before resuming.")
+    if observe is not None:
+      observe(s, host)
     window.append(host)
     if s % config.log_every == 0 or s == total:
       now = time.perf_counter()
-      row = {k: float(np.mean([w[k] for w in window])) for k in LOGGED_KEYS}
+      row = {k: float(np.mean([w[k] for w in window])) for k in host
+             if k not in _NOT_LOGGED}
       row["learning_rate"] = window[-1]["learning_rate"]
       row["tokens_per_sec"] = sum(w["num_tokens"] for w in window) / max(now - window_start, 1e-9)
       rate = (s - run_start_step) / max(now - run_start, 1e-9)
       last_row = writer.write(s, row)
       if jax.process_index() == 0:
-        log_fn(f"step {s}/{total} loss {row['loss']:.4f} mlm_acc {row['mlm_accuracy']:.3f} "
-               f"nsp_acc {row['nsp_accuracy']:.3f} | {row['tokens_per_sec']:.0f} tokens/s "
-               f"(non-pad) | lr {row['learning_rate']:.2e} | "
-               f"ETA {_format_eta((total - s) / max(rate, 1e-9))}")
+        log_fn(log_line(s, total, row, _format_eta((total - s) / max(rate, 1e-9))))
       window.clear()
       window_start = now
 
   def evaluate(s: int) -> None:
     if eval_fn is None:
       return
-    result = dict(eval_fn(state["params"]))
-    (eval_writer or writer).write(s, {f"eval_{k}": v for k, v in result.items()})
+    result = dict(eval_fn(state["params"], s))
+    if not result:
+      return
+    (eval_writer or writer).write(s, {f"{config.eval_prefix}{k}": v for k, v in result.items()})
     if jax.process_index() == 0:
       log_fn(f"eval at step {s}: " + " ".join(f"{k} {v:.4f}" for k, v in result.items()))
 
@@ -166,7 +196,6 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
     last_saved = s
 
   preempted = False
-  start_step = step
   while step < total:
     if preemption is not None and _any_process(preemption.is_set()):
       preempted = True
@@ -177,20 +206,20 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
     if pending is not None:
       check_and_log(pending)
     pending = (step, metrics)
-    boundary = step % config.checkpoint_every == 0 or step == total
-    eval_now = config.eval_every and step % config.eval_every == 0 and step != total
+    boundary = (step % config.checkpoint_every == 0 or step == total
+                or step in config.boundaries)
+    eval_now = ((config.eval_every and step % config.eval_every == 0)
+                or step == total or step in config.boundaries)
     if boundary or eval_now:
       check_and_log(pending)
       pending = None
-    if boundary:
-      save(step)
     if eval_now:
       evaluate(step)
+    if boundary:
+      save(step)
   if pending is not None:
     check_and_log(pending)
   if last_saved != step:
     save(step)
-  if not preempted and step == total and step > start_step:
-    evaluate(step)
   checkpoints.wait()
-  return LoopResult(final_step=step, preempted=preempted, last_row=last_row)
+  return LoopResult(final_step=step, preempted=preempted, last_row=last_row, state=state)

@@ -1,5 +1,9 @@
 """Optimisers as BERT trains: AdamW / LAMB, no decay on LayerNorm and biases, warmup+decay.
 
+Both trainers build theirs with `optimizer_from_config(config, total_steps)`, which reads
+the same flat config keys in both (optimizer, learning_rate, warmup_steps or
+warmup_proportion, weight_decay, b1, b2, eps, clip_norm, trainable).
+
 `make_optimizer(cfg)` reads these cfg fields (any object with attributes or a mapping):
   optimizer      "adamw" | "lamb"
   learning_rate  peak learning rate
@@ -115,3 +119,35 @@ def make_optimizer(cfg: Any) -> tuple[optax.GradientTransformation, Callable]:
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                lambda params: trainable_labels(params, trainable))
   return tx, schedule
+
+
+def optimizer_from_config(config: Any, total_steps: int, *,
+                          extra_trainable: Sequence[str] = ()
+                          ) -> tuple[optax.GradientTransformation, Callable]:
+  """(tx, schedule) from a trainer config: the one place both trainers read its keys.
+
+  Warmup is `config.warmup_steps` when the config has that key (pre-training), else
+  `int(config.warmup_proportion * total_steps)` (fine-tuning, BERT's run_classifier).
+  `extra_trainable` patterns are added to `config.trainable` (e.g. fine-tuning's
+  trainable_top_k).
+
+  Raises:
+    ValueError: for a negative warmup or a warmup proportion outside [0, 1].
+  """
+  if "warmup_steps" in config:
+    warmup = int(config.warmup_steps)
+    key = "warmup_steps"
+  else:
+    proportion = float(config.warmup_proportion)
+    if not 0.0 <= proportion <= 1.0:
+      raise ValueError(f"config.warmup_proportion={proportion} must be in [0, 1]")
+    warmup = int(proportion * int(total_steps))  # floor, as BERT's run_classifier
+    key = "warmup_proportion"
+  if warmup < 0:
+    raise ValueError(f"config.{key} gives a negative warmup ({warmup} steps)")
+  trainable = tuple(config.trainable or ()) + tuple(extra_trainable)
+  return make_optimizer(dict(
+      optimizer=config.optimizer, learning_rate=float(config.learning_rate),
+      warmup_steps=warmup, total_steps=int(total_steps),
+      weight_decay=float(config.weight_decay), b1=float(config.b1), b2=float(config.b2),
+      eps=float(config.eps), clip_norm=float(config.clip_norm), trainable=trainable))

@@ -1,6 +1,7 @@
-"""One pre-training step (with in-step gradient accumulation) and one eval step.
+"""Train steps: pre-training (with in-step gradient accumulation), a generic mean-loss step
+(fine-tuning), both through `apply_gradients`; the pre-training eval step; jit helpers.
 
-Batches use the original BERT feature names: input_ids, input_mask, segment_ids,
+Pre-training batches use the original BERT feature names: input_ids, input_mask, segment_ids,
 masked_lm_positions, masked_lm_ids, masked_lm_weights, next_sentence_labels.
 """
 from __future__ import annotations
@@ -96,18 +97,48 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
       (grads, sums), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
 
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
-    metrics = losses.metrics_from_sums(sums)
-    grad_norm = optax.global_norm(grads)
-    metrics.update(
-        grad_norm=grad_norm,
-        learning_rate=schedule(state["step"]),
-        num_tokens=jnp.sum(batch["input_mask"].astype(jnp.float32)),
-        is_finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
-    new_state = {"params": new_params, "opt_state": opt_state,
-                 "step": state["step"] + 1, "rng": state["rng"]}
-    return new_state, metrics
+    return apply_gradients(state, grads, losses.metrics_from_sums(sums), tx, schedule,
+                           num_tokens=jnp.sum(batch["input_mask"].astype(jnp.float32)))
+
+  return train_step
+
+
+def apply_gradients(state: dict, grads: Any, metrics: dict[str, jax.Array],
+                    tx: optax.GradientTransformation,
+                    schedule: Callable[[jax.Array], jax.Array], *,
+                    num_tokens: jax.Array) -> tuple[dict, dict]:
+  """The optimiser update and the metrics every trainer's loop relies on.
+
+  Adds grad_norm, learning_rate (the rate applied at this step), num_tokens and is_finite
+  (loss and gradient norm finite: the loop's NaN guard) to `metrics` (which holds "loss").
+  """
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  grad_norm = optax.global_norm(grads)
+  metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state["step"]),
+                 num_tokens=num_tokens,
+                 is_finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
+  new_state = {"params": optax.apply_updates(state["params"], updates),
+               "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
+  return new_state, metrics
+
+
+def make_loss_train_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
+                         tx: optax.GradientTransformation,
+                         schedule: Callable[[jax.Array], jax.Array], *,
+                         token_mask_key: str = "attention_mask") -> Callable:
+  """train_step(state, batch) -> (new_state, metrics) for a mean loss (fine-tuning).
+
+  loss_fn(params, batch, dropout_rng) -> (scalar loss, {name: scalar}); the dropout key is
+  fold_in(state["rng"], state["step"]), as in pre-training, so a resumed run and a run on
+  another mesh draw the same masks. num_tokens counts `batch[token_mask_key]`.
+  """
+  def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
+    step_rng = jax.random.fold_in(state["rng"], state["step"])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, step_rng)
+    metrics = dict(metrics, loss=loss)
+    return apply_gradients(state, grads, metrics, tx, schedule,
+                           num_tokens=jnp.sum(batch[token_mask_key].astype(jnp.float32)))
 
   return train_step
 

@@ -1,66 +1,89 @@
-"""The fine-tuning loop shared by NER, RE and QA (the task adapters are experiments/tasks).
+"""The fine-tuning trainer shared by NER, RE and QA (task adapters: biobert_jax/tasks).
 
 `run(config, workdir)`: checkpoint + tokenizer -> task extra tokens (vocab surgery) -> task
-data -> task model, init, graft the pre-trained encoder -> AdamW with BERT's warmup/decay ->
-jit'd train steps, dev evaluation every epoch, best epoch kept -> final dev/test evaluation
-of the best params, predictions, eval_results.json, and the best model in
-`<workdir>/model/` (native checkpoint + vocab.txt + task.json) for experiments.predict.
+data -> task model, init, graft the pre-trained encoder -> the optimiser both trainers
+build (train/optim.optimizer_from_config) -> train steps on the device mesh, dev
+evaluation at every epoch end, best epoch kept -> final dev/test evaluation of the best
+params, predictions, eval_results.json and `<workdir>/model/` (trainers/model_dir).
+
+It is the pre-training trainer's sibling and shares its parts: the train state dict
+{params, opt_state, step, rng} (train/state), the jitted step with explicit shardings and
+dropout key fold_in(rng, step) (train/step), and the loop (train/loop: metrics read one
+step late, loss and gradient norm checked finite before any save, SIGTERM saves and
+returns).
+
+Resume: a checkpoint every `checkpoint_every` steps and at every epoch end holds the
+state and, as JSON, the per-epoch loss sums, the history and the best-so-far (score,
+epoch, step). The best epoch's params are their own checkpoint (`checkpoints_best/`).
+Each epoch's batch order is derived from (seed, epoch), so the position in the data is
+just the step. Re-running the same command after a kill continues where the last
+checkpoint left off and ends with the same eval_results.json as an uninterrupted run.
+
+Workdir (trainers/workdir): a re-run with a different config refuses before writing
+anything; results (eval_results.json, predictions_*, model/) are staged in
+`results.tmp/` and moved into place when all are complete, eval_results.json last.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
-import math
 import os
-import pathlib
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
-import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from biobert_jax import checkpoints as checkpoints_lib
+from biobert_jax import models, sharding
 from biobert_jax.checkpoints import surgery
+from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
-from biobert_jax import models
-from biobert_jax.models import init_params
-from biobert_jax.train.optim import make_optimizer
-from data_pipeline.tokenization import load_tokenizer, read_vocab
-from biobert_jax.trainers import model_dir as finetune_io
-from biobert_jax.tasks import SplitData, Task, get_task
+from biobert_jax.tasks import SplitData, Task, TaskData, get_task
+from biobert_jax.train import loop, metrics_writer, optim
+from biobert_jax.train import state as state_lib
+from biobert_jax.train import step as step_lib
+from biobert_jax.trainers import model_dir as model_dir_lib
+from biobert_jax.trainers import workdir as workdir_lib
+from biobert_jax.trainers.validation import (check_splits, split_notes,
+                                             validate_finetune_config)
+from data_pipeline.tokenization import load_tokenizer
 
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "checkpoints_best"
+STAGING_DIR = "results.tmp"
+RESULTS_NAME = "eval_results.json"
 
 
 @dataclasses.dataclass
 class Setup:
-  """Everything built before training starts."""
+  """Everything built before training starts (nothing of it is written to disk)."""
   task: Task
   tokenizer: Any
   bert_config: BertConfig
   module: Any
   params: Any
-  splits: dict[str, Any]
+  data: TaskData
   vocab_path: str
   lowercase: bool
   extra_tokens: list[str]
+  surgery_report: Any = None
+
+  @property
+  def splits(self) -> dict[str, Any]:
+    return self.data.splits
 
 
-def _pretrained(config: ml_collections.ConfigDict) -> tuple[BertConfig | None, Any]:
-  if not config.init_checkpoint:
-    return None, None
-  from biobert_jax import checkpoints  # pylint: disable=import-outside-toplevel
-
-  return checkpoints.load(config.init_checkpoint)
-
-
-def build(config: ml_collections.ConfigDict, workdir: str) -> Setup:
-  """Tokenizer, data, model and grafted params (the surgery report goes to workdir)."""
+def build(config: ml_collections.ConfigDict) -> Setup:
+  """Tokenizer, data, model and grafted params."""
   task = get_task(config.task)
-  bert_config, pretrained = _pretrained(config)
-  vocab_path = finetune_io.resolve_vocab(config)
-  lowercase = finetune_io.resolve_lowercase(config, vocab_path)
+  bert_config, pretrained = (checkpoints_lib.load(config.init_checkpoint)
+                             if config.init_checkpoint else (None, None))
+  vocab_path = model_dir_lib.resolve_vocab(config)
+  lowercase = model_dir_lib.resolve_lowercase(config, vocab_path)
   extra = list(task.extra_tokens(config))
   tokenizer = load_tokenizer(vocab_path, lowercase=lowercase, extra_tokens=extra)
   if bert_config is None:  # random init: a preset sized to the vocabulary
@@ -80,49 +103,32 @@ def build(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   if config.dropout_rate >= 0:
     bert_config = bert_config.replace(hidden_dropout_prob=float(config.dropout_rate),
                                       attention_probs_dropout_prob=float(config.dropout_rate))
-  splits = task.load(config, tokenizer)
-  module = task.make_model(bert_config, config, models.compute_dtype(config.dtype))
-  params = init_params(module, jax.random.key(int(config.seed)),
-                       seq_len=min(16, int(config.max_seq_length)), **task.init_kwargs(config))
+  data = task.load(config, tokenizer)
+  module = task.make_model(bert_config, config, data.labels,
+                           models.compute_dtype(config.dtype))
+  params = models.init_params(module, jax.random.key(int(config.seed)),
+                              seq_len=min(16, int(config.max_seq_length)))
+  report = None
   if pretrained is not None:
-    params, report = surgery.graft_encoder(params, pretrained, reinit=tuple(config.reinit))
+    heads = ([k for k in params if k != "encoder"]
+             if config.get("init_heads", "fitting") == "fitting" else [])
+    params, report = surgery.graft_encoder(params, pretrained, reinit=tuple(config.reinit),
+                                           keep_fitting=heads)
     print(report.format(), flush=True)
-    report.save(os.path.join(workdir, "surgery_report.json"))
-  return Setup(task, tokenizer, bert_config, module, params, splits, vocab_path, lowercase,
-               extra)
+  params = jax.device_get(params)
+  return Setup(task, tokenizer, bert_config, module, params, data, vocab_path, lowercase,
+               extra, report)
 
 
 def trainable_patterns(config: ml_collections.ConfigDict,
                        bert_config: BertConfig) -> tuple[str, ...]:
-  patterns = tuple(config.trainable)
+  """Patterns added to config.trainable by config.trainable_top_k (>= 0)."""
   if config.trainable_top_k >= 0:
-    patterns += surgery.trainable_patterns_top_k(bert_config, int(config.trainable_top_k))
-  return patterns
+    return surgery.trainable_patterns_top_k(bert_config, int(config.trainable_top_k))
+  return ()
 
 
-def make_steps(setup: Setup, tx: optax.GradientTransformation,
-               schedule: Callable) -> tuple[Callable, Callable]:
-  """jit'd (train_step, predict_step)."""
-  task, module = setup.task, setup.module
-
-  def train_step(params, opt_state, batch, rng, step):
-    def loss_fn(p):
-      outputs = module.apply({"params": p}, **task.model_inputs(batch), deterministic=False,
-                             rngs={"dropout": rng})
-      return task.loss(outputs, batch)
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   learning_rate=schedule(step))
-    return params, opt_state, metrics
-
-  def predict_step(params, batch):
-    outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
-    return task.predict_outputs(outputs)
-
-  return jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(predict_step)
+# ---- batches --------------------------------------------------------------------------------
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
@@ -168,6 +174,44 @@ def trim_batch(batch: dict[str, np.ndarray], length: int, full: int) -> dict[str
           for k, v in batch.items()}
 
 
+def _device_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """int64/float64 host arrays as the int32/float32 the device computes with."""
+  out = {}
+  for k, v in batch.items():
+    if v.dtype.kind in "iu" and v.dtype.itemsize > 4:
+      v = v.astype(np.int32)
+    elif v.dtype.kind == "f" and v.dtype.itemsize > 4:
+      v = v.astype(np.float32)
+    out[k] = v
+  return out
+
+
+def train_batches(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
+                  start_step: int, bucket: int = 0, group: int = 0
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Training batches from `start_step` on, forever (the loop stops at total_steps).
+
+  Epoch e's order comes from a generator seeded with (seed, e) alone, so a resumed run
+  recomputes exactly the batches an uninterrupted one would have seen.
+  """
+  mask = split.features.get("attention_mask")
+  lengths = mask.sum(axis=1) if mask is not None else None
+  epoch, offset = divmod(int(start_step), steps_per_epoch)
+  while True:
+    order = epoch_batches(split.num_features, batch_size,
+                          np.random.default_rng([int(seed), epoch]), lengths, group)
+    for idx in order[offset:]:
+      batch = {k: v[idx] for k, v in split.features.items()}
+      if bucket > 0 and "attention_mask" in batch:
+        full = batch["attention_mask"].shape[1]
+        batch = trim_batch(batch, trimmed_length(batch["attention_mask"], bucket), full)
+      yield _device_dtypes(batch)
+    epoch, offset = epoch + 1, 0
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+
 def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_size: int,
                   bucket: int = 0) -> dict[str, np.ndarray]:
   """Outputs over all features of a split, in feature order.
@@ -190,7 +234,7 @@ def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_s
       batch = {k: np.concatenate([v, np.repeat(v[:1], batch_size - rows, axis=0)])
                for k, v in batch.items()}
     length = trimmed_length(batch["attention_mask"], bucket) if use_buckets else full
-    out = jax.device_get(predict_step(params, trim_batch(batch, length, full)))
+    out = jax.device_get(predict_step(params, _device_dtypes(trim_batch(batch, length, full))))
     chunk = {}
     for k, v in out.items():
       v = np.asarray(v)[:rows]
@@ -207,169 +251,261 @@ def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_s
   return {k: v[inverse] for k, v in stacked.items()}
 
 
-def evaluate_split(setup: Setup, predict_step: Callable, params: Any,
+def evaluate_split(task: Task, predict_step: Callable, params: Any,
                    split: SplitData | list[SplitData], config: ml_collections.ConfigDict,
                    out_prefix: str | None = None) -> dict:
-  """task.evaluate on one split (or each batch of a list, plus their average)."""
+  """task.evaluate on one split (or each batch of a list, plus their average); the
+  outputs are decoded once and the same decoding is written as predictions."""
   if isinstance(split, (list, tuple)):
-    results = [evaluate_split(setup, predict_step, params, s, config,
+    results = [evaluate_split(task, predict_step, params, s, config,
                               f"{out_prefix}_batch{i + 1}" if out_prefix else None)
                for i, s in enumerate(split)]
     keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
     average = {k: float(np.mean([r[k] for r in results])) for k in keys}
     return {"batches": results, "average": average,
-            setup.task.primary_metric: average.get(setup.task.primary_metric, 0.0)}
+            task.primary_metric: average.get(task.primary_metric, 0.0)}
   outputs = predict_split(predict_step, params, split, int(config.eval_batch_size),
                           int(config.bucket_length))
-  result = setup.task.evaluate(outputs, split, config)
+  decoded = task.decode(outputs, split, config)
+  result = task.evaluate(decoded, split, config)
   if out_prefix and config.write_predictions:
     result["prediction_files"] = [os.path.basename(p) for p in
-                                  setup.task.write_predictions(outputs, split, out_prefix)]
+                                  task.write_predictions(decoded, split, out_prefix)]
   return result
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Fine-tunes, evaluates and exports; returns the eval_results.json content."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2) + "\n")
-  setup = build(config, workdir)
+# ---- the trainer ----------------------------------------------------------------------------
+
+
+def _check_batch_sizes(config: ml_collections.ConfigDict, batch_size: int,
+                       mesh: Any) -> None:
+  shards = sharding.batch_shard_count(mesh)
+  for key, value in (("batch_size", batch_size), ("eval_batch_size", config.eval_batch_size)):
+    if int(value) % shards:
+      raise ValueError(
+          f"config.{key}={value} is not divisible by the {shards} batch shards (data x "
+          f"fsdp) of mesh {dict(mesh.shape)}: set config.{key} to a multiple of {shards} "
+          f"or change config.mesh")
+
+
+def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
+                compiler_options: dict | None) -> tuple[Callable, Callable]:
+  """(jitted train_step(state, batch), jitted predict_step(params, batch))."""
+  task, module = setup.task, setup.module
+
+  def loss_fn(params, batch, rng):
+    outputs = module.apply({"params": params}, **task.model_inputs(batch),
+                           deterministic=False, rngs={"dropout": rng})
+    return task.loss(outputs, batch)
+
+  def predict(params, batch):
+    outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
+    return task.predict_outputs(outputs)
+
+  train_step = step_lib.jit_train_step(step_lib.make_loss_train_step(loss_fn, tx, schedule),
+                                       shardings, mesh, compiler_options=compiler_options)
+  predict_step = jax.jit(predict,
+                         in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
+                         out_shardings=NamedSharding(mesh, P()),
+                         compiler_options=compiler_options)
+  return train_step, predict_step
+
+
+def _fresh_tracker() -> dict:
+  return {"epoch_loss_sum": 0.0, "epoch_steps": 0, "history": [], "best": None}
+
+
+def _publish(stage: str, workdir: str) -> None:
+  """Moves every staged result into the workdir, eval_results.json last."""
+  names = sorted(os.listdir(stage), key=lambda n: (n == RESULTS_NAME, n))
+  for name in names:
+    final = os.path.join(workdir, name)
+    if os.path.isdir(final) and not os.path.islink(final):
+      shutil.rmtree(final)
+    os.replace(os.path.join(stage, name), final)
+  os.rmdir(stage)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        compiler_options: dict | None = None,
+        devices: list[jax.Device] | None = None) -> dict:
+  """Fine-tunes (or resumes), evaluates and exports; returns the eval_results.json content.
+
+  Args:
+    config: an experiments/configs/finetune.py config.
+    workdir: the run's directory (resumed when it holds this config's checkpoints).
+    compiler_options: XLA options for the jitted steps (tests pass
+      {"xla_backend_optimization_level": 0} to compile faster).
+    devices: the devices config.mesh lays out (default: all).
+
+  Returns:
+    The results, or {"preempted": True, "step": s} when SIGTERM stopped training (a
+    checkpoint was saved; re-running the same command continues).
+  """
+  validate_finetune_config(config)
+  workdir = os.path.abspath(workdir)
+  setup = build(config)
+  check_splits(setup.splits, config)  # empty dev/test dropped (and said) before training
   train = setup.splits["train"]
   n_train = train.num_features
   if n_train == 0:
     raise ValueError("no training features (check config.data_dir / max_train_examples)")
   batch_size = min(int(config.batch_size), n_train)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
   total_steps = steps_per_epoch * int(config.num_epochs)
-  opt_cfg = dict(optimizer=config.optimizer, learning_rate=config.learning_rate,
-                 warmup_steps=int(config.warmup_proportion * total_steps),
-                 total_steps=total_steps, weight_decay=config.weight_decay, b1=config.b1,
-                 b2=config.b2, eps=config.eps, clip_norm=config.clip_norm,
-                 trainable=trainable_patterns(config, setup.bert_config))
-  tx, schedule = make_optimizer(opt_cfg)
-  params = setup.params
-  opt_state = tx.init(params)
-  train_step, predict_step = make_steps(setup, tx, schedule)
-  logger = finetune_io.MetricsLogger(workdir)
-  rng = jax.random.key(int(config.seed) + 1)
-  order_rng = np.random.default_rng(int(config.seed))
-  dev = setup.splits.get("dev")
-  mask = train.features.get("attention_mask")
-  lengths = mask.sum(axis=1) if mask is not None else None
-  history, best, best_params = [], None, None
-  step, t_window, window_steps = 0, time.time(), 0
-  t_start = time.time()
-  print(f"training: {n_train} features, batch {batch_size}, {steps_per_epoch} steps/epoch, "
-        f"{total_steps} steps", flush=True)
-  for epoch in range(1, int(config.num_epochs) + 1):
-    losses = []
-    for idx in epoch_batches(n_train, batch_size, order_rng, lengths,
-                             int(config.group_by_length)):
-      batch = {k: v[idx] for k, v in train.features.items()}
-      if config.bucket_length > 0 and "attention_mask" in batch:
-        full = batch["attention_mask"].shape[1]
-        batch = trim_batch(batch, trimmed_length(batch["attention_mask"],
-                                                 int(config.bucket_length)), full)
-      rng, step_rng = jax.random.split(rng)
-      params, opt_state, metrics = train_step(params, opt_state, batch, step_rng, step)
-      step += 1
-      window_steps += 1
-      losses.append(metrics["loss"])
-      if step % int(config.log_every) == 0 or step == total_steps:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        # The mean over the logging window, not the last (noisy) batch's loss.
-        window = losses[-min(window_steps, len(losses)):]
-        metrics["loss"] = float(np.mean(jax.device_get(window)))
-        elapsed = time.time() - t_window
-        rate = window_steps / max(elapsed, 1e-9)
-        eta = (total_steps - step) / max(rate, 1e-9)
-        print(f"step {step}/{total_steps} epoch {epoch} loss {metrics['loss']:.4f} "
-              f"lr {metrics['learning_rate']:.2e} {rate:.2f} steps/s "
-              f"{rate * batch_size:.1f} examples/s ETA {eta:.0f}s", flush=True)
-        logger.write(step, {f"train/{k}": v for k, v in metrics.items()} |
-                     {"train/steps_per_sec": rate, "train/examples_per_sec": rate * batch_size})
-        t_window, window_steps = time.time(), 0
+  tx, schedule = optim.optimizer_from_config(
+      config, total_steps, extra_trainable=trainable_patterns(config, setup.bert_config))
+  specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                 setup.params)
+  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+
+  # Nothing is written before this check: a re-run with another config stops here.
+  workdir_lib.check_or_record_config(workdir, config)
+  if setup.surgery_report is not None:
+    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
+      setup.surgery_report.save(tmp)
+  checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
+                                  keep=int(config.keep_checkpoints), async_save=True)
+  best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
+                                       async_save=False)
+  tracker = _fresh_tracker()
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    state, data_state = checkpoints.restore(
+        latest, state_lib.with_shardings(abstract_state, shardings))
+    tracker = data_state["tracker"]
+    for s in best_checkpoints.all_steps():
+      if s > latest:  # saved after the checkpoint we resume from: it will be redone
+        best_checkpoints.delete(s)
+    print(f"resumed from {checkpoints.directory} step {latest}", flush=True)
+  else:
+    state, shardings = state_lib.state_from_params(setup.params, specs, tx, mesh,
+                                                   int(config.seed))
+  start_step = int(jax.device_get(state["step"]))
+  train_step, predict_step = _make_steps(setup, tx, schedule, shardings, mesh,
+                                         compiler_options)
+
+  task, dev = setup.task, setup.splits.get("dev")
+  tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
+  writer = metrics_writer.MetricsWriter(workdir, "metrics", tensorboard_dir=tb_dir)
+  eval_writer = metrics_writer.MetricsWriter(workdir, "eval_metrics", tensorboard_dir=tb_dir)
+  writer.truncate_after(start_step)
+  eval_writer.truncate_after(start_step)
+
+  def observe(step: int, host: dict) -> None:
+    del step
+    tracker["epoch_loss_sum"] += host["loss"]
+    tracker["epoch_steps"] += 1
+
+  def end_of_epoch(params: Any, step: int) -> dict:
+    if step % steps_per_epoch:
+      return {}
+    epoch = step // steps_per_epoch
     entry = {"epoch": epoch, "step": step,
-             "train_loss": float(np.mean(jax.device_get(losses))) if losses else None}
+             "train_loss": (tracker["epoch_loss_sum"] / tracker["epoch_steps"]
+                            if tracker["epoch_steps"] else None)}
+    tracker["epoch_loss_sum"], tracker["epoch_steps"] = 0.0, 0
+    logged = {}
     if dev is not None and config.eval_every_epoch:
-      result = evaluate_split(setup, predict_step, params, dev, config)
-      entry["dev"] = finetune_io.scalars(result)
-      logger.write(step, {f"dev/{k}": v for k, v in entry["dev"].items()})
-      score = result[setup.task.primary_metric]
-      print(f"epoch {epoch}: dev {setup.task.primary_metric} {score:.4f}", flush=True)
-      if best is None or score > best[1]:
-        best = (epoch, score)
-        # A real host copy: on CPU device_get can alias the device buffer, which the next
-        # (donating) train step reuses.
-        best_params = jax.tree.map(lambda x: np.array(x, copy=True), params)
-    t_window, window_steps = time.time(), 0  # evaluation time is not training speed
-    history.append(entry)
-  if best_params is None:  # no dev evaluation: the last epoch is the result
-    best = (int(config.num_epochs), None)
-    best_params = jax.tree.map(lambda x: np.array(x, copy=True), params)
-  results: dict[str, Any] = {"task": config.task, "best_epoch": best[0],
-                             "primary_metric": setup.task.primary_metric}
-  for split in ("dev", "test"):
-    if split in setup.splits:
-      results[split] = evaluate_split(setup, predict_step, best_params, setup.splits[split],
-                                      config, os.path.join(workdir, f"predictions_{split}"))
-  results["history"] = history
-  results["train_seconds"] = time.time() - t_start
-  with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
-    f.write("\n")
-  logger.close()
-  if config.save_model:
-    save_finetuned(setup, best_params, config, os.path.join(workdir, "model"))
+      result = evaluate_split(task, predict_step, params, dev, config)
+      entry["dev"] = logged = model_dir_lib.scalars(result)
+      score = result[task.primary_metric]
+      print(f"epoch {epoch}: dev {task.primary_metric} {score:.4f}", flush=True)
+      best = tracker["best"]
+      if best is None or score > best["score"]:
+        best_checkpoints.save(step, {"params": params}, {"epoch": epoch, "score": score})
+        tracker["best"] = {"epoch": epoch, "step": step, "score": score}
+    tracker["history"].append(entry)
+    return logged
+
+  def log_line(step: int, total: int, row: dict, eta: str) -> str:
+    epoch = -(-step // steps_per_epoch)
+    others = " ".join(f"{k} {v:.4f}" for k, v in row.items()
+                      if k not in ("loss", "learning_rate", "tokens_per_sec", "grad_norm"))
+    return (f"step {step}/{total} epoch {epoch} loss {row['loss']:.4f} {others} | "
+            f"{row['tokens_per_sec']:.0f} tokens/s | lr {row['learning_rate']:.2e} | "
+            f"ETA {eta}")
+
+  print(f"training: {n_train} features, batch {batch_size}, {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps, mesh {dict(mesh.shape)}", flush=True)
+  t_start = time.time()
+  batch_sharding = sharding.batch_sharding(mesh)
+  preemption = loop.PreemptionFlag().install()
+  try:
+    result = loop.run(
+        state=state, train_step=train_step,
+        batches=train_batches(train, batch_size, steps_per_epoch, int(config.seed),
+                              start_step, int(config.bucket_length),
+                              int(config.group_by_length)),
+        to_global=lambda b: jax.device_put(b, batch_sharding),
+        data_state=lambda: {"tracker": copy.deepcopy(tracker)},
+        checkpoints=checkpoints, writer=writer,
+        config=loop.LoopConfig(
+            total_steps=total_steps, log_every=int(config.log_every),
+            checkpoint_every=int(config.checkpoint_every),
+            boundaries=frozenset(range(steps_per_epoch, total_steps + 1, steps_per_epoch)),
+            eval_prefix="dev_"),
+        eval_fn=end_of_epoch, eval_writer=eval_writer, preemption=preemption,
+        log_fn=lambda line: print(line, flush=True), log_line=log_line, observe=observe)
+  finally:
+    preemption.uninstall()
+    checkpoints.close()
+    writer.close()
+    eval_writer.close()
+  try:
+    if result.preempted:
+      print(f"preempted at step {result.final_step}: checkpoint saved; re-run the same "
+            "command to continue", flush=True)
+      return {"preempted": True, "step": result.final_step}
+    best = tracker["best"]
+    if best is not None:
+      target = {"params": state_lib.with_shardings(abstract_params, shardings["params"])}
+      restored, _ = best_checkpoints.restore(best["step"], target)
+      params, best_epoch = restored["params"], best["epoch"]
+    else:  # no dev evaluation: the last epoch is the result
+      params, best_epoch = result.state["params"], int(config.num_epochs)
+    return _finish(setup, config, workdir, predict_step, params, best_epoch,
+                   tracker["history"], time.time() - t_start)
+  finally:
+    best_checkpoints.close()
+
+
+def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
+            predict_step: Callable, params: Any, best_epoch: int, history: list,
+            train_seconds: float) -> dict:
+  """Final evaluation, predictions and model, staged and then published together."""
+  stage = os.path.join(workdir, STAGING_DIR)
+  if os.path.exists(stage):
+    shutil.rmtree(stage)
+  os.makedirs(stage)
+  task = setup.task
+  results: dict[str, Any] = {"task": config.task, "best_epoch": best_epoch,
+                             "primary_metric": task.primary_metric,
+                             **split_notes(setup.splits)}
+  try:
+    for split in ("dev", "test"):
+      if split in setup.splits:
+        results[split] = evaluate_split(task, predict_step, params, setup.splits[split],
+                                        config, os.path.join(stage, f"predictions_{split}"))
+    results["history"] = history
+    results["train_seconds"] = train_seconds
+    if config.save_model:
+      info = {"task": task.name, "max_seq_length": int(config.max_seq_length),
+              "doc_stride": int(config.doc_stride), "lowercase": bool(setup.lowercase),
+              "extra_tokens": list(setup.extra_tokens), "dtype": config.dtype}
+      info.update(task.export_info(config, setup.data.labels))
+      model_dir_lib.save_finetuned(os.path.join(stage, "model"), setup.bert_config, params,
+                                   setup.vocab_path, info)
+    workdir_lib.write_json(os.path.join(stage, RESULTS_NAME), results)
+  except BaseException:
+    shutil.rmtree(stage, ignore_errors=True)  # nothing half-done ever reaches the workdir
+    raise
+  _publish(stage, workdir)
   return results
 
 
-def save_finetuned(setup: Setup, params: Any, config: ml_collections.ConfigDict,
-                   model_dir: str) -> None:
-  """Native checkpoint + vocab.txt + task.json, everything experiments.predict needs."""
-  from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
-
-  if os.path.exists(model_dir):
-    shutil.rmtree(model_dir)
-  native.save_native(setup.bert_config, params, model_dir)
-  shutil.copyfile(setup.vocab_path, os.path.join(model_dir, "vocab.txt"))
-  info = {"task": setup.task.name, "max_seq_length": int(config.max_seq_length),
-          "doc_stride": int(config.doc_stride), "lowercase": bool(setup.lowercase),
-          "extra_tokens": list(setup.extra_tokens), "dtype": config.dtype}
-  info.update(setup.task.export_info(config, setup.splits))
-  with open(os.path.join(model_dir, "task.json"), "w", encoding="utf-8") as f:
-    json.dump(info, f, indent=2, sort_keys=True)
-    f.write("\n")
-
-
-@dataclasses.dataclass
-class Finetuned:
-  model_dir: str
-  info: dict
-  bert_config: BertConfig
-  params: Any
-  tokenizer: Any
-
-
-def load_finetuned(path: str | os.PathLike) -> Finetuned:
-  """Reads `<workdir>/model/` (or the model dir itself) written by `save_finetuned`."""
-  from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
-
-  path = pathlib.Path(path)
-  model_dir = path / "model" if (path / "model" / "task.json").exists() else path
-  info_path = model_dir / "task.json"
-  if not info_path.exists():
-    raise FileNotFoundError(f"{info_path} not found: pass a finetune workdir or its model/ "
-                            "subdirectory")
-  with open(info_path, encoding="utf-8") as f:
-    info = json.load(f)
-  bert_config, params = native.load_native(str(model_dir))
-  tokenizer = load_tokenizer(model_dir / "vocab.txt", lowercase=bool(info["lowercase"]),
-                             extra_tokens=info.get("extra_tokens", ()))
-  if tokenizer.vocab_size != bert_config.vocab_size:
-    raise ValueError(f"{model_dir}: tokenizer has {tokenizer.vocab_size} ids but the model "
-                     f"{bert_config.vocab_size}")
-  return Finetuned(str(model_dir), info, bert_config, params, tokenizer)
-
-
-__all__ = ["run", "build", "load_finetuned", "save_finetuned", "read_vocab"]
+__all__ = ["run", "build", "evaluate_split", "predict_split", "epoch_batches",
+           "train_batches"]

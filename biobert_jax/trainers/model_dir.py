@@ -1,14 +1,20 @@
-"""Small I/O helpers of the fine-tuning launcher: vocab/casing resolution and metric logs."""
+"""The fine-tuned model directory (`<workdir>/model/`: native checkpoint, vocab.txt,
+task.json) and the vocabulary/casing resolution of the fine-tuning trainer."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
+import shutil
 from typing import Any
 
 import ml_collections
 
-from data_pipeline.tokenization import read_vocab
+from biobert_jax.checkpoints import native
+from biobert_jax.config import BertConfig
+from biobert_jax.trainers import workdir as workdir_lib
+from data_pipeline.tokenization import load_tokenizer, read_vocab
 
 
 def checkpoint_dir(init_checkpoint: str) -> pathlib.Path:
@@ -64,24 +70,42 @@ def scalars(result: dict) -> dict[str, float]:
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-class MetricsLogger:
-  """Appends `{"step", ...}` lines to <workdir>/metrics.jsonl and TensorBoard scalars."""
+def save_finetuned(model_dir: str, bert_config: BertConfig, params: Any, vocab_path: str,
+                   info: dict) -> None:
+  """Native checkpoint + vocab.txt + task.json: everything prediction needs.
 
-  def __init__(self, workdir: str):
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    from data_pipeline._tf import tf  # pylint: disable=import-outside-toplevel
+  Written under a temporary name and renamed when complete, so a failed save never
+  leaves a model/ that looks finished (and an older one stays until the new one is done).
+  """
+  with workdir_lib.atomic_path(str(model_dir)) as tmp:
+    native.save_native(bert_config, params, tmp)
+    shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
+    workdir_lib.write_json(os.path.join(tmp, "task.json"), info)
 
-    self._tf = tf
-    self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
-  def write(self, step: int, values: dict[str, Any]) -> None:
-    self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
-    self._jsonl.flush()
-    with self._writer.as_default(step=int(step)):
-      for name, value in values.items():
-        self._tf.summary.scalar(name, float(value))
-    self._writer.flush()
+@dataclasses.dataclass
+class Finetuned:
+  model_dir: str
+  info: dict
+  bert_config: BertConfig
+  params: Any
+  tokenizer: Any
 
-  def close(self) -> None:
-    self._jsonl.close()
-    self._writer.close()
+
+def load_finetuned(path: str | os.PathLike) -> Finetuned:
+  """Reads `<workdir>/model/` (or the model dir itself) written by `save_finetuned`."""
+  path = pathlib.Path(path)
+  model_dir = path / "model" if (path / "model" / "task.json").exists() else path
+  info_path = model_dir / "task.json"
+  if not info_path.exists():
+    raise FileNotFoundError(f"{info_path} not found: pass a finetune workdir or its model/ "
+                            "subdirectory")
+  with open(info_path, encoding="utf-8") as f:
+    info = json.load(f)
+  bert_config, params = native.load_native(str(model_dir))
+  tokenizer = load_tokenizer(model_dir / "vocab.txt", lowercase=bool(info["lowercase"]),
+                             extra_tokens=info.get("extra_tokens", ()))
+  if tokenizer.vocab_size != bert_config.vocab_size:
+    raise ValueError(f"{model_dir}: tokenizer has {tokenizer.vocab_size} ids but the model "
+                     f"{bert_config.vocab_size}")
+  return Finetuned(str(model_dir), info, bert_config, params, tokenizer)

@@ -1,23 +1,37 @@
 """Raw-text prediction over files: the library behind experiments/predict.py."""
 import importlib
 import json
+import os
+
+from data_pipeline import textio
+from data_pipeline.errors import InputError
 
 
-def read_records(path: str) -> list[dict]:
-  """Records with "text": from a .jsonl (field "text") or a plain one-text-per-line file."""
+def read_records(path: str | os.PathLike) -> list[dict]:
+  """Records with "text": from a .jsonl (field "text") or a plain one-text-per-line file.
+
+  Raises:
+    InputError: `path:line: ...` for invalid UTF-8, a broken JSON line or a JSON line
+      that is not an object with a "text" string. A leading UTF-8 BOM is dropped.
+  """
+  path = os.fspath(path)
   records = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      line = line.rstrip("\n")
-      if path.endswith(".jsonl"):
-        if not line.strip():
-          continue
+  for lineno, line in textio.iter_lines(path):
+    if path.endswith(".jsonl"):
+      if not line.strip():
+        continue
+      try:
         record = json.loads(line)
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-          raise ValueError(f"{path}:{lineno}: expected a JSON object with a \"text\" string")
-        records.append(record)
-      else:
-        records.append({"text": line})
+      except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column "
+                         f"{e.colno})") from None
+      except RecursionError:
+        raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
+      if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise InputError(f"{path}:{lineno}: expected a JSON object with a \"text\" string")
+      records.append(record)
+    else:
+      records.append({"text": line})
   return records
 
 

@@ -22,7 +22,8 @@ from biobert_jax.config import BertConfig
 from biobert_jax.train import loop, losses, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
-from biobert_jax.trainers import pretrain_data
+from biobert_jax.trainers import pretrain_data, workdir as workdir_lib
+from biobert_jax.trainers.validation import validate_pretrain_config
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -106,7 +107,8 @@ def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -
   step = step_lib.jit_eval_step(step_lib.make_eval_step(model), params_shardings, mesh)
   global_batches = [sharding.global_batch_from_process_local(b, mesh) for b in eval_batches]
 
-  def evaluate(params):
+  def evaluate(params, at_step):
+    del at_step
     # The per-batch sums are a handful of scalars: add them on the host (float64) rather
     # than dispatching one more small multi-device computation per batch.
     total = None
@@ -118,10 +120,16 @@ def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -
   return evaluate
 
 
+def _log_line(step: int, total: int, row: dict, eta: str) -> str:
+  return (f"step {step}/{total} loss {row['loss']:.4f} mlm_acc {row['mlm_accuracy']:.3f} "
+          f"nsp_acc {row['nsp_accuracy']:.3f} | {row['tokens_per_sec']:.0f} tokens/s "
+          f"(non-pad) | lr {row['learning_rate']:.2e} | ETA {eta}")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   """Runs (or resumes) pre-training in `workdir`; exports params at the end."""
+  validate_pretrain_config(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   vocab_size = vocab_size_of(config.vocab_path, config.lowercase)
   init_params = None
   if config.init_checkpoint:
@@ -134,15 +142,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   if config.batch_size % sharding.batch_shard_count(mesh):
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                      f"{sharding.batch_shard_count(mesh)} batch shards of mesh {mesh.shape}")
-  tx, schedule = optim.make_optimizer(config)
+  tx, schedule = optim.optimizer_from_config(config, config.total_steps)
   specs = models.logical_axes(model, seq_len=16)
   abstract_params = models.param_shapes(model)
   abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  # Nothing is written before this check: a re-run with another config stops here.
+  # total_steps may grow (extending a run); eval_* only change what is measured.
+  workdir_lib.check_or_record_config(workdir, config,
+                                     ignore=("total_steps", "eval_every", "eval_steps"),
+                                     write=jax.process_index() == 0)
   if jax.process_index() == 0:
-    bert_config.to_json_file(os.path.join(workdir, native.CONFIG_NAME))
-    shutil.copyfile(config.vocab_path, os.path.join(workdir, "vocab.txt"))
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    with workdir_lib.atomic_path(os.path.join(workdir, native.CONFIG_NAME)) as tmp:
+      bert_config.to_json_file(tmp)
+    with workdir_lib.atomic_path(os.path.join(workdir, "vocab.txt")) as tmp:
+      shutil.copyfile(config.vocab_path, tmp)
 
   checkpoints = CheckpointManager(os.path.join(workdir, native.CHECKPOINTS_DIR),
                                   keep=config.keep_checkpoints, keep_every=config.keep_every,
@@ -193,7 +206,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
                                eval_every=config.eval_every),
         eval_fn=_eval_fn(model, shardings["params"], mesh, eval_batches),
         eval_writer=eval_writer, preemption=preemption,
-        log_fn=lambda line: print(line, flush=True))
+        log_fn=lambda line: print(line, flush=True), log_line=_log_line)
   finally:
     preemption.uninstall()
     checkpoints.close()
@@ -212,7 +225,15 @@ def export(workdir: str, bert_config: BertConfig, vocab_path: str) -> str:
     _, params = manager.restore_params()
   finally:
     manager.close()
-  native.save_native(bert_config, params, out)
-  if jax.process_index() == 0:
-    shutil.copyfile(vocab_path, os.path.join(out, "vocab.txt"))
+  # Written under a temporary name and renamed when complete: a failed export never
+  # leaves an export/ that fine-tuning would take for a finished one.
+  primary = jax.process_index() == 0
+  with workdir_lib.atomic_path(out, primary=primary) as tmp:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("export: tmp dir cleared")
+    native.save_native(bert_config, params, tmp)
+    if primary:
+      shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("export: written")
   return out

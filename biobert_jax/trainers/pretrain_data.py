@@ -7,10 +7,14 @@ data_pipeline.pretraining (imported lazily: it imports TensorFlow).
 """
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any, Iterator
 
 import ml_collections
 import numpy as np
+
+from biobert_jax.train import loop
 
 # Trainer config keys that the corpus pipeline reads under the same name.
 _SHARED_KEYS = ("train_files", "vocab_path", "lowercase", "max_seq_length",
@@ -80,6 +84,67 @@ class SyntheticBatches:
     self.consumed = int(state["batches_consumed"])
 
 
+class InputWaitInterrupted(RuntimeError):
+  """SIGTERM arrived while the trainer waited for an input batch."""
+
+
+def _preemption_requested() -> bool:
+  """True when the installed SIGTERM handler is the trainer's PreemptionFlag and is set."""
+  owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+  return isinstance(owner, loop.PreemptionFlag) and owner.is_set()
+
+
+class InterruptibleBatches:
+  """Fetches each batch on a helper thread while the main thread polls for SIGTERM.
+
+  A tf.data `next()` blocks inside C++, where Python signal handlers never run: a
+  pipeline stuck on input (a hung network file system, a FIFO nobody writes) used to make
+  the trainer deaf to SIGTERM. Here the main thread waits in short slices, so the
+  preemption handler runs and the wait ends with InputWaitInterrupted (the loop then
+  stops without a new save; the abandoned fetch may still advance the source, so the
+  wrapper is not used after that).
+  """
+
+  def __init__(self, source: Any, poll_seconds: float = 0.2,
+               stop_requested=_preemption_requested):
+    self._source = source
+    self._poll = poll_seconds
+    self._stop_requested = stop_requested
+    self.delivered = 0
+
+  def __iter__(self) -> InterruptibleBatches:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def fetch():
+      try:
+        box["batch"] = next(self._source)
+      except BaseException as e:  # pylint: disable=broad-except  # re-raised below
+        box["error"] = e
+      finally:
+        done.set()
+
+    threading.Thread(target=fetch, name="input-fetch", daemon=True).start()
+    while not done.wait(self._poll):
+      if self._stop_requested():
+        raise InputWaitInterrupted(
+            f"SIGTERM while waiting for input batch {self.delivered + 1}: stopped without "
+            "saving; the last complete checkpoint is where a restart resumes")
+    if "error" in box:
+      raise box["error"]
+    self.delivered += 1
+    return box["batch"]
+
+  def get_state(self) -> dict[str, Any]:
+    return self._source.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._source.set_state(state)
+
+
 def pipeline_config(config: ml_collections.ConfigDict,
                     process_count: int) -> ml_collections.ConfigDict:
   """data_pipeline.pretraining's config from the trainer's (per-process batch size)."""
@@ -107,8 +172,8 @@ def make_train_batches(config: ml_collections.ConfigDict, vocab_size: int,
     raise ValueError(f"config.data_source={config.data_source!r}: expected 'corpus' or "
                      "'synthetic'")
   from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
-  return pretraining.make_iterator(pipeline_config(config, process_count), process_index,
-                                   process_count)
+  return InterruptibleBatches(pretraining.make_iterator(
+      pipeline_config(config, process_count), process_index, process_count))
 
 
 def make_eval_batches(config: ml_collections.ConfigDict, vocab_size: int,

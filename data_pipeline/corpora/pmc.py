@@ -39,10 +39,11 @@ def _text_without(element: ET.Element, parts: list[str]) -> None:
       parts.append(child.tail)
 
 
-def _paragraph_sentences(container: ET.Element | None) -> list[str]:
+def paragraph_texts(container: ET.Element | None) -> list[str]:
+  """The text of every `<p>` under `container` in document order (whitespace collapsed)."""
   if container is None:
     return []
-  sentences: list[str] = []
+  paragraphs: list[str] = []
   stack = [container]
   # Depth-first in document order, not descending into dropped subtrees.
   while stack:
@@ -50,18 +51,21 @@ def _paragraph_sentences(container: ET.Element | None) -> list[str]:
     if node.tag == "p":
       parts: list[str] = []
       _text_without(node, parts)
-      sentences.extend(split_sentences(_SPACES.sub(" ", "".join(parts)).strip()))
+      text = _SPACES.sub(" ", "".join(parts)).strip()
+      if text:
+        paragraphs.append(text)
       continue  # nested <p> (e.g. in <list>) is part of this paragraph's text
     stack.extend(child for child in reversed(list(node)) if child.tag not in _DROPPED)
-  return sentences
+  return paragraphs
 
 
-def article_document(article: ET.Element) -> tuple[str, list[str]]:
-  """(doc_id, sentences) of one JATS `<article>`; doc_id is "" when it has no id."""
+def article_parts(article: ET.Element) -> tuple[str, str, list[str]]:
+  """(doc_id, title, abstract + body paragraphs) of one JATS `<article>`; doc_id "" when
+  it has no id."""
   meta = article.find("front/article-meta")
   ids = {}
   title = ""
-  abstract_sentences: list[str] = []
+  paragraphs: list[str] = []
   if meta is not None:
     ids = {node.get("pub-id-type"): (node.text or "").strip()
            for node in meta.findall("article-id")}
@@ -70,10 +74,15 @@ def article_document(article: ET.Element) -> tuple[str, list[str]]:
       title = _SPACES.sub(" ", "".join(title_node.itertext())).strip()
     for abstract in meta.findall("abstract"):
       if abstract.get("abstract-type") not in _SKIPPED_ABSTRACT_TYPES:
-        abstract_sentences.extend(_paragraph_sentences(abstract))
+        paragraphs.extend(paragraph_texts(abstract))
   doc_id = f"PMC{ids['pmc']}" if ids.get("pmc") else ids.get("pmid", "")
-  body_sentences = _paragraph_sentences(article.find("body"))
-  sentences = abstract_sentences + body_sentences
+  return doc_id, title, paragraphs + paragraph_texts(article.find("body"))
+
+
+def article_document(article: ET.Element) -> tuple[str, list[str]]:
+  """(doc_id, sentences) of one JATS `<article>`; doc_id is "" when it has no id."""
+  doc_id, title, paragraphs = article_parts(article)
+  sentences = [s for p in paragraphs for s in split_sentences(p)]
   if sentences and title:
     sentences = [title] + sentences
   return doc_id, sentences

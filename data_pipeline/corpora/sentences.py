@@ -98,15 +98,29 @@ def _is_boundary(text: str, punct_start: int, punct_end: int) -> bool:
 
 def split_sentences(text: str) -> list[str]:
   """Splits `text` into sentences; whitespace inside a sentence is kept as given."""
-  sentences = []
+  return [text[start:end] for start, end in sentence_spans(text)]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+  """The [start, end) character spans of `split_sentences(text)` in `text` (stripped)."""
+  spans = []
   start = 0
   for match in _CANDIDATE.finditer(text):
     if _is_boundary(text, match.start(), match.end()):
-      sentence = text[start:match.end()].strip()
-      if sentence:
-        sentences.append(sentence)
+      span = _stripped(text, start, match.end())
+      if span:
+        spans.append(span)
       start = match.end()
-  rest = text[start:].strip()
-  if rest:
-    sentences.append(rest)
-  return sentences
+  span = _stripped(text, start, len(text))
+  if span:
+    spans.append(span)
+  return spans
+
+
+def _stripped(text: str, start: int, end: int) -> tuple[int, int] | None:
+  """`text[start:end]` without surrounding whitespace, as a span; None when empty."""
+  while start < end and text[start].isspace():
+    start += 1
+  while end > start and text[end - 1].isspace():
+    end -= 1
+  return (start, end) if end > start else None

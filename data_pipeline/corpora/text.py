@@ -27,7 +27,9 @@ def _decoded_lines(path: str, on_error: str, stats: ReadStats) -> Iterator[tuple
   try:
     for number, raw in corpus_io.open_text_lines(path):
       try:
-        yield number, raw.decode("utf-8").rstrip("\r\n")
+        line = raw.decode("utf-8").rstrip("\r\n")
+        # A byte-order mark opening the file is not text (it would start document 1).
+        yield number, line[1:] if number == 1 and line.startswith("\ufeff") else line
       except UnicodeDecodeError as e:
         handle_error(f"{path}:{number}: invalid UTF-8 ({e.reason} at byte {e.start})",
                      on_error, stats)

@@ -47,7 +47,7 @@ import ml_collections
 import numpy as np
 
 from data_pipeline._tf import tf
-from data_pipeline.corpora import ReadStats, check_on_error
+from data_pipeline.corpora import CorpusError, ReadStats, check_on_error
 from data_pipeline.pretraining import masking, sources
 from data_pipeline.pretraining.instances import InstanceMaker, flatten_instances
 from data_pipeline.pretraining.static_examples import parse_examples
@@ -180,6 +180,12 @@ def corpus_batches(config, process_index: int = 0, process_count: int = 1, *,
     config = config.copy_and_resolve_references()
     config.holdout_every = 0  # a separate eval corpus is used whole
   repeat = config.repeat and not holdout and not for_static
+  if not holdout:  # training or static examples: nothing to train on is an error
+    sources.check_has_documents(
+        files, file_format=config.file_format, on_error=config.on_error,
+        doc_shard=(shard_index, shard_count), holdout_every=config.holdout_every,
+        want_holdout=False, tokenizer=tokenizer,
+        where=f"config.train_files (process {process_index} of {process_count})")
   seed_key = process_index * 2 + int(holdout)
   instances = _instance_dataset(config, files, (shard_index, shard_count), holdout=holdout,
                                 repeat=repeat, tokenizer=tokenizer, seed_key=seed_key,
@@ -212,6 +218,7 @@ def _tfrecord_batches(config, process_index: int, process_count: int,
   """Batches of static examples; parsing is vectorised over each batch."""
   files = sources.expand_files(config.train_files)
   files, shard_index, shard_count = sources.shard_files(files, process_index, process_count)
+  _check_has_records(files, shard_index, shard_count, process_index, process_count)
   files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
   files_ds = files_ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
   if config.repeat:
@@ -226,6 +233,22 @@ def _tfrecord_batches(config, process_index: int, process_count: int,
   return records.map(
       lambda r: parse_examples(r, config.max_seq_length, config.max_predictions_per_seq),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _check_has_records(files: list[str], shard_index: int, shard_count: int,
+                       process_index: int, process_count: int) -> None:
+  """Raises CorpusError when this process would get no TFRecord (a repeated empty
+  dataset spins forever). Reads at most `shard_count` records."""
+  try:
+    found = sum(1 for _ in tf.data.TFRecordDataset(files).take(shard_count))
+  except tf.errors.OpError as e:
+    raise CorpusError(f"config.train_files: cannot read TFRecords from "
+                      f"{', '.join(files[:5])}: {e.message}") from None
+  if found <= shard_index:
+    raise CorpusError(
+        f"config.train_files (process {process_index} of {process_count}): "
+        f"{len(files)} TFRecord file(s) ({', '.join(files[:5])}) hold {found} record(s), "
+        f"none for this process; were the shards written from an empty corpus?")
 
 
 def make_dataset(config, process_index: int = 0, process_count: int = 1, *,

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from data_pipeline._tf import tf
-from data_pipeline.corpora import ReadStats, read_documents
+from data_pipeline.corpora import CorpusError, ReadStats, read_documents
 from data_pipeline.pretraining.instances import TokenizedDocument
 
 # A chunk of documents from one file: ids [k], all their sentences [n], sentences per
@@ -115,6 +115,42 @@ def document_dataset(files: list[str], *, file_format: str, on_error: str,
       cycle_length=max(1, min(cycle_length, len(files))), block_length=1,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return chunks.flat_map(documents_of_chunk)
+
+
+def check_has_documents(files: list[str], *, file_format: str, on_error: str,
+                        doc_shard: tuple[int, int], holdout_every: int, want_holdout: bool,
+                        tokenizer, where: str) -> None:
+  """Raises CorpusError unless some document of this shard yields at least one token.
+
+  The training pipeline repeats its files forever, so a shard without a usable document
+  would make tf.data spin on empty passes (at 100% CPU, deaf to SIGTERM). Readers and
+  filters are deterministic, so one usable document found now is found in every pass.
+  The scan stops at the first usable document: milliseconds on a real corpus, one read
+  of the files when they hold nothing usable.
+  """
+  shard_index, shard_count = doc_shard
+  stats = ReadStats()
+  filtered = "not in the hold-out" if want_holdout else "held out for evaluation"
+  counts = {"for other processes": 0, filtered: 0, "without tokens": 0}
+  for path in files:
+    for index, doc in enumerate(read_documents(path, file_format, on_error, stats)):
+      if index % shard_count != shard_index:
+        counts["for other processes"] += 1
+      elif in_holdout(doc.doc_id, holdout_every) != want_holdout:
+        counts[filtered] += 1
+      elif any(len(ids) for ids in tokenizer.encode(list(doc.sentences))):
+        return
+      else:
+        counts["without tokens"] += 1
+  shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+  skipped = (f"{stats.skipped_no_text} records without text, {stats.skipped_deleted} "
+             f"deleted, {stats.skipped_errors} malformed (skipped)")
+  filters = ", ".join(f"{v} {k}" for k, v in counts.items())
+  first_error = f"; first error: {stats.errors[0]}" if stats.errors else ""
+  raise CorpusError(
+      f"{where}: no usable document in {len(files)} file(s) ({shown}) as "
+      f"file_format={file_format!r}: {stats.documents} documents read ({filters}); "
+      f"{skipped}{first_error}. Check train_files, file_format and holdout_every.")
 
 
 def tokenize_block(tokenizer, doc_ids: tf.Tensor,

@@ -1,12 +1,16 @@
 """Writes static pre-training examples (BERT's TFRecord format) from a corpus.
 
 Runs the dynamic pipeline's instance creation and masking `config.dupe_factor` times over
-the corpus and serialises with `static_examples.serialize_example`.
+the corpus and serialises with `static_examples.serialize_example`. A shard with no
+example is never left behind: a training run reading it would have nothing to repeat.
 """
 from __future__ import annotations
 
+import os
+
 from data_pipeline._tf import tf
-from data_pipeline.pretraining import dataset
+from data_pipeline.corpora import CorpusError
+from data_pipeline.pretraining import dataset as dataset_lib
 from data_pipeline.pretraining.static_examples import serialize_example
 
 
@@ -22,21 +26,37 @@ def write_static_examples(config, output_pattern: str, num_shards: int = 1,
     num_shards: number of output files; examples go round-robin over them.
     tokenizer: optional tokenizer (else loaded from config.vocab_path).
     stats: optional ReadStats that collects the reader counters.
+
+  Raises:
+    CorpusError: the corpus has no usable document (nothing is written), or it gave
+      fewer examples than `num_shards` (the partial shards are removed).
   """
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  if config.dupe_factor < 1:
+    raise ValueError(f"dupe_factor must be >= 1, got {config.dupe_factor}")
+  passes = []
+  for dupe in range(config.dupe_factor):
+    pass_config = config.copy_and_resolve_references()
+    pass_config.seed = config.seed + 1_000_003 * dupe
+    # Built before any file is opened: an empty corpus raises here and writes nothing.
+    passes.append(dataset_lib.corpus_batches(pass_config, batch_size=256,
+                                             drop_remainder=False, tokenizer=tokenizer,
+                                             for_static=True, stats=stats).unbatch())
   paths = [output_pattern.format(shard=i, num_shards=num_shards) for i in range(num_shards)]
   writers = [tf.io.TFRecordWriter(path) for path in paths]
   count = 0
   try:
-    for dupe in range(config.dupe_factor):
-      pass_config = config.copy_and_resolve_references()
-      pass_config.seed = config.seed + 1_000_003 * dupe
-      dataset = dataset.corpus_batches(pass_config, batch_size=256,
-                                           drop_remainder=False, tokenizer=tokenizer,
-                                           for_static=True, stats=stats).unbatch()
-      for features in dataset.as_numpy_iterator():
+    for examples in passes:
+      for features in examples.as_numpy_iterator():
         writers[count % num_shards].write(serialize_example(features))
         count += 1
   finally:
     for writer in writers:
       writer.close()
+  if count < num_shards:
+    for path in paths:
+      os.remove(path)
+    raise CorpusError(f"{config.train_files}: only {count} example(s) for {num_shards} "
+                      f"shards; no shard may be empty (use fewer shards or more text)")
   return paths

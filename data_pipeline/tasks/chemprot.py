@@ -30,7 +30,9 @@ import dataclasses
 import os
 import pathlib
 
+from data_pipeline import textio
 from data_pipeline.corpora.sentences import split_sentences
+from data_pipeline.errors import InputError
 from data_pipeline.tasks.re import RelationExample
 
 SPLITS = {"train": ("chemprot_training", "training", ""),
@@ -59,14 +61,13 @@ def split_files(raw_dir: str | os.PathLike, split: str) -> dict[str, pathlib.Pat
 
 
 def _rows(path: pathlib.Path, num_fields: int):
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      line = line.rstrip("\n").rstrip("\r")
+  with textio.open_lines(path) as lines:  # InputError on bad UTF-8; BOM dropped
+    for lineno, line in lines:
       if not line.strip():
         continue
       fields = line.split("\t")
       if len(fields) != num_fields:
-        raise ValueError(f"{path}:{lineno}: expected {num_fields} tab-separated fields, "
+        raise InputError(f"{path}:{lineno}: expected {num_fields} tab-separated fields, "
                          f"got {len(fields)}")
       yield lineno, fields
 
@@ -82,10 +83,12 @@ def read_mentions(path: pathlib.Path, documents: dict[str, str]
   mentions = collections.defaultdict(list)
   for lineno, (pmid, tid, etype, start, end, text) in _rows(path, 6):
     if pmid not in documents:
-      raise ValueError(f"{path}:{lineno}: PMID {pmid} has no abstract")
+      raise InputError(f"{path}:{lineno}: PMID {pmid} has no abstract")
+    if not (start.isascii() and start.isdigit() and end.isascii() and end.isdigit()):
+      raise InputError(f"{path}:{lineno}: offsets {start!r}-{end!r} are not integers")
     m = Mention(tid, etype, int(start), int(end), text)
     if documents[pmid][m.start:m.end] != text:
-      raise ValueError(f"{path}:{lineno}: offsets {start}-{end} of {tid} give "
+      raise InputError(f"{path}:{lineno}: offsets {start}-{end} of {tid} give "
                        f"{documents[pmid][m.start:m.end]!r}, not {text!r}")
     mentions[pmid].append(m)
   return mentions
@@ -96,7 +99,7 @@ def read_gold(path: pathlib.Path) -> list[tuple[str, str, str, str]]:
   gold = []
   for lineno, (pmid, group, arg1, arg2) in _rows(path, 4):
     if not (arg1.startswith("Arg1:") and arg2.startswith("Arg2:")):
-      raise ValueError(f"{path}:{lineno}: arguments must read Arg1:T<i> Arg2:T<j>")
+      raise InputError(f"{path}:{lineno}: arguments must read Arg1:T<i> Arg2:T<j>")
     gold.append((pmid, group, arg1[5:], arg2[5:]))
   return gold
 

@@ -20,9 +20,12 @@ import dataclasses
 import logging
 import pathlib
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from data_pipeline import textio
+from data_pipeline.errors import InputError
 
 IGNORE_LABEL = -100
 SCHEMES = ("iob2", "iob1", "iobes")
@@ -94,7 +97,7 @@ def _finish_sentence(path: str, words: list[str], tags: list[str], lines: list[i
     if _starts_entity_in_iob2(prev, tag):
       where = f"{path}:{lines[k]}"
       if invalid_i == "fail":
-        raise ValueError(f"{where}: tag {tag!r} follows {prev!r}; in IOB2 an I- tag must "
+        raise InputError(f"{where}: tag {tag!r} follows {prev!r}; in IOB2 an I- tag must "
                          "continue an entity of the same type (use invalid_i='repair' to "
                          "read it as B-)")
       tags[k] = _join("B", _prefix_type(tag)[1])
@@ -136,9 +139,8 @@ def read_conll(path: str | pathlib.Path, *, scheme: str = "iob2", invalid_i: str
   words: list[str] = []
   tags: list[str] = []
   lines: list[int] = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, raw in enumerate(f, start=1):
-      line = raw.rstrip("\r\n")
+  with textio.open_lines(path) as numbered_lines:  # InputError on bad UTF-8; BOM dropped
+    for lineno, line in numbered_lines:
       if not line.strip():
         if words:
           sentences.append(_finish_sentence(path, words, tags, lines, scheme, invalid_i, stats))
@@ -150,12 +152,12 @@ def read_conll(path: str | pathlib.Path, *, scheme: str = "iob2", invalid_i: str
       if cols and cols[0] == "-DOCSTART-":
         continue
       if len(cols) != 2 or not cols[0]:
-        raise ValueError(f"{path}:{lineno}: expected 2 columns (token<TAB>tag), got "
+        raise InputError(f"{path}:{lineno}: expected 2 columns (token<TAB>tag), got "
                          f"{len(cols)}: {line!r}")
       word, tag = cols[0], cols[1].strip()
       if not tag_re.match(tag):
         expected = "O, B-TYPE, I-TYPE" + (", E-TYPE, S-TYPE" if scheme == "iobes" else "")
-        raise ValueError(f"{path}:{lineno}: unknown tag {tag!r} for scheme {scheme} "
+        raise InputError(f"{path}:{lineno}: unknown tag {tag!r} for scheme {scheme} "
                          f"(expected {expected})")
       words.append(word)
       tags.append(tag)
@@ -167,7 +169,7 @@ def read_conll(path: str | pathlib.Path, *, scheme: str = "iob2", invalid_i: str
       for k, tag in enumerate(s.tags):
         if tag not in allowed:
           line = int(s.source.rsplit(":", 1)[1]) + k
-          raise ValueError(f"{path}:{line}: unknown tag {tag!r}; known labels: "
+          raise InputError(f"{path}:{line}: unknown tag {tag!r}; known labels: "
                            f"{sorted(allowed)}")
   if stats.repaired:
     logging.warning("%s: %d I- tags followed no entity of their type and were read as B- "
@@ -307,3 +309,30 @@ def merge_windows(values: np.ndarray, extra: dict[str, np.ndarray],
       raise ValueError(f"sentence {s}: words {np.nonzero(~mask)[0].tolist()} were predicted "
                        "by no window")
   return out
+
+
+def featurize_sentences(sentences: Sequence[Sentence], tokenizer: Any,
+                        labels: Sequence[str], max_seq_length: int,
+                        stride: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Sentences -> windows of first-piece-labelled features (`build_features`).
+
+  Returns (features, extra); extra holds the window maps `merge_windows` needs and
+  "labels" (the label names, id order).
+
+  Raises:
+    InputError: naming the sentence's file and line when a tag is not in `labels`.
+  """
+  label_to_id = {t: i for i, t in enumerate(labels)}
+  word_pieces = tokenizer.encode_words([s.words for s in sentences])
+  aligned = [align_pieces(p, tokenizer.unk_id) for p in word_pieces]
+  word_labels = []
+  for s in sentences:
+    unknown = sorted({t for t in s.tags if t not in label_to_id})
+    if unknown:
+      raise InputError(f"{s.source}: tags {unknown} are not in the label set {list(labels)}")
+    word_labels.append([label_to_id[t] for t in s.tags])
+  features, extra = build_features(
+      aligned, word_labels, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+      pad_id=tokenizer.pad_id, max_seq_length=max_seq_length, stride=stride)
+  extra["labels"] = list(labels)
+  return features, extra

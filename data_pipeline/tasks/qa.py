@@ -17,12 +17,14 @@ biobert_jax.metrics.qa_decoding).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Any, Sequence
 
 import numpy as np
+
+from data_pipeline import textio
+from data_pipeline.errors import InputError
 
 _BIOASQ_ID = re.compile(r"^(.+)_(\d{3})$")
 
@@ -47,36 +49,75 @@ def question_id_of(qas_id: str) -> str:
 
 
 def read_squad(path: str | os.PathLike, require_answers: bool = False) -> list[QAExample]:
-  """Reads a SQuAD-v1.1-layout file; checks that every answer_start points at its text."""
-  with open(path, encoding="utf-8") as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
-  if not isinstance(data, dict) or "data" not in data:
-    raise ValueError(f"{path}: no top-level 'data' list; not SQuAD layout")
+  """Reads a SQuAD-v1.1-layout file; checks that every answer_start points at its text.
+
+  Raises:
+    InputError: naming the file (and line, or the JSON path of the entry) for invalid
+      UTF-8 or JSON, a missing or mistyped field, or an answer that is not in its context.
+  """
+  data = textio.read_json(path)
+  if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+    raise InputError(f"{path}: no top-level 'data' list; not SQuAD layout")
   examples = []
   for a, article in enumerate(data["data"]):
-    for p, paragraph in enumerate(article.get("paragraphs", [])):
+    # An article without `paragraphs` is an error, not an empty article: a file with the
+    # key misspelt would otherwise evaluate on nothing without a word.
+    paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+    if not isinstance(paragraphs, list):
+      title = article.get("title") if isinstance(article, dict) else None
+      raise InputError(f"{path}: data[{a}]{f' ({title!r})' if title else ''} must be an "
+                       f"object with a 'paragraphs' list (got {type(paragraphs).__name__} "
+                       "for 'paragraphs')")
+    for p, paragraph in enumerate(paragraphs):
       where = f"{path}: data[{a}].paragraphs[{p}]"
-      if "context" not in paragraph or "qas" not in paragraph:
-        raise ValueError(f"{where}: needs 'context' and 'qas'")
+      if (not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str)
+          or not isinstance(paragraph.get("qas"), list)):
+        raise InputError(f"{where}: needs 'context' (a string) and 'qas' (a list)")
       context = paragraph["context"]
       for qa in paragraph["qas"]:
+        if not isinstance(qa, dict):
+          raise InputError(f"{where}: a qas entry is not an object")
         for key in ("id", "question"):
-          if key not in qa:
-            raise ValueError(f"{where}: a qas entry has no {key!r}")
+          if not isinstance(qa.get(key), str):
+            raise InputError(f"{where}: a qas entry has no {key!r} string")
         answers = []
-        for ans in qa.get("answers", []):
-          text, start = ans["text"], int(ans["answer_start"])
+        raw_answers = qa.get("answers", [])
+        if not isinstance(raw_answers, list):
+          raise InputError(f"{where} (id {qa['id']}): 'answers' must be a list")
+        for ans in raw_answers:
+          text = ans.get("text") if isinstance(ans, dict) else None
+          start = ans.get("answer_start") if isinstance(ans, dict) else None
+          problem = _answer_problem(ans, text, start)
+          if problem:
+            raise InputError(f"{where} (id {qa['id']}): {problem}; an answer needs 'text' "
+                             "(a non-empty string) and 'answer_start' (an integer >= 0)")
           if context[start:start + len(text)] != text:
-            raise ValueError(f"{where} (id {qa['id']}): answer_start {start} points at "
+            raise InputError(f"{where} (id {qa['id']}): answer_start {start} points at "
                              f"{context[start:start + len(text)]!r}, not {text!r}")
           answers.append((text, start))
         if require_answers and not answers:
-          raise ValueError(f"{where} (id {qa['id']}): no answers in a training file")
+          raise InputError(f"{where} (id {qa['id']}): no answers in a training file")
         examples.append(QAExample(qa["id"], qa["question"], context, tuple(answers)))
   return examples
+
+
+def _answer_problem(ans: Any, text: Any, start: Any) -> str:
+  """What is wrong with one answer entry ("" when nothing)."""
+  if not isinstance(ans, dict):
+    return f"answer {ans!r} is not an object"
+  if "text" not in ans:
+    return "answer has no 'text'"
+  if not isinstance(text, str):
+    return f"answer text {text!r} is not a string"
+  if not text.strip():
+    return f"answer text {text!r} is empty"
+  if "answer_start" not in ans:
+    return "answer has no 'answer_start'"
+  if isinstance(start, bool) or not isinstance(start, int):
+    return f"answer_start {start!r} is not an integer"
+  if start < 0:
+    return f"answer_start {start} is negative"
+  return ""
 
 
 def _char_to_piece_span(offsets: Sequence[tuple[int, int]], start: int, end: int

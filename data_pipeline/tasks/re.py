@@ -24,6 +24,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from data_pipeline import textio
+from data_pipeline.errors import InputError
+
 # Anonymisation tokens per corpus, in entity_positions order ([0] = first, [1] = second).
 GAD_MARKERS = ("@GENE$", "@DISEASE$")
 CHEMPROT_MARKERS = ("@CHEMICAL$", "@GENE$")
@@ -43,8 +46,8 @@ class RelationExample:
 
 
 def _open_lines(path: pathlib.Path) -> list[str]:
-  with open(path, encoding="utf-8") as f:
-    return f.read().splitlines()
+  # Lines end at "\n" only: str.splitlines also cut sentences at U+2028, U+0085, "\f".
+  return [line for _, line in textio.iter_lines(path)]
 
 
 def read_relation_tsv(path: str | os.PathLike,
@@ -52,7 +55,7 @@ def read_relation_tsv(path: str | os.PathLike,
   """Reads one BioBERT-format RE file (layout detected from its first line).
 
   Raises:
-    ValueError naming `path:line` for a row with the wrong number of columns, an empty
+    InputError naming `path:line` for a row with the wrong number of columns, an empty
     sentence, an empty label or a label outside `allowed_labels`.
   """
   path = pathlib.Path(path)
@@ -62,7 +65,7 @@ def read_relation_tsv(path: str | os.PathLike,
       "index", "sentence", "label"]
   num_columns = 3 if has_header else (len(lines[0].split("\t")) if lines else 2)
   if num_columns not in (2, 3):
-    raise ValueError(f"{path}:1: expected 2 columns (sentence, label) or 3 (index, "
+    raise InputError(f"{path}:1: expected 2 columns (sentence, label) or 3 (index, "
                      f"sentence, label), got {num_columns}")
   examples = []
   for lineno, line in enumerate(lines, start=1):
@@ -72,16 +75,16 @@ def read_relation_tsv(path: str | os.PathLike,
       continue  # a trailing blank line is not a row
     fields = line.split("\t")
     if len(fields) != num_columns:
-      raise ValueError(f"{path}:{lineno}: expected {num_columns} tab-separated columns "
+      raise InputError(f"{path}:{lineno}: expected {num_columns} tab-separated columns "
                        f"like the first row, got {len(fields)}: {line[:80]!r}")
     guid = fields[0] if num_columns == 3 else f"{path.stem}-{lineno}"
     text, label = fields[-2].strip(), fields[-1].strip()
     if not text:
-      raise ValueError(f"{path}:{lineno}: empty sentence")
+      raise InputError(f"{path}:{lineno}: empty sentence")
     if not label:
-      raise ValueError(f"{path}:{lineno}: empty label")
+      raise InputError(f"{path}:{lineno}: empty label")
     if allowed is not None and label not in allowed:
-      raise ValueError(f"{path}:{lineno}: label {label!r} is not one of {sorted(allowed)}")
+      raise InputError(f"{path}:{lineno}: label {label!r} is not one of {sorted(allowed)}")
     examples.append(RelationExample(guid=guid, text=text, label=label))
   return examples
 
@@ -107,13 +110,18 @@ def chemprot_raw_dir(data_dir: str | os.PathLike) -> pathlib.Path | None:
   return None
 
 
-def read_biobert_splits(data_dir: str | os.PathLike) -> dict[str, list[RelationExample]]:
-  """{"train", "dev"?, "test"?} from <data_dir>/{train,dev,test}.tsv (those present)."""
+def read_biobert_splits(data_dir: str | os.PathLike, allowed_labels: Iterable[str] | None = None,
+                        ) -> dict[str, list[RelationExample]]:
+  """{"train", "dev"?, "test"?} from <data_dir>/{train,dev,test}.tsv (those present).
+
+  allowed_labels: a label outside it is an InputError naming the file and line (instead of
+  silently becoming one more class, which also turns GAD's binary F1 into micro F1).
+  """
   d = pathlib.Path(data_dir)
   splits = {}
   for split in ("train", "dev", "test"):
     if (d / f"{split}.tsv").exists():
-      splits[split] = read_relation_tsv(d / f"{split}.tsv")
+      splits[split] = read_relation_tsv(d / f"{split}.tsv", allowed_labels)
   if "train" not in splits:
     raise FileNotFoundError(f"{d}: no train.tsv")
   return splits
@@ -129,6 +137,19 @@ def carve_dev(examples: Sequence[RelationExample], fraction: float, seed: int
   train = [e for e in examples if e.text not in dev_texts]
   dev = [e for e in examples if e.text in dev_texts]
   return train, dev
+
+
+def expected_labels(markers: Sequence[str]) -> tuple[str, ...] | None:
+  """The label set a corpus with these anonymisation markers uses (None: unknown corpus).
+
+  GAD / EU-ADR (@GENE$, @DISEASE$): "0"/"1"; ChemProt in BLUE's TSVs (@CHEMICAL$, @GENE$):
+  "false" and the five evaluated CPR groups.
+  """
+  if set(markers) == set(GAD_MARKERS):
+    return ("0", "1")
+  if set(markers) == set(CHEMPROT_MARKERS):
+    return CHEMPROT_LABELS
+  return None
 
 
 def markers_for_labels(labels: Iterable[str]) -> tuple[str, ...]:
@@ -150,50 +171,91 @@ def _window(positions: Sequence[int], length: int, budget: int) -> int:
   return max(0, min(min(positions), max(positions) - budget + 1))
 
 
+MARKER_MODES = ("new_tokens", "word_pieces")
+
+
+def _marker_pieces(tokenizer: Any, marker: str, mode: str) -> list[int]:
+  """The piece ids one marker becomes; one new token, or BioBERT's ordinary pieces."""
+  ids = tokenizer.encode([marker])[0]
+  if mode == "new_tokens" and (len(ids) != 1 or ids[0] == tokenizer.unk_id):
+    raise ValueError(f"marker {marker!r} is not a single token of the tokenizer; load it "
+                     f"with extra_tokens={[marker]} or use re.markers='word_pieces'")
+  if not ids or tokenizer.unk_id in ids:
+    raise ValueError(f"marker {marker!r} tokenizes to {ids} (unknown pieces): the vocabulary "
+                     "cannot represent it")
+  return ids
+
+
+def _find(pieces: Sequence[int], needle: Sequence[int]) -> int:
+  """First index where `needle` occurs in `pieces` as a contiguous run, else -1."""
+  n = len(needle)
+  first = needle[0]
+  for p, t in enumerate(pieces):
+    if t == first and list(pieces[p:p + n]) == list(needle):
+      return p
+  return -1
+
+
 def featurize_relations(examples: Sequence[RelationExample], tokenizer: Any,
                         label_to_id: dict[str, int], max_seq_length: int,
                         markers: Sequence[str],
-                        overlap_marker: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                        overlap_marker: str | None = None,
+                        marker_mode: str = "new_tokens") -> tuple[dict[str, np.ndarray], dict]:
   """`[CLS] sentence [SEP]` features for a sentence classifier.
 
   Returns (features, stats): features `input_ids`, `token_type_ids`, `attention_mask`
   (int32 [N, max_seq_length]), `label_ids` (int32 [N]; -100 for a label not in
   `label_to_id`, which the loss ignores) and `entity_positions` (int32 [N, 2]: the
-  positions of the two marker tokens (markers[0], markers[1]); `overlap_marker` fills both;
-  0 = [CLS] when a marker is missing or cut off). stats counts truncated rows and rows
-  with a missing marker.
+  positions of the two markers (markers[0], markers[1]); `overlap_marker` fills both;
+  0 = [CLS] when a marker is missing or cut off).
+
+  marker_mode: "new_tokens" (each marker is one added vocabulary row) or "word_pieces"
+  (BioBERT's input: `@GENE$` is split like any text, e.g. `@ gene $`; the position is the
+  marker's first piece).
+
+  stats: `truncated` rows; rows whose text lacks a marker (`rows_missing_marker`) or whose
+  marker the window cut off (`rows_marker_cut`), with the first few guids of each.
   """
-  marker_ids = [tokenizer.encode([m])[0] for m in markers]
-  for marker, ids in zip(markers, marker_ids):
-    if len(ids) != 1 or ids[0] == tokenizer.unk_id:
-      raise ValueError(f"marker {marker!r} is not a single token of the tokenizer; load it "
-                       f"with extra_tokens={list(markers)}")
-  marker_ids = [ids[0] for ids in marker_ids]
-  overlap_id = tokenizer.encode([overlap_marker])[0][0] if overlap_marker else None
+  if marker_mode not in MARKER_MODES:
+    raise ValueError(f"marker_mode={marker_mode!r}; valid: {', '.join(MARKER_MODES)}")
+  marker_ids = [_marker_pieces(tokenizer, m, marker_mode) for m in markers]
+  overlap_ids = _marker_pieces(tokenizer, overlap_marker, marker_mode) if overlap_marker \
+      else None
   budget = max_seq_length - 2
   n = len(examples)
   input_ids = np.full((n, max_seq_length), tokenizer.pad_id, np.int32)
   attention_mask = np.zeros((n, max_seq_length), np.int32)
   entity_positions = np.zeros((n, 2), np.int32)
   label_ids = np.array([label_to_id.get(e.label, -100) for e in examples], np.int32)
-  stats = {"truncated": 0, "missing_marker": 0}
+  stats: dict[str, Any] = {"truncated": 0, "rows_missing_marker": 0, "rows_marker_cut": 0,
+                           "missing_marker_guids": [], "marker_cut_guids": []}
   encoded = tokenizer.encode([e.text for e in examples])
   for i, pieces in enumerate(encoded):
     found = []
-    for marker_id in marker_ids:
-      hits = [p for p, t in enumerate(pieces) if t == marker_id or t == overlap_id]
-      found.append(hits[0] if hits else -1)
+    for needle in marker_ids:
+      hits = [p for p in (_find(pieces, needle),
+                          _find(pieces, overlap_ids) if overlap_ids else -1) if p >= 0]
+      found.append(min(hits) if hits else -1)
     start = _window([p for p in found if p >= 0], len(pieces), budget)
     window = pieces[start:start + budget]
     stats["truncated"] += int(len(pieces) > budget)
     ids = [tokenizer.cls_id, *window, tokenizer.sep_id]
     input_ids[i, :len(ids)] = ids
     attention_mask[i, :len(ids)] = 1
+    cut = False
     for k, p in enumerate(found):
       if 0 <= p - start < budget:
         entity_positions[i, k] = p - start + 1  # +1 for [CLS]
-      else:
-        stats["missing_marker"] += 1
+      elif p >= 0:
+        cut = True
+    if -1 in found:
+      stats["rows_missing_marker"] += 1
+      if len(stats["missing_marker_guids"]) < 10:
+        stats["missing_marker_guids"].append(examples[i].guid)
+    elif cut:
+      stats["rows_marker_cut"] += 1
+      if len(stats["marker_cut_guids"]) < 10:
+        stats["marker_cut_guids"].append(examples[i].guid)
   features = {"input_ids": input_ids, "token_type_ids": np.zeros_like(input_ids),
               "attention_mask": attention_mask, "label_ids": label_ids,
               "entity_positions": entity_positions}

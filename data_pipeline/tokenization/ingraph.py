@@ -19,7 +19,7 @@ from data_pipeline._tf import tf
 from data_pipeline.tokenization.wordpiece import MAX_CHARS_PER_WORD
 
 # FastWordpieceTokenizer counts bytes; BERT's limit is characters. We let tf-text accept
-# any word up to 100 chars of 4 bytes and apply the 100-char rule ourselves.
+# any word up to MAX_CHARS_PER_WORD chars of 4 bytes and apply the character rule ourselves.
 _MAX_BYTES_PER_WORD = 4 * MAX_CHARS_PER_WORD + 4
 
 

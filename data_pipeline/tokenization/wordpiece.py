@@ -18,7 +18,10 @@ from collections.abc import Sequence
 
 from data_pipeline.tokenization import chars
 
-MAX_CHARS_PER_WORD = 100  # BERT's max_input_chars_per_word: longer words become [UNK].
+# Original BERT's max_input_chars_per_word (tokenization.py: 200); longer words become
+# [UNK]. HF tokenizers / transformers default to 100, so words of 101-200 characters (long
+# chemical names, sequences) are pieces here and [UNK] there.
+MAX_CHARS_PER_WORD = 200
 _CACHE_LIMIT = 1_000_000  # chunks; cleared when full (memory stays bounded on huge corpora).
 
 Piece = tuple[int, int, int]  # (id, start, end), offsets relative to the chunk.

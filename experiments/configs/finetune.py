@@ -5,8 +5,8 @@ live in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa
 Empty strings mean "work it out": `data_dir` defaults per task under the shared data,
 `init_checkpoint` defaults to the MiniLM checkpoint when the test package is installed,
 `vocab_path` to the checkpoint's vocab.txt, `lowercase` (-1 = auto) to the vocab's casing.
-
-`_re_config()` and `_qa_config()` are owned by the RE/QA adapters' author.
+The optimiser keys have the same names as pre-training's (biobert_jax.train.optim.
+optimizer_from_config), except that warmup is a proportion of the total steps here.
 """
 from __future__ import annotations
 
@@ -57,10 +57,28 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   c.trainable = ()         # regexes over '/'-joined param paths; empty = all trainable
   c.trainable_top_k = -1   # >= 0: train only the top k layers + head (adds patterns)
   c.reinit = ()            # regexes of encoder subtrees to re-initialise, e.g. "pooler"
+  # A fine-tuned checkpoint's task head (BioBERT+SQuAD's QA head, a run_re classifier):
+  # "fitting" = continue from it when it has the task head's exact shape, "fresh" = never.
+  c.init_heads = "fitting"
   c.log_every = 50
   c.eval_every_epoch = True
   c.write_predictions = True
   c.save_model = True
+
+  # Devices, as in pre-training (-1 = the rest); batch_size and eval_batch_size must
+  # divide by data * fsdp.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  # Resumable runs: a checkpoint every this many steps and at every epoch end (the
+  # newest keep_checkpoints are kept, plus the best epoch's params).
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.tensorboard = True
+  # True: delete whatever run the workdir holds and start afresh. Otherwise a re-run on
+  # the same workdir resumes, and refuses (listing the keys) when the config differs.
+  c.overwrite = False
   return c
 
 
@@ -69,17 +87,20 @@ def _ner_config() -> ml_collections.ConfigDict:
   c.corpus = "NCBI-disease"   # used when data_dir is "": <data>/ner/<corpus>
   c.scheme = "iob2"           # tag scheme of the files: iob2 | iob1 | iobes
   c.invalid_i = "repair"      # an I- following nothing: "repair" (as B-) or "fail"
-  c.label_all_pieces = False  # False: only a word's first piece carries its label
   return c
 
 
 def _re_config() -> ml_collections.ConfigDict:
-  """Relation extraction (experiments/tasks/re.py)."""
+  """Relation extraction (biobert_jax/tasks/re.py)."""
   c = ml_collections.ConfigDict()
   c.corpus = "gad"          # used when data_dir is "": <data>/re/<corpus> ("chemprot" works:
                             # the raw release under re/chemprot/raw is detected)
   c.dataset = "auto"        # auto | gad | chemprot (raw release) | biobert_tsv
   c.pooling = "cls"         # cls (BioBERT) | entity_start (the two anonymisation tokens)
+  # new_tokens: each marker (@GENE$, ...) is one added vocabulary row; word_pieces: the
+  # markers stay ordinary text split into word pieces, as in BioBERT's input (entity_start
+  # then pools each marker's first piece).
+  c.markers = "new_tokens"
   c.dev_fraction = 0.0      # > 0: carve a dev slice of distinct train sentences (GAD has
   c.dev_seed = 12345        #   no dev split; BioBERT reports test only)
   c.multi_label = "both"    # ChemProt pairs with two gold labels: both rows (BLUE) | first
@@ -89,7 +110,7 @@ def _re_config() -> ml_collections.ConfigDict:
 
 
 def _qa_config() -> ml_collections.ConfigDict:
-  """BioASQ factoid QA (experiments/tasks/qa.py); defaults = BioBERT's 6b setup."""
+  """BioASQ factoid QA (biobert_jax/tasks/qa.py); defaults = BioBERT's 6b setup."""
   c = ml_collections.ConfigDict()
   c.corpus = "bioasq6b"     # used when data_dir is "": <data>/qa/<corpus>
   c.train_file = "BioASQ-train-factoid-7b-minus-6b-test.json"
@@ -110,6 +131,13 @@ _TASK_CONFIGS = {"ner": _ner_config, "re": _re_config, "qa": _qa_config}
 
 def get_config(arg: str = "ner") -> ml_collections.ConfigDict:
   task = (arg or "ner").strip()
+  if task == "multi_ner":  # one encoder, one NER head per corpus (biobert_jax/tasks/multi_ner)
+    c = _common_config(task)
+    c.ner = _ner_config()
+    c.ner.corpora = ("NCBI-disease", "BC5CDR-chem")
+    c.bucket_length = 32
+    c.group_by_length = 50
+    return c
   if task not in _TASK_CONFIGS:
     raise ValueError(f"unknown fine-tuning preset {task!r}; expected {sorted(_TASK_CONFIGS)}")
   c = _common_config(task)

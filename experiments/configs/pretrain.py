@@ -85,6 +85,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.eval_every = 0  # 0 = only at the end
   c.eval_steps = 20  # batches per evaluation
   c.tensorboard = True
+  # True: delete whatever run the workdir holds and start afresh. Otherwise a re-run on
+  # the same workdir resumes, and refuses (listing the keys) when the config differs.
+  c.overwrite = False
 
   for key, value in _PRESET_OVERRIDES[preset].items():
     setattr(c, key, value)

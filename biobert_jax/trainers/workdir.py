@@ -1,0 +1,156 @@
+"""Workdirs that never mix two runs and never look finished when they are not.
+
+* `check_or_record_config(workdir, config, ignore=...)`: the first run records
+  `config.json`; a re-run with a different config stops *before writing anything*, with
+  one message listing every differing key (`config.overwrite=True` removes the old run's
+  files and starts afresh). Keys in `ignore` may differ (e.g. log cadence, the mesh: a
+  resumed run may use other devices); the record is then updated.
+* `atomic_path(final)`: write a file or directory under a temporary name and rename it
+  into place only when complete, so a failure (or a kill) never leaves a half-written
+  result under its final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from typing import Any, Iterator, Mapping, Sequence
+
+CONFIG_NAME = "config.json"
+TMP_SUFFIX = ".tmp"
+
+# Keys that never change what a run computes, only how it is logged, checkpointed or laid
+# out on devices (checkpoints restore onto any mesh), plus overwrite itself.
+COMMON_IGNORED = ("overwrite", "log_every", "checkpoint_every", "keep_checkpoints",
+                  "keep_every", "async_checkpoints", "tensorboard", "mesh")
+
+
+class WorkdirConfigMismatch(ValueError):
+  """A re-run's config differs from the one recorded in its workdir."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, Mapping):
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def config_as_json(config: Any) -> dict:
+  """The config as plain JSON values (tuples become lists), the form config.json holds."""
+  return json.loads(config.to_json_best_effort())
+
+
+def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
+                       ignore: Sequence[str] = ()) -> list[str]:
+  """`key: recorded -> current` for every dotted key that differs (ignored keys and
+  their sub-keys aside), sorted."""
+  old, new = _flatten(recorded), _flatten(current)
+
+  def ignored(key: str) -> bool:
+    return any(key == i or key.startswith(i + ".") for i in ignore)
+
+  missing = object()
+  return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+          for k in sorted(set(old) | set(new))
+          if not ignored(k) and old.get(k, missing) != new.get(k, missing)]
+
+
+def clear(workdir: str) -> None:
+  """Removes everything inside `workdir` (the directory itself stays)."""
+  for name in os.listdir(workdir):
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] = (),
+                           write: bool = True) -> bool:
+  """Makes sure `workdir` holds this run (or nothing yet); records config.json.
+
+  Args:
+    workdir: the run's directory (created when missing).
+    config: the run's ml_collections config; `config.get("overwrite")` True clears a
+      workdir that holds another run first.
+    ignore: top-level or dotted keys that may differ from the recorded config.
+    write: False on processes other than 0 (they only check).
+
+  Returns:
+    True when the workdir already held this run (a resume), False for a fresh start.
+
+  Raises:
+    WorkdirConfigMismatch: listing the differing keys, before anything is written.
+  """
+  path = os.path.join(workdir, CONFIG_NAME)
+  current = config_as_json(config)
+  overwrite = bool(config.get("overwrite", False))
+  resumed = False
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      recorded = json.load(f)
+    diffs = config_differences(recorded, current, tuple(ignore) + COMMON_IGNORED)
+    if overwrite:
+      if write:
+        clear(workdir)
+    elif diffs:
+      raise WorkdirConfigMismatch(
+          f"{path} records another run; this config differs in {len(diffs)} key(s):\n  "
+          + "\n  ".join(diffs)
+          + "\nUse another --workdir, re-run with the recorded values, or pass "
+          "--config.overwrite=True to delete that run and start afresh.")
+    else:
+      resumed = True
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, current)
+  return resumed
+
+
+def write_json(path: str, obj: Any) -> None:
+  """JSON (indented, keys sorted) written to a temporary name, then renamed."""
+  with atomic_path(path) as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write("\n")
+
+
+def _remove(path: str) -> None:
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  elif os.path.lexists(path):
+    os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str, *, primary: bool = True) -> Iterator[str]:
+  """Yields `<final>.tmp` to write (a file or a directory); renames it to `final` on
+  success (replacing an older `final`), removes it on failure.
+
+  A directory replaces an older one in two renames (old out of the way, new in); a kill
+  between them leaves the old one at `<final>.old`, never a partial result at `final`.
+  With several processes writing one directory, only the `primary` one removes and
+  renames (the caller synchronises the processes around the block).
+  """
+  tmp = final + TMP_SUFFIX
+  if not primary:
+    yield tmp
+    return
+  _remove(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    _remove(tmp)
+    raise
+  if os.path.isdir(tmp) and os.path.isdir(final):
+    old = final + ".old"
+    _remove(old)
+    os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old)
+  else:
+    os.replace(tmp, final)

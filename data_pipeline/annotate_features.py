@@ -1,0 +1,132 @@
+"""Annotation input features: sentences with offsets -> words -> windows -> length buckets.
+
+A block of documents is split into sentences (within each segment, so a sentence never
+spans title and abstract), every sentence is tokenised with character offsets, and its
+pieces are grouped into BERT words (a piece without "##" starts a word, as
+`biobert_jax.tasks.ner.split_words`). Each sentence becomes one window `[CLS] pieces [SEP]`,
+or, past `max_seq_length - 2` pieces, overlapping windows where each word is predicted
+by the window that gives it the most context (`data_pipeline.tasks.ner.window_owner`).
+
+Windows keep their own length (no padding here); `length_batches` sorts them by length
+and pads each batch only to its longest row rounded up to `bucket`, so a block of short
+sentences costs short sequences.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from data_pipeline.corpora.sentences import sentence_spans
+from data_pipeline.tasks import ner as ner_data
+
+
+@dataclasses.dataclass
+class SentenceBlock:
+  """The sentences of a block of documents: absolute [start, end) spans per document."""
+  doc_of_sentence: np.ndarray  # [S] index of the document within the block
+  spans: np.ndarray            # [S, 2] character span in its document's text
+  texts: list[str]
+
+
+def split_block(docs: Sequence[Any]) -> SentenceBlock:
+  """Sentences of `docs` (objects with `.text` and `.segments`) with their spans."""
+  doc_of, spans, texts = [], [], []
+  for d, doc in enumerate(docs):
+    for seg_start, seg_end in doc.segments:
+      for start, end in sentence_spans(doc.text[seg_start:seg_end]):
+        doc_of.append(d)
+        spans.append((seg_start + start, seg_start + end))
+        texts.append(doc.text[seg_start + start:seg_start + end])
+  return SentenceBlock(np.asarray(doc_of, np.int64),
+                       np.asarray(spans, np.int64).reshape(-1, 2), texts)
+
+
+@dataclasses.dataclass
+class Windows:
+  """Model inputs of one block for one tokenizer.
+
+  ids[r]: int32 `[CLS] pieces [SEP]` of window r; sentence[r]: its sentence;
+  positions[r] / words[r]: the window positions that predict words, and those words'
+  indices in the sentence; word_spans[s]: [W, 2] character spans of sentence s's words,
+  relative to the sentence.
+  """
+  ids: list[np.ndarray]
+  sentence: np.ndarray
+  positions: list[np.ndarray]
+  words: list[np.ndarray]
+  word_spans: list[np.ndarray]
+
+  @property
+  def num_tokens(self) -> int:
+    return int(sum(len(w) for w in self.ids))
+
+
+def continuation_table(tokenizer: Any) -> np.ndarray:
+  """bool [vocab]: the piece continues a word ("##..."); looked up per piece id."""
+  return np.asarray([p.startswith("##") for p in tokenizer.vocab], bool)
+
+
+def make_windows(tokenizer: Any, texts: Sequence[str], max_seq_length: int, stride: int,
+                 continuation: np.ndarray) -> Windows:
+  """Tokenises `texts` (sentences) into words and windows; see `Windows`."""
+  content = max_seq_length - 2
+  cls, sep = np.int32(tokenizer.cls_id), np.int32(tokenizer.sep_id)
+  out = Windows([], [], [], [], [])
+  sentence_of = []
+  for s, (ids, spans) in enumerate(tokenizer.encode_with_offsets(list(texts))):
+    if not ids:
+      out.word_spans.append(np.zeros((0, 2), np.int64))
+      continue
+    ids = np.asarray(ids, np.int32)
+    spans = np.asarray(spans, np.int64).reshape(-1, 2)
+    starts = ~continuation[ids]
+    starts[0] = True
+    first = np.flatnonzero(starts)
+    # A word ends where its furthest piece ends (pieces of one word are contiguous).
+    out.word_spans.append(np.stack([spans[first, 0],
+                                    np.maximum.reduceat(spans[:, 1], first)], axis=1))
+    if len(ids) <= content:
+      out.ids.append(np.concatenate([[cls], ids, [sep]]).astype(np.int32))
+      out.positions.append(first + 1)
+      out.words.append(np.arange(len(first)))
+      sentence_of.append(s)
+      continue
+    word_of_piece = np.cumsum(starts) - 1
+    windows = ner_data.window_spans(len(ids), content, stride)
+    owner = ner_data.window_owner(windows, len(ids))
+    for k, (a, b) in enumerate(windows):
+      mine = first[(first >= a) & (first < b) & (owner[first] == k)]
+      out.ids.append(np.concatenate([[cls], ids[a:b], [sep]]).astype(np.int32))
+      out.positions.append(mine - a + 1)
+      out.words.append(word_of_piece[mine])
+      sentence_of.append(s)
+  out.sentence = np.asarray(sentence_of, np.int64)
+  return out
+
+
+def length_batches(windows: Windows, batch_size: int, bucket: int, max_seq_length: int,
+                   pad_id: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+  """(window indices, padded batch) in length order; every batch has `batch_size` rows.
+
+  A short last batch is filled with copies of its first row (cut off by the caller), so
+  the compiled shapes are only (batch_size, multiples of `bucket`).
+  """
+  lengths = np.asarray([len(w) for w in windows.ids], np.int64)
+  order = np.argsort(lengths, kind="stable")
+  for begin in range(0, len(order), batch_size):
+    idx = order[begin:begin + batch_size]
+    longest = int(lengths[idx].max())
+    length = min(max_seq_length, -(-longest // bucket) * bucket) if bucket > 0 else \
+        max_seq_length
+    ids = np.full((batch_size, length), pad_id, np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    for row, r in enumerate(idx):
+      ids[row, :lengths[r]] = windows.ids[r]
+      mask[row, :lengths[r]] = 1
+    if len(idx) < batch_size:
+      ids[len(idx):] = ids[0]
+      mask[len(idx):] = mask[0]
+    yield idx, {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+                "attention_mask": mask}

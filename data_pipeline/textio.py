@@ -1,0 +1,67 @@
+"""Reading task input files as UTF-8 text or JSON, with errors that name file and line.
+
+Every task reader goes through here, so all of them agree on three things: invalid UTF-8
+raises `InputError("path:line: ...")` instead of a bare UnicodeDecodeError; a UTF-8
+byte-order mark at the start of the file is dropped (it used to stick to the first NER
+token and come back in predictions); and lines end at "\\n" only (with an optional "\\r"
+before it), never at U+2028, U+0085, form feeds and the other characters that
+`str.splitlines` and text-mode files also break on, which may occur inside a sentence.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Iterator
+
+from data_pipeline.errors import InputError
+
+BOM = "\ufeff"
+
+
+def _decode(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise InputError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line "
+                     f"({raw[e.start:e.end]!r}); the file must be UTF-8") from None
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+  """(1-based line number, line without its "\\n" / "\\r\\n") for every line of `path`."""
+  with open(path, "rb") as handle:
+    for lineno, raw in enumerate(handle, start=1):
+      line = _decode(raw, path, lineno)
+      if lineno == 1 and line.startswith(BOM):
+        line = line[1:]
+      if line.endswith("\n"):
+        line = line[:-2] if line.endswith("\r\n") else line[:-1]
+      yield lineno, line
+
+
+@contextlib.contextmanager
+def open_lines(path: str | os.PathLike) -> Iterator[Iterator[tuple[int, str]]]:
+  """`with open_lines(path) as lines: for lineno, line in lines:` (see iter_lines)."""
+  lines = iter_lines(path)
+  try:
+    yield lines
+  finally:
+    lines.close()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """The parsed JSON of a UTF-8 file (a leading BOM is allowed)."""
+  with open(path, "rb") as handle:
+    raw = handle.read()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    lineno = raw.count(b"\n", 0, e.start) + 1
+    raise InputError(f"{path}:{lineno}: invalid UTF-8 ({raw[e.start:e.end]!r}); the file "
+                     "must be UTF-8") from None
+  try:
+    return json.loads(text[1:] if text.startswith(BOM) else text)
+  except json.JSONDecodeError as e:
+    raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+  except RecursionError:
+    raise InputError(f"{path}: JSON nested too deeply") from None

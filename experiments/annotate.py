@@ -1,0 +1,56 @@
+r"""Annotates PubMed/PMC/text at scale with fine-tuned NER models, resumably.
+
+  python -m experiments.annotate --models=work/ncbi/model,work/multi/model \
+    --input='pubmed/baseline/pubmed26n*.xml.gz' --output=annotations/
+
+One output file per input (`<stem>.jsonl`, or `.pubtator` with --format=pubtator), one
+line per document: {"id", "text", "entities": [{"start", "end", "text", "type",
+"score"}]}. Re-running the same command skips finished files (a killed job resumes);
+summary.json in --output has the counts. Multi-host: start the same command on every host
+with --coordinator_address/--num_processes/--process_id (or --jax_distributed); hosts
+take disjoint files. Library: biobert_jax/trainers/annotate.py.
+"""
+from absl import app, flags
+
+from biobert_jax.trainers import annotate
+from biobert_jax.trainers.pretrain import initialize_distributed
+
+_MODELS = flags.DEFINE_list("models", None, "Fine-tuned model dirs (ner or multi_ner).")
+_INPUT = flags.DEFINE_string("input", None, "Glob (or comma-separated globs) of inputs.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory.")
+_FORMAT = flags.DEFINE_enum("format", "jsonl", list(annotate.OUTPUT_FORMATS), "Output format.")
+_INPUT_FORMAT = flags.DEFINE_enum("input_format", "auto",
+                                  ["auto", "pubmed_xml", "pmc", "text", "jsonl"],
+                                  "auto = from the file name / XML root.")
+_BATCH = flags.DEFINE_integer("batch_size", 128, "Windows per batch (all local devices; "
+                              "rounded up to a multiple of the device count).")
+_BUCKET = flags.DEFINE_integer("bucket_length", 32, "Pad batches to multiples of this.")
+_BLOCK = flags.DEFINE_integer("block_docs", 1024, "Documents read and tokenised at once.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
+                           "Compute dtype.")
+_LOG_EVERY = flags.DEFINE_float("log_every_s", 30.0, "Seconds between progress lines.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_AUTO = flags.DEFINE_bool("jax_distributed", False, "jax.distributed.initialize() with "
+                          "auto-detected arguments (TPU pods, SLURM).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _AUTO.value)
+  summary = annotate.annotate(
+      _MODELS.value, _INPUT.value, _OUTPUT.value, output_format=_FORMAT.value,
+      input_format=_INPUT_FORMAT.value, batch_size=_BATCH.value,
+      bucket_length=_BUCKET.value, block_docs=_BLOCK.value, dtype=_DTYPE.value,
+      log_every_s=_LOG_EVERY.value)
+  print(f"done: {summary['documents']} documents, {summary['entities_total']} entities "
+        f"({summary['files_written']} files written, {summary['files_existing']} already "
+        f"there, {summary['skipped_malformed']} malformed records skipped)", flush=True)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["models", "input", "output"])
+  app.run(main)

@@ -1,0 +1,80 @@
+r"""transformers + torch reference for relation extraction (GAD, ChemProt).
+
+Trains transformers' BertForSequenceClassification ([CLS] pooling, as BioBERT) from the same
+checkpoint on the same features our RE adapter builds (our readers, ChemProt preprocessing,
+marker handling `re.markers`, windows, subsets) with the same optimiser settings, and scores
+it with the adapter's own metric. Our run and the reference take the same config overrides:
+
+  python -m experiments.finetune --config=experiments/configs/finetune.py:re \
+    --config.re.corpus=gad --config.num_epochs=1 --workdir=/tmp/gad_ours
+  python -m experiments.benchmarks.re_reference --config=experiments/configs/finetune.py:re \
+    --config.re.corpus=gad --config.num_epochs=1 --ours=/tmp/gad_ours/eval_results.json
+
+The checkpoint must be a HF directory (`config.init_checkpoint`, default MiniLM). Prints
+test P/R/F1 and training wall time of both sides; `--out` writes the comparison as JSON.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.benchmarks import torch_reference as ref
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/finetune.py:re",
+                                          "Fine-tuning config (same overrides as ours).")
+_OURS = flags.DEFINE_string("ours", "", "our eval_results.json to compare with")
+_OUT = flags.DEFINE_string("out", "", "write the comparison here as JSON")
+_THREADS = flags.DEFINE_integer("threads", 0, "torch threads (0 = all cores)")
+
+
+def main(argv):
+  del argv
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  config = _CONFIG.value
+  if config.task != "re":
+    raise app.UsageError("re_reference needs the :re config")
+  if config.re.get("pooling", "cls") != "cls":
+    raise app.UsageError("transformers' BertForSequenceClassification pools [CLS]; compare "
+                         "with --config.re.pooling=cls")
+  torch = ref.torch_setup(_THREADS.value, int(config.seed))
+  t0 = time.time()
+  task, tokenizer, data = ref.build_data(config)
+  train, test = data.splits["train"], data.splits["test"]
+  print(f"data: {train.num_features} train / {test.num_features} test rows, labels "
+        f"{data.labels}, {time.time() - t0:.0f}s", flush=True)
+  model = transformers.BertForSequenceClassification.from_pretrained(
+      config.init_checkpoint, num_labels=len(data.labels))
+  if config.dropout_rate >= 0:
+    for m in model.modules():
+      if isinstance(m, torch.nn.Dropout):
+        m.p = float(config.dropout_rate)
+  ref.grow_vocab(model, tokenizer.vocab_size, model.config.initializer_range, int(config.seed))
+
+  def loss_fn(m, batch):
+    logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+               token_type_ids=batch["token_type_ids"]).logits
+    return torch.nn.functional.cross_entropy(logits, batch["label_ids"], ignore_index=-100)
+
+  def outputs_fn(m, batch):
+    return {"logits": m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        token_type_ids=batch["token_type_ids"]).logits}
+
+  seconds = ref.train(model, train, config, loss_fn)
+  outputs = ref.predict(model, test, int(config.eval_batch_size), int(config.bucket_length),
+                        outputs_fn)
+  result = task.evaluate(task.decode(outputs, test, config), test, config)
+  print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}), flush=True)
+  row = ref.report(f"re/{config.re.corpus}", result, seconds, _OURS.value,
+                   lambda r: float(r["f1"]))
+  row["reference_result"] = result
+  if _OUT.value:
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+      json.dump(row, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,164 @@
+"""What the transformers + torch references share: data through our adapters, BERT's
+optimiser in torch, and the side-by-side report.
+
+Only the model code and the training loop differ from biobert-jax: the references take the
+features our task adapters build (same readers, windows, markers, subsets) and score with
+the adapters' own `decode` / `evaluate`, so a gap between the two figures is the model or
+the training, never the data or the metric.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import ml_collections
+import numpy as np
+
+from biobert_jax.tasks import get_task
+from biobert_jax.tasks.base import SplitData, TaskData
+from biobert_jax.trainers import model_dir as model_dir_lib
+from data_pipeline.tokenization import load_tokenizer
+
+
+def build_data(config: ml_collections.ConfigDict) -> tuple[Any, Any, TaskData]:
+  """(task adapter, tokenizer, TaskData) exactly as experiments.finetune builds them."""
+  task = get_task(config.task)
+  vocab_path = model_dir_lib.resolve_vocab(config)
+  lowercase = model_dir_lib.resolve_lowercase(config, vocab_path)
+  tokenizer = load_tokenizer(vocab_path, lowercase=lowercase,
+                             extra_tokens=list(task.extra_tokens(config)))
+  return task, tokenizer, task.load(config, tokenizer)
+
+
+def torch_setup(threads: int, seed: int):
+  import torch  # pylint: disable=import-outside-toplevel
+
+  torch.set_num_threads(threads or os.cpu_count() or 1)
+  torch.manual_seed(seed)
+  return torch
+
+
+def grow_vocab(model: Any, vocab_size: int, initializer_range: float, seed: int) -> None:
+  """New rows = mean of the old rows + N(0, initializer_range / 10), as our extend_vocab."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  old = model.get_input_embeddings().weight.shape[0]
+  if vocab_size <= old:
+    return
+  model.resize_token_embeddings(vocab_size, mean_resizing=False)
+  table = model.get_input_embeddings().weight
+  rng = np.random.default_rng(seed)
+  with torch.no_grad():
+    mean = table[:old].mean(0, keepdim=True)
+    noise = torch.tensor(rng.normal(0.0, initializer_range / 10, (vocab_size - old,
+                                                                   table.shape[1])),
+                         dtype=table.dtype)
+    table[old:] = mean + noise
+
+
+def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: int):
+  """torch AdamW + linear warmup/decay with the same hyper-parameters as our optax AdamW
+  (bias-corrected, no decay on LayerNorm and biases, eps, clip applied by the loop)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  decay, no_decay = [], []
+  for name, p in model.named_parameters():
+    (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+  opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=config.learning_rate, betas=(config.b1, config.b2), eps=config.eps)
+  warmup = int(total_steps * config.warmup_proportion)
+  return opt, transformers.get_linear_schedule_with_warmup(opt, warmup, total_steps)
+
+
+def batches(split: SplitData, batch_size: int, epochs: int, seed: int, bucket: int
+            ) -> Iterator[dict[str, np.ndarray]]:
+  """Shuffled batches, each epoch's remainder dropped (one shape, like our trainer)."""
+  rng = np.random.default_rng(seed)
+  n = split.num_features
+  for _ in range(epochs):
+    order = rng.permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+      idx = order[start:start + batch_size]
+      yield trim({k: v[idx] for k, v in split.features.items()}, bucket)
+
+
+def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
+  """Cuts [B, L] arrays to the longest row rounded up to `bucket` (0 = keep L)."""
+  if bucket <= 0 or "attention_mask" not in batch:
+    return batch
+  full = batch["attention_mask"].shape[1]
+  length = min(full, int(math.ceil(batch["attention_mask"].sum(1).max() / bucket) * bucket))
+  return {k: v[:, :length] if v.ndim == 2 and v.shape[1] == full else v
+          for k, v in batch.items()}
+
+
+def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
+          loss_fn: Callable[[Any, dict], Any], log_every: int = 50) -> float:
+  """Trains in place; returns wall seconds."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  steps_per_epoch = split.num_features // config.batch_size
+  total = steps_per_epoch * config.num_epochs
+  opt, schedule = make_optimizer(model, config, total)
+  model.train()
+  t0 = time.time()
+  for step, batch in enumerate(batches(split, config.batch_size, config.num_epochs,
+                                       config.seed, config.bucket_length), start=1):
+    loss = loss_fn(model, {k: torch.as_tensor(v, dtype=torch.long) for k, v in batch.items()})
+    loss.backward()
+    if config.clip_norm > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    opt.step()
+    schedule.step()
+    opt.zero_grad(set_to_none=True)
+    if step % log_every == 0 or step == total:
+      print(f"  torch step {step}/{total} loss {loss.item():.4f} "
+            f"({time.time() - t0:.0f}s)", flush=True)
+  return time.time() - t0
+
+
+def predict(model: Any, split: SplitData, batch_size: int, bucket: int,
+            outputs_fn: Callable[[Any, dict], dict[str, Any]]) -> dict[str, np.ndarray]:
+  """Outputs over all features in order; [B, L] outputs are padded back to full length."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  model.eval()
+  full = split.features["attention_mask"].shape[1]
+  chunks: list[dict[str, np.ndarray]] = []
+  with torch.no_grad():
+    for start in range(0, split.num_features, batch_size):
+      batch = trim({k: v[start:start + batch_size] for k, v in split.features.items()}, bucket)
+      out = outputs_fn(model, {k: torch.as_tensor(v, dtype=torch.long)
+                               for k, v in batch.items()})
+      chunk = {}
+      for k, v in out.items():
+        v = v.float().numpy()
+        if v.ndim == 2 and v.shape[1] < full and k.endswith("_logits"):
+          v = np.pad(v, [(0, 0), (0, full - v.shape[1])], constant_values=-1e4)
+        chunk[k] = v
+      chunks.append(chunk)
+  return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def report(label: str, theirs: dict, theirs_seconds: float, ours_path: str,
+           metric_of: Callable[[dict], float]) -> dict:
+  """Prints ours vs the reference; returns the comparison (also written as JSON by callers)."""
+  row = {"task": label, "reference": metric_of(theirs), "reference_seconds": theirs_seconds}
+  if ours_path:
+    with open(ours_path, encoding="utf-8") as f:
+      ours = json.load(f)
+    row["ours"] = metric_of(ours["test"])
+    row["ours_seconds"] = ours.get("train_seconds")
+  print(f"{'':24s} {'ours':>10s} {'transformers':>13s}")
+  print(f"{label + ' test':24s} {row.get('ours', float('nan')):10.4f} {row['reference']:13.4f}")
+  if ours_path:
+    ours_s = row["ours_seconds"]
+    print(f"{'train wall seconds':24s} {ours_s if ours_s is not None else float('nan'):10.0f} "
+          f"{theirs_seconds:13.0f}")
+    print(f"{'gap (ours - reference)':24s} {row['ours'] - row['reference']:+10.4f}")
+  return row
