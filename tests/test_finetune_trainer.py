@@ -43,7 +43,7 @@ def _overrides(task, data_dir, vocab):
   per_task = {
       "ner": {"data_dir": str(data_dir / "ner/NCBI-disease"), "max_train_examples": 5,
               "max_eval_examples": 2, "max_seq_length": 32, "doc_stride": 16,
-              "num_epochs": 1},
+              "num_epochs": 2},
       "re": {"data_dir": str(data_dir / "re/gad"), "max_train_examples": 40,
              "max_eval_examples": 8, "max_seq_length": 48, "num_epochs": 1},
       "qa": {"data_dir": str(data_dir / "qa/bioasq6b"), "max_train_examples": 1,
@@ -69,6 +69,7 @@ def _losses(workdir):
   return [r["loss"] for r in read_jsonl(str(pathlib.Path(workdir) / "metrics.jsonl"))]
 
 
+@pytest.mark.slow  # six tiny trainings: about a minute each on the loaded 2-core box
 @pytest.mark.parametrize("task", ["ner", "re", "qa"])
 def test_same_losses_on_one_device_and_a_2x2x2_mesh(task, tmp_path, data_dir, char_vocab):
   losses = {}

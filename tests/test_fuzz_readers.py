@@ -271,7 +271,8 @@ def _squad_examples(draw):
     for _ in range(draw(st.integers(0, 2))):
       start = draw(st.integers(0, len(context) - 1))
       end = draw(st.integers(start + 1, len(context)))
-      answers.append((context[start:end], start))
+      if context[start:end].strip():  # a blank answer is an error (tested by fuzzing)
+        answers.append((context[start:end], start))
     examples.append(qa.QAExample(f"{i:024x}_{i:03d}", draw(st.text(max_size=30)), context,
                                  tuple(answers)))
   return examples

@@ -135,20 +135,16 @@ def _take_task_heads(config: BertConfig, tensors: Mapping[str, np.ndarray], fmt:
 
   A head whose kernel and bias are both present with kernel [C, hidden_size] becomes our
   {"<head>": {"kernel": [H, C], "bias": [C]}} (whether it fits the task model is decided when
-  grafting); anything else under a head name is listed in `report.unused` with the reason, so
-  a strict load of the encoder never fails on a task head.
+  grafting); a complete head of another hidden size is listed in `report.unused` with the
+  reason, so a strict load of the encoder never fails on a task head. A kernel without its
+  bias (or the reverse) stays an unexpected tensor.
   """
   rest, heads = dict(tensors), {}
   for head in names.TASK_HEADS[fmt]:
-    present = [n for n in (head.kernel, head.bias) if n in rest]
-    if not present:
-      continue
+    if head.kernel not in rest or head.bias not in rest:
+      continue  # half a head is not a head: left to the strict unexpected-tensor check
+    present = [head.kernel, head.bias]
     arrays = [rest.pop(n) for n in present]
-    if len(present) < 2:
-      report.unused.extend(present)
-      report.notes.append(f"task head {head.ours}: only {present[0]} in the checkpoint; "
-                          "not loaded")
-      continue
     converted, why = names.task_head_arrays(head, arrays[0], arrays[1], config.hidden_size)
     if converted is None:
       report.unused.extend(present)

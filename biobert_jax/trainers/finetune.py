@@ -342,7 +342,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     The results, or {"preempted": True, "step": s} when SIGTERM stopped training (a
     checkpoint was saved; re-running the same command continues).
   """
-  validate_finetune_config(config)
+  validate_finetune_config(config, device_count=len(devices) if devices else None)
   workdir = os.path.abspath(workdir)
   setup = build(config)
   check_splits(setup.splits, config)  # empty dev/test dropped (and said) before training

@@ -230,7 +230,7 @@ def validate_pretrain_config(config: Any, *, device_count: int | None = None,
               f"= {shape[0]} x {shape[1]} x {int(accum or 1)} = {shards}")
 
 
-def validate_finetune_config(config: Any) -> None:
+def validate_finetune_config(config: Any, *, device_count: int | None = None) -> None:
   """Checks a fine-tuning config (experiments/configs/finetune.py) before any work.
 
   Positions beyond the checkpoint's are not an error: fine-tuning extends the position
@@ -255,7 +255,7 @@ def validate_finetune_config(config: Any) -> None:
   _existing_path(config, "vocab_path", "vocabulary file")
   _existing_path(config, "data_dir", "data directory")
   _positive_int(config, "checkpoint_every", "keep_checkpoints")
-  _mesh(config, None)
+  _mesh(config, device_count)
   _choice(config, "ner.scheme", NER_SCHEMES)
   _choice(config, "ner.invalid_i", INVALID_I)
   _choice(config, "re.dataset", RE_DATASETS)

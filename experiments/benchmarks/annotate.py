@@ -15,21 +15,29 @@ and the ratio; --output appends the JSON row.
 """
 from __future__ import annotations
 
-import json
-import pathlib
-import shutil
-import tempfile
-import time
+import os
 
-import jax
-import numpy as np
-from absl import app, flags
+# transformers must not load its TensorFlow models (Keras 3 is installed for tf.data).
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from biobert_jax import checkpoints
-from biobert_jax.trainers import annotate
-from biobert_jax.trainers.model_dir import save_finetuned
-from data_pipeline import annotate_input
-from data_pipeline.paths import data_path
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from biobert_jax import checkpoints  # noqa: E402
+from biobert_jax.trainers import annotate  # noqa: E402
+from biobert_jax.trainers.model_dir import save_finetuned  # noqa: E402
+from data_pipeline import annotate_input  # noqa: E402
+from data_pipeline.paths import data_path  # noqa: E402
 
 _NUM_DOCS = flags.DEFINE_integer("num_docs", 200, "Citations annotated per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds.")
@@ -54,16 +62,20 @@ def _models(workdir: pathlib.Path) -> tuple[str, str]:
   save_finetuned(str(ours), config, params, str(minilm / "vocab.txt"),
                  {"task": "ner", "labels": LABELS, "max_seq_length": 128, "doc_stride": 64,
                   "lowercase": True, "extra_tokens": []})
-  hf_dir = workdir / "hf"
-  checkpoints.export_hf(config, params, hf_dir)
+  # export_hf writes the encoder; the token-classification head is set on the torch model
+  # (transformers' classifier.weight is our kernel transposed).
+  encoder_dir, hf_dir = workdir / "hf_encoder", workdir / "hf"
+  checkpoints.export_hf(config, {"encoder": params["encoder"]}, encoder_dir)
+  model = transformers.BertForTokenClassification.from_pretrained(
+      str(encoder_dir), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+      label2id={l: i for i, l in enumerate(LABELS)})
+  with torch.no_grad():
+    model.classifier.weight.copy_(torch.from_numpy(params["classifier"]["kernel"].T.copy()))
+    model.classifier.bias.copy_(torch.from_numpy(params["classifier"]["bias"]))
+  model.save_pretrained(str(hf_dir))
   for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json"):
     shutil.copyfile(minilm / name, hf_dir / name)
-  hf_config = json.loads((hf_dir / "config.json").read_text())
-  hf_config.update(id2label=dict(enumerate(LABELS)),
-                   label2id={l: i for i, l in enumerate(LABELS)},
-                   architectures=["BertForTokenClassification"])
-  (hf_dir / "config.json").write_text(json.dumps(hf_config))
   return str(ours), str(hf_dir)
 
 
@@ -80,14 +92,12 @@ def _sample(workdir: pathlib.Path, n: int) -> tuple[pathlib.Path, list[str]]:
 
 def main(argv):
   del argv
-  import transformers  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-
   work = pathlib.Path(tempfile.mkdtemp(prefix="annotate_bench_"))
   ours_dir, hf_dir = _models(work)
   docs, texts = _sample(work, _NUM_DOCS.value)
   pipe = transformers.pipeline("token-classification", model=hf_dir, tokenizer=hf_dir,
-                               aggregation_strategy="simple", device=-1)
+                               aggregation_strategy="simple", device=-1,
+                               framework="pt")
   kwargs = dict(batch_size=_BATCH.value, dtype=_DTYPE.value, log_every_s=1e9)
   annotate.annotate([ours_dir], str(docs), str(work / "warm"), **kwargs)  # compiles
   for b in _HF_BATCHES.value:
