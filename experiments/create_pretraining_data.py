@@ -11,11 +11,13 @@ prints the reader counters. Held-out documents (--holdout_every) are left out, s
 held-out evaluation of the corpus stays unseen.
 """
 import os
+import sys
 
 from absl import app, flags, logging
 
 from data_pipeline import paths, pretraining
 from data_pipeline.corpora import ReadStats
+from data_pipeline.errors import InputError
 from data_pipeline.pretraining.static_writer import write_static_examples
 
 _INPUT = flags.DEFINE_string("input_files", str(paths.data_path(
@@ -50,7 +52,10 @@ def main(argv):
   os.makedirs(_OUTPUT.value, exist_ok=True)
   pattern = os.path.join(_OUTPUT.value, "pretrain-{shard:05d}-of-{num_shards:05d}.tfrecord")
   stats = ReadStats()
-  written = write_static_examples(config, pattern, _SHARDS.value, stats=stats)
+  try:
+    written = write_static_examples(config, pattern, _SHARDS.value, stats=stats)
+  except InputError as e:  # an empty corpus writes nothing: one line, exit status 1
+    sys.exit(f"error: {e}")
   logging.info("wrote %d shards to %s", len(written), _OUTPUT.value)
   print(f"shards: {len(written)} in {_OUTPUT.value}")
   print(f"reader counters (all {config.dupe_factor} passes): {stats}")

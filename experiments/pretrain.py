@@ -4,7 +4,10 @@ r"""BERT/BioBERT pre-training (masked LM + next sentence) on a device mesh.
       --workdir=work/pretrain_tiny --config.total_steps=200 --config.mesh.fsdp=-1
 
 Re-running the same command on the same workdir resumes from its latest checkpoint
-(params, optimizer state, rng, step and the data iterator's position). Multi-host: start
+(params, optimizer state, rng, step and the data iterator's position). A re-run whose
+config differs from the workdir's config.json (other than total_steps, the mesh and
+logging/checkpoint cadence) stops before writing anything and lists the differing keys;
+--config.overwrite=True deletes the old run and starts afresh. Multi-host: start
 the same command on every host with --coordinator_address=HOST:PORT --num_processes=N
 --process_id=i, or --jax_distributed where jax detects them (TPU pods, SLURM).
 Progress lines count NON-PAD tokens per second (input_mask), over the global batch.

@@ -20,7 +20,11 @@ import numpy as np
 
 from biobert_jax import models
 from biobert_jax.checkpoints import native
+from biobert_jax.trainers import finetune as finetune_lib
+from biobert_jax.trainers import pretrain as pretrain_lib
 from data_pipeline import paths
+from experiments.configs import finetune as finetune_configs
+from experiments.configs import pretrain as pretrain_configs
 
 
 def cased_vocab() -> str:
@@ -57,7 +61,6 @@ def _apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> N
 
 
 def pretrain_config(preset: str = "mini", **overrides: Any) -> ml_collections.ConfigDict:
-  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
   config = pretrain_configs.get_config(preset)
   _apply(config, overrides)
   return config
@@ -66,10 +69,9 @@ def pretrain_config(preset: str = "mini", **overrides: Any) -> ml_collections.Co
 def pretrain(workdir: str | os.PathLike, preset: str = "mini",
              **overrides: Any) -> dict[str, Any]:
   """Pre-trains (or resumes) in `workdir`; returns the export dir and the metric rows."""
-  from biobert_jax.trainers import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
   workdir = str(workdir)
   config = pretrain_config(preset, **overrides)
-  pretrain_main.train(config, workdir)
+  pretrain_lib.train(config, workdir)
   return {"export": os.path.join(workdir, "export"),
           "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl")),
           "eval": read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))}
@@ -84,10 +86,9 @@ def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
   code path (checkpoint load, graft, vocab) as a pre-trained encoder, so the only
   difference between the two arms of the ablation is the pre-training itself.
   """
-  from biobert_jax.trainers import pretrain as pretrain_main  # pylint: disable=import-outside-toplevel
   vocab_path = vocab_path or cased_vocab()
   config = pretrain_config(preset, vocab_path=vocab_path, max_seq_length=max_seq_length)
-  bert_config = pretrain_main.model_config(config, pretrain_main.vocab_size_of(vocab_path))
+  bert_config = pretrain_lib.model_config(config, pretrain_lib.vocab_size_of(vocab_path))
   module = models.BertForPreTraining(bert_config)
   params = jax.device_get(models.init_params(module, jax.random.PRNGKey(seed)))
   out = native.save_native(bert_config, params, out_dir)
@@ -96,7 +97,6 @@ def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
 
 
 def finetune_config(task: str = "ner", **overrides: Any) -> ml_collections.ConfigDict:
-  from experiments.configs import finetune as finetune_configs  # pylint: disable=import-outside-toplevel
   config = finetune_configs.get_config(task)
   _apply(config, overrides)
   return config
@@ -105,7 +105,6 @@ def finetune_config(task: str = "ner", **overrides: Any) -> ml_collections.Confi
 def finetune(workdir: str | os.PathLike, init_checkpoint: str, task: str = "ner",
              **overrides: Any) -> dict[str, Any]:
   """Fine-tunes `init_checkpoint` on a task; returns the eval_results.json content."""
-  from biobert_jax.trainers import finetune as finetune_lib  # pylint: disable=import-outside-toplevel
   config = finetune_config(task, init_checkpoint=init_checkpoint, **overrides)
   return finetune_lib.run(config, str(workdir))
 

@@ -10,6 +10,7 @@ from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForPreTraining, init_params
 from data_pipeline.tasks import ner as ner_data
 from biobert_jax.trainers import finetune as finetune_lib
+from biobert_jax.trainers import finetune_batches
 from experiments.configs import finetune as finetune_config
 
 NUM_TRAIN, NUM_EVAL = 48, 16
@@ -118,13 +119,13 @@ def test_predict_split_buckets_keep_feature_order():
     seen_lengths.add(batch["input_ids"].shape[1])
     return {"probs": batch["input_ids"] * 2.0, "row": batch["sentence"]}
 
-  full = finetune_lib.predict_split(fake_step, None, split, batch_size=5)
-  trimmed = finetune_lib.predict_split(fake_step, None, split, batch_size=5, bucket=16)
+  full = finetune_batches.predict_split(fake_step, None, split, batch_size=5)
+  trimmed = finetune_batches.predict_split(fake_step, None, split, batch_size=5, bucket=16)
   np.testing.assert_array_equal(full["probs"], ids * 2.0)
   np.testing.assert_array_equal(trimmed["probs"], ids * 2.0)
   np.testing.assert_array_equal(trimmed["row"], np.arange(23))
   assert seen_lengths == {16, 32, 40}  # buckets, capped at the full length
-  assert finetune_lib.trimmed_length(mask[:1] * 0 + (np.arange(40) < 17), 16) == 32
+  assert finetune_batches.trimmed_length(mask[:1] * 0 + (np.arange(40) < 17), 16) == 32
 
 
 def test_epoch_batches_grouped_by_length_cover_each_row_once():
@@ -132,11 +133,11 @@ def test_epoch_batches_grouped_by_length_cover_each_row_once():
 
   rng = np.random.default_rng(1)
   lengths = rng.integers(3, 120, size=203)
-  batches = finetune_lib.epoch_batches(203, 10, rng, lengths, group=5)
+  batches = finetune_batches.epoch_batches(203, 10, rng, lengths, group=5)
   flat = np.concatenate(batches)
   assert len(batches) == 20 and len(set(flat.tolist())) == 200  # remainder of 3 dropped
   spread = np.mean([np.ptp(lengths[b]) for b in batches])
-  plain = finetune_lib.epoch_batches(203, 10, rng)
+  plain = finetune_batches.epoch_batches(203, 10, rng)
   assert spread < 0.5 * np.mean([np.ptp(lengths[b]) for b in plain])
 
 

@@ -49,7 +49,7 @@ def _overrides(task, data_dir, vocab):
       "qa": {"data_dir": str(data_dir / "qa/bioasq6b"), "max_train_examples": 1,
              "max_eval_examples": 1, "max_seq_length": 64, "doc_stride": 48,
              "qa.max_query_length": 16, "qa.test_files": (), "qa.golden_files": (),
-             "num_epochs": 1},
+             "num_epochs": 2},
   }
   return {**common, **per_task[task]}
 
@@ -191,7 +191,8 @@ def _resume_spec(data_dir, vocab):
   spec = _overrides("ner", data_dir, vocab)
   # 3 epochs of 2 steps with dev evaluation: best-so-far and history must survive too.
   spec.update(task="ner", max_train_examples=2, num_epochs=3, checkpoint_every=1,
-              keep_checkpoints=2, save_model=True, write_predictions=True)
+              keep_checkpoints=2, save_model=True, write_predictions=True, batch_size=4,
+              eval_batch_size=4)
   spec["mesh.data"] = 1
   return spec
 
@@ -236,6 +237,7 @@ def reference(tmp_path_factory, data_dir, char_vocab):
   spec = _resume_spec(data_dir, char_vocab)
   _run_to_end(spec, workdir)
   total = read_jsonl(str(workdir / "metrics.jsonl"))[-1]["step"]
+  assert total >= 6, total  # room for a kill mid-run
   return workdir, spec, total
 
 

@@ -313,7 +313,7 @@ def test_empty_dev_split_is_an_error_when_asked_for():
 def _ner_corpus(root: pathlib.Path, dev: str) -> None:
   sentence = "the\tO\ngene\tB-Gene\ncancer\tB-Disease\n.\tO\n"
   root.mkdir()
-  (root / "train.tsv").write_text("\n".join([sentence] * 8))
+  (root / "train.tsv").write_text("\n".join([sentence] * 16))
   (root / "devel.tsv").write_text(dev)
   (root / "test.tsv").write_text("\n".join([sentence] * 2))
 
@@ -333,7 +333,7 @@ def test_finetune_with_an_empty_dev_file_trains_and_says_so(tmp_path):
   (ckpt / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
   config = finetune_configs.get_config("ner")
   config.update(data_dir=str(tmp_path / "ner"), init_checkpoint=str(ckpt), num_epochs=1,
-                batch_size=4, eval_batch_size=4, max_seq_length=16, doc_stride=8,
+                batch_size=8, eval_batch_size=8, max_seq_length=16, doc_stride=8,
                 bucket_length=0, group_by_length=0, log_every=1)
   results = finetune.run(config, str(tmp_path / "work"),
                          compiler_options={"xla_backend_optimization_level": 0})

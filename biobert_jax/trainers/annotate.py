@@ -260,6 +260,7 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
                             devices=jax.local_devices())
   rows = batch_size + (-batch_size) % sharding.batch_shard_count(mesh)
   taggers = [Tagger(m, mesh, dtype) for m in model_dirs]
+  model_ids = [t.model_dir for t in taggers]
   summary = collections.Counter()
   per_type: collections.Counter = collections.Counter()
   file_reports: dict[str, dict] = {}
@@ -269,6 +270,9 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
     stats_path = out / STATS_DIR / (names[path] + ".json")
     if (out / names[path]).exists():
       report = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+      if report.get("models", model_ids) != model_ids:
+        print(f"annotate: WARNING {out / names[path]} was written by models "
+              f"{report['models']}, not {model_ids}; kept (delete it to redo)", flush=True)
       file_reports[names[path]] = dict(report, status="existing")
     else:
       todo.append(path)
@@ -300,7 +304,8 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
     if block.last:
       handle.close()
       handle = None
-      report = {"input": block.path, "entities": dict(sorted(counts.items())),
+      report = {"input": block.path, "models": model_ids,
+                "entities": dict(sorted(counts.items())),
                 **dataclasses.asdict(block.stream.stats)}
       _write_json(out / STATS_DIR / (name + ".json"), report)
       os.replace(out / (name + ".partial"), out / name)
@@ -322,7 +327,7 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
     errors.extend(report.get("errors", [])[:max(0, 100 - len(errors))])
   elapsed = time.time() - t0
   result = {
-      "models": [t.model_dir for t in taggers], "output_format": output_format,
+      "models": model_ids, "output_format": output_format,
       "documents": summary["documents"], "documents_empty": summary["empty"],
       "skipped_malformed": summary["malformed"], "deleted_citations": summary["deleted"],
       "entities": dict(sorted(per_type.items())), "entities_total": sum(per_type.values()),
@@ -336,6 +341,7 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
       "tokens_per_second": round(tokens / max(elapsed, 1e-9), 1)}
   for report in result["files"].values():
     report.pop("deleted_ids", None)  # in _stats/ per file; the summary stays small
+    report.pop("models", None)
   summary_name = "summary.json" if pc == 1 else f"summary.{pi}-of-{pc}.json"
   _write_json(out / summary_name, result)
   return result

@@ -15,6 +15,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from biobert_jax import checkpoints as checkpoint_formats
 from biobert_jax import models, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
@@ -74,8 +75,7 @@ def load_init_checkpoint(path: str, vocab_size: int) -> tuple[BertConfig, dict[s
   Raises:
     ValueError: when the checkpoint's vocabulary size differs from the vocab file's.
   """
-  from biobert_jax import checkpoints  # pylint: disable=import-outside-toplevel
-  ck_config, ck_params = checkpoints.load(path)
+  ck_config, ck_params = checkpoint_formats.load(path)
   if ck_config.vocab_size != vocab_size:
     raise ValueError(f"init_checkpoint {path}: vocab_size {ck_config.vocab_size} does not "
                      f"match config.vocab_path ({vocab_size} pieces)")
@@ -172,8 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
     fresh = jax.device_get(models.init_params(model, jax.random.PRNGKey(config.seed)))
     params = _merge_init(fresh, init_params, config.init_checkpoint)
     if config.scan_layers:
-      from biobert_jax.checkpoints import stack_layers  # pylint: disable=import-outside-toplevel
-      params = stack_layers(params)
+      params = checkpoint_formats.stack_layers(params)
     state, shardings = state_lib.state_from_params(params, specs, tx, mesh, config.seed)
   else:
     state, shardings = state_lib.create_state(

@@ -7,12 +7,14 @@ data_pipeline.pretraining (imported lazily: it imports TensorFlow).
 """
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from typing import Any, Iterator
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from biobert_jax.train import loop
 
@@ -110,33 +112,46 @@ class InterruptibleBatches:
     self._source = source
     self._poll = poll_seconds
     self._stop_requested = stop_requested
+    self._requests: queue.Queue = queue.Queue()
+    self._results: queue.Queue = queue.Queue()
+    self._worker: threading.Thread | None = None
+    self._requested = False  # a fetch was asked for and its result not yet taken
     self.delivered = 0
+
+  def _serve(self) -> None:
+    """The helper thread: one next() of the source per request (no read-ahead)."""
+    while True:
+      self._requests.get()
+      try:
+        self._results.put(("batch", next(self._source)))
+      except BaseException as e:  # pylint: disable=broad-except  # re-raised by __next__
+        self._results.put(("error", e))
 
   def __iter__(self) -> InterruptibleBatches:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def fetch():
+    if self._worker is None:
+      self._worker = threading.Thread(target=self._serve, name="input-fetch", daemon=True)
+      self._worker.start()
+    if not self._requested:
+      self._requests.put(None)
+      self._requested = True
+    while True:
       try:
-        box["batch"] = next(self._source)
-      except BaseException as e:  # pylint: disable=broad-except  # re-raised below
-        box["error"] = e
-      finally:
-        done.set()
-
-    threading.Thread(target=fetch, name="input-fetch", daemon=True).start()
-    while not done.wait(self._poll):
-      if self._stop_requested():
-        raise InputWaitInterrupted(
-            f"SIGTERM while waiting for input batch {self.delivered + 1}: stopped without "
-            "saving; the last complete checkpoint is where a restart resumes")
-    if "error" in box:
-      raise box["error"]
+        kind, value = self._results.get(timeout=self._poll)
+        break
+      except queue.Empty:
+        if self._stop_requested():
+          raise InputWaitInterrupted(
+              f"SIGTERM while waiting for input batch {self.delivered + 1}: stopped "
+              "without saving; the last complete checkpoint is where a restart resumes"
+          ) from None
+    self._requested = False
+    if kind == "error":
+      raise value
     self.delivered += 1
-    return box["batch"]
+    return value
 
   def get_state(self) -> dict[str, Any]:
     return self._source.get_state()
@@ -192,4 +207,10 @@ def make_eval_batches(config: ml_collections.ConfigDict, vocab_size: int,
   from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
   ds = pretraining.make_eval_dataset(pipeline_config(config, process_count), process_index,
                                      process_count)
-  return list(ds.take(n).as_numpy_iterator())
+  batches = list(ds.take(n).as_numpy_iterator())
+  if len(batches) < n:  # a small corpus or holdout_every=0: say so rather than skip quietly
+    logging.warning("evaluation: %d of eval_steps=%d held-out batches of %d examples "
+                    "(data.holdout_every=%s, data.eval_files=%r)%s", len(batches), n,
+                    config.batch_size // process_count, config.data.get("holdout_every"),
+                    config.data.get("eval_files"), "; no evaluation" if not batches else "")
+  return batches

@@ -15,8 +15,16 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from biobert_jax import models
+from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
+from biobert_jax.train import optim, state as state_lib
+
+# The fine-tuning optimiser of both sides of finetune_step (BERT's AdamW, clipping at 1.0).
+FINETUNE_OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,
+       "eps": 1e-6, "clip_norm": 1.0}
 
 # Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity).
 PEAK_FLOPS = {
@@ -114,3 +122,75 @@ def machine_load() -> str:
 
 def fmt_mfu(mfu: float | None) -> str:
   return f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
+
+
+def synthetic_pretraining_batch(batch: int, seq: int, preds: int, vocab_size: int,
+                                seed: int = 0) -> dict[str, np.ndarray]:
+  """A pre-training batch with BERT's feature names, every position real.
+
+  Self-contained (numpy only), so it also runs where the data pipeline's dependencies
+  (TensorFlow, ml_collections) are not installed, e.g. on the GPU machine.
+  """
+  rng = np.random.default_rng(seed)
+  positions = np.sort(np.stack([rng.choice(np.arange(1, seq), preds, replace=False)
+                                for _ in range(batch)]), axis=1).astype(np.int32)
+  return {
+      "input_ids": rng.integers(1000, vocab_size, (batch, seq), dtype=np.int32),
+      "input_mask": np.ones((batch, seq), np.int32),
+      "segment_ids": (np.arange(seq)[None, :] >= seq // 2).repeat(batch, 0).astype(np.int32),
+      "masked_lm_positions": positions,
+      "masked_lm_ids": rng.integers(1000, vocab_size, (batch, preds), dtype=np.int32),
+      "masked_lm_weights": np.ones((batch, preds), np.float32),
+      "next_sentence_labels": rng.integers(0, 2, (batch,), dtype=np.int32),
+  }
+
+
+def time_steps(step: Callable, state: Any, batch: Any, n: int) -> tuple[float, Any]:
+  """Seconds per step over n steps of `state, out = step(state, batch)`, and the new state."""
+  t = time.perf_counter()
+  out = None
+  for _ in range(n):
+    state, out = step(state, batch)
+  jax.block_until_ready((state, out))
+  return (time.perf_counter() - t) / n, state
+
+
+def finetune_batch(c: BertConfig, batch: int, seq: int, num_labels: int) -> dict[str, np.ndarray]:
+  """Random ids with every position real: mask all ones, every label counted."""
+  rng = np.random.default_rng(seq)
+  ids = rng.integers(1000, c.vocab_size, (batch, seq), dtype=np.int32)
+  return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+          "attention_mask": np.ones_like(ids),
+          "labels": rng.integers(0, num_labels, (batch, seq), dtype=np.int32)}
+
+
+def finetune_train_step(config: BertConfig, pretrained: Any, num_labels: int,
+               dtype: Any) -> tuple[Callable, dict]:
+  """The fine-tuning step from the public pieces; `pretrained` None = random init.
+
+  The loss is the tasks' masked_cross_entropy with every label counted, i.e. the mean
+  token cross-entropy; it is written out with optax here so that this module imports on
+  machines without the tasks' dependencies (ml_collections, TensorFlow), e.g. the GPU box.
+  """
+  module = models.BertForTokenClassification(config, num_labels=num_labels, dtype=dtype)
+  params = models.init_params(module, jax.random.key(0))
+  if pretrained is not None:
+    params, _ = surgery.graft_encoder(params, pretrained)
+  tx, _ = optim.make_optimizer(FINETUNE_OPT)
+
+  def step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+
+    def loss_fn(p):
+      logits = module.apply({"params": p}, batch["input_ids"], batch["token_type_ids"],
+                            batch["attention_mask"], deterministic=False,
+                            rngs={"dropout": rng})
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), batch["labels"]))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+            "step": state["step"] + 1, "rng": state["rng"]}, loss
+
+  return jax.jit(step, donate_argnums=0), state_lib.init_state(params, tx, seed=1)

