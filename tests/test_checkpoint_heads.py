@@ -123,6 +123,11 @@ def test_run_re_head_kept_when_labels_fit(run_re_ckpt):
   logits = module.apply({"params": params}, ids, types, mask)
   _, pooled = models.BertEncoder(config).apply({"params": params["encoder"]}, ids, types, mask)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(pooled) @ w.T + b, atol=1e-4)
+  # init_heads="fresh" (no keep_fitting): the fitting head is left behind, and says so.
+  fresh = models.init_params(module, jax.random.key(0))
+  params, graft = surgery.graft_encoder(fresh, pretrained)
+  assert set(graft.unused) == {"classifier/kernel", "classifier/bias"}
+  np.testing.assert_array_equal(params["classifier"]["kernel"], fresh["classifier"]["kernel"])
 
 
 @pytest.mark.parametrize("num_labels,pooling", [(6, "cls"), (2, "entity_start")])

@@ -148,10 +148,9 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
       cast=lambda value, like: jax.numpy.asarray(value, dtype=like.dtype))
   # Checkpoint leaves of task heads (not encoder, not the pre-training heads) that were not
   # taken are "unused": the user should see that a fine-tuned head was left behind.
-  unused = {p: s for p, s in merged.dropped.items()
-            if p.split("/", 1)[0] not in ("encoder",) + _PRETRAINING_HEADS}
-  unused.update({p: list(_shape(v)) for p, v in flatten(pretrained_params).items()
-                 if p.split("/", 1)[0] in set(keep_fitting) - fitting})
+  unused = {p: list(_shape(v)) for p, v in flatten(pretrained_params).items()
+            if p.split("/", 1)[0] not in ("encoder",) + _PRETRAINING_HEADS
+            and p not in merged.loaded}
   dropped = {p: s for p, s in merged.dropped.items() if p not in unused}
   report = SurgeryReport(loaded=merged.loaded, new=merged.new, dropped=dropped,
                          reinitialized=merged.reinitialized, unused=unused, notes=notes)

@@ -31,7 +31,6 @@ import numpy as np
 from absl import app, flags
 
 from biobert_jax import checkpoints, models
-from biobert_jax import runtime
 from biobert_jax.config import BertConfig
 from experiments.benchmarks import common
 
@@ -121,7 +120,7 @@ def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict
   if peer is not None:
     runners["transformers_torch"] = lambda n: peer(np_batch, n)
   for run in runners.values():  # compile + warm up
-    run(2)
+    run(1)
   times = common.interleaved(runners, _ROUNDS.value, _STEPS.value)
   peaks.append(common.measured_matmul_peak())
   flops = common.finetune_flops_per_step(config, batch_size, seq, num_labels)
@@ -139,7 +138,6 @@ def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict
 
 def main(argv):
   del argv
-  runtime.configure()
   path = _CHECKPOINT.value or default_checkpoint()
   print(f"{common.machine_load()}; jax {jax.__version__} on {jax.devices()[0].device_kind}; "
         f"{os.cpu_count()} CPUs", flush=True)
