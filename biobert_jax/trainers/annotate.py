@@ -222,13 +222,13 @@ def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
 
 def _output_names(files: Sequence[str], ext: str) -> dict[str, str]:
   names: dict[str, str] = {}
+  owner: dict[str, str] = {}
   for path in files:
     name = annotate_input.output_stem(path) + ext
-    clash = [p for p, n in names.items() if n == name]
-    if clash:
-      raise ValueError(f"inputs {clash[0]} and {path} would both write {name}; annotate "
+    if name in owner:
+      raise ValueError(f"inputs {owner[name]} and {path} would both write {name}; annotate "
                        "them into separate --output directories")
-    names[path] = name
+    names[path], owner[name] = name, path
   return names
 
 

@@ -109,6 +109,14 @@ def write_task_text(ner_dirs: Sequence[str], out_path: str | os.PathLike,
   return str(out_path)
 
 
+def _finished(stage: dict, workdir: str) -> dict:
+  """The stage's result, or a clear stop when it was interrupted (SIGTERM saves, no export)."""
+  if not os.path.isdir(stage["export"]):
+    raise RuntimeError(f"pre-training in {workdir} stopped before its last step (no "
+                       f"{stage['export']}); re-run the same command to resume it")
+  return stage
+
+
 def _last(rows: list[dict], key: str) -> float | None:
   vals = [r[key] for r in rows if key in r]
   return vals[-1] if vals else None
@@ -140,17 +148,21 @@ def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: b
                     warmup_steps=max(1, s["head_steps"] // 10), trainable=("^cls/",),
                     log_every=max(1, s["head_steps"] // 4), checkpoint_every=s["head_steps"],
                     **common)
+    _finished(head, workdir)
   steps = s["continue_steps"]
   full = pretrain(os.path.join(workdir, "continue"), "mini", init_checkpoint=head["export"],
                   total_steps=steps, learning_rate=s["continue_learning_rate"],
                   warmup_steps=s["continue_warmup_steps"], log_every=max(1, steps // 30),
                   checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 3),
                   **common)
+  _finished(full, workdir)
   rows = full["metrics"]
   return {"export": full["export"], "steps": steps, "minutes": (time.time() - t0) / 60,
           "tokens_per_sec": _last(rows, "tokens_per_sec"),
           "held_out": {"before": _held_out(head["eval"]), "after": _held_out(full["eval"])},
-          "head_metrics": head["metrics"], "metrics": rows, "eval": full["eval"]}
+          "head_metrics": head["metrics"], "metrics": rows,
+          "eval": head["eval"][-1:] + [dict(r, step=r["step"] + s["head_steps"])
+                                       for r in full["eval"]]}
 
 
 def _scores(result: dict, split: str) -> dict:
@@ -221,6 +233,7 @@ def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetu
                        warmup_steps=max(1, s["scratch_steps"] // 10),
                        log_every=max(1, s["scratch_steps"] // 30),
                        checkpoint_every=s["scratch_steps"], seed=0, **extra)
+    _finished(scratch, workdir)
     ckpts["scratch"] = scratch["export"]
   if "random_init" in arms:
     ckpts["random_init"] = random_init(os.path.join(workdir, "random_init"),
@@ -333,9 +346,9 @@ def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str,
             label="MLM loss, heads only")
     ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows],
             label="MLM loss, everything")
-    ev = continuation["eval"]
+    ev = continuation["eval"]  # steps already count the head stage
     if ev:
-      ax.plot([r["step"] + offset for r in ev], [r["eval_mlm_loss"] for r in ev], "o-",
+      ax.plot([r["step"] for r in ev], [r["eval_mlm_loss"] for r in ev], "o-",
               label="held-out MLM loss")
     ax.legend()
   ax.set_xlabel("continued pre-training step")

@@ -242,13 +242,13 @@ def _check_has_records(files: list[str], shard_index: int, shard_count: int,
   try:
     found = sum(1 for _ in tf.data.TFRecordDataset(files).take(shard_count))
   except tf.errors.OpError as e:
-    raise CorpusError(f"config.train_files: cannot read TFRecords from "
-                      f"{', '.join(files[:5])}: {e.message}") from None
+    raise CorpusError(f"{', '.join(files[:5])}: cannot read TFRecords: {e.message}"
+                      ) from None
   if found <= shard_index:
     raise CorpusError(
-        f"config.train_files (process {process_index} of {process_count}): "
-        f"{len(files)} TFRecord file(s) ({', '.join(files[:5])}) hold {found} record(s), "
-        f"none for this process; were the shards written from an empty corpus?")
+        f"{', '.join(files[:5])}: {len(files)} TFRecord file(s) hold {found} record(s), "
+        f"none for process {process_index} of {process_count}; were the shards written "
+        "from an empty corpus?")
 
 
 def make_dataset(config, process_index: int = 0, process_count: int = 1, *,

@@ -42,6 +42,7 @@ from data_pipeline.paths import data_path  # noqa: E402
 _NUM_DOCS = flags.DEFINE_integer("num_docs", 200, "Citations annotated per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Our windows per batch.")
+_BUCKET = flags.DEFINE_integer("bucket_length", 16, "Our padding multiple.")
 _HF_BATCHES = flags.DEFINE_list("hf_batch_sizes", ["1", "8"], "Pipeline batch sizes.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 _OUTPUT = flags.DEFINE_string("output", "", "Append the JSON row here.")
@@ -98,7 +99,8 @@ def main(argv):
   pipe = transformers.pipeline("token-classification", model=hf_dir, tokenizer=hf_dir,
                                aggregation_strategy="simple", device=-1,
                                framework="pt")
-  kwargs = dict(batch_size=_BATCH.value, dtype=_DTYPE.value, log_every_s=1e9)
+  kwargs = dict(batch_size=_BATCH.value, dtype=_DTYPE.value, log_every_s=1e9,
+                bucket_length=_BUCKET.value)
   annotate.annotate([ours_dir], str(docs), str(work / "warm"), **kwargs)  # compiles
   for b in _HF_BATCHES.value:
     pipe(texts[:8], batch_size=int(b))
@@ -107,17 +109,21 @@ def main(argv):
     t = time.perf_counter()
     summary = annotate.annotate([ours_dir], str(docs), str(work / f"run{r}"), **kwargs)
     ours_s.append(time.perf_counter() - t)
+    print(f"round {r}: ours {len(texts) / ours_s[-1]:.2f} docs/s", flush=True)
     for b in _HF_BATCHES.value:
       t = time.perf_counter()
       with torch.inference_mode():
         hf_out = pipe(texts, batch_size=int(b))
       theirs_s[b].append(time.perf_counter() - t)
+      print(f"round {r}: transformers pipeline batch {b} "
+            f"{len(texts) / theirs_s[b][-1]:.2f} docs/s", flush=True)
   n = len(texts)
   ours_rate = n / min(ours_s)
   hf_rates = {b: n / min(s) for b, s in theirs_s.items()}
   best_b = max(hf_rates, key=hf_rates.get)
   row = {"documents": n, "backend": jax.default_backend(), "devices": jax.device_count(),
-         "dtype": _DTYPE.value, "ours_docs_per_s": round(ours_rate, 2),
+         "dtype": _DTYPE.value, "bucket_length": _BUCKET.value,
+         "ours_docs_per_s": round(ours_rate, 2),
          "ours_tokens_per_s": summary["tokens_per_second"],
          "hf_docs_per_s": {b: round(v, 2) for b, v in hf_rates.items()},
          "speedup_vs_best_hf": round(ours_rate / hf_rates[best_b], 2),
