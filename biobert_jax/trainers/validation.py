@@ -66,6 +66,13 @@ def _lookup(config: Any, key: str) -> tuple[bool, Any]:
   return False, None
 
 
+def _named(config: Any, key: str) -> str:
+  """The key as the user spells it: `optim.<key>` when it was found in the sub-config."""
+  if "." not in key and key not in config and "optim" in config and key in config["optim"]:
+    return f"optim.{key}"
+  return key
+
+
 def _number(key: str, value: Any, integer: bool) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     _fail(key, value, f"must be {'an integer' if integer else 'a number'}")
@@ -82,6 +89,7 @@ def _check_range(config: Any, key: str, *, integer: bool = False, low: float | N
   present, value = _lookup(config, key)
   if not present:
     return
+  key = _named(config, key)
   value = _number(key, value, integer)
   too_low = low is not None and (value <= low if low_open else value < low)
   too_high = high is not None and (value >= high if high_open else value > high)
@@ -106,7 +114,7 @@ def _choice(config: Any, key: str, choices: Iterable[Any]) -> None:
   present, value = _lookup(config, key)
   choices = tuple(choices)
   if present and value not in choices:
-    _fail(key, value, f"must be one of {', '.join(repr(c) for c in choices)}")
+    _fail(_named(config, key), value, f"must be one of {', '.join(repr(c) for c in choices)}")
 
 
 def _existing_path(config: Any, key: str, what: str) -> None:
