@@ -20,9 +20,9 @@ _PROBE = """
 import importlib, sys
 for name in sys.argv[1:]:
   importlib.import_module(name)
-  bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})
+  bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({forbidden!r}))
   if bad:
-    print(name, 'loads', bad[:8]); sys.exit(1)
+    print(name, 'loads', bad); sys.exit(1)
 """
 
 
