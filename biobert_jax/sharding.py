@@ -22,6 +22,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from biobert_jax.tree import path_str
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical name -> mesh axes it may be sharded over (in order of preference). A mesh axis
@@ -144,18 +146,6 @@ def param_shardings(logical_specs: Any, params: Any, mesh: Mesh) -> Any:
       logical_specs, params, is_leaf=_is_spec)
 
 
-def _path_key(path: tuple[Any, ...]) -> tuple[str, ...]:
-  out = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        out.append(str(getattr(k, attr)))
-        break
-    else:
-      out.append(str(k))
-  return tuple(out)
-
-
 def tree_shardings_like_params(tree: Any, params: Any, params_shardings: Any,
                                mesh: Mesh) -> Any:
   """Shardings for a tree that embeds copies of the params tree (optimizer state).
@@ -167,11 +157,11 @@ def tree_shardings_like_params(tree: Any, params: Any, params_shardings: Any,
   by_path = {}
   for (path, p), s in zip(jax.tree_util.tree_leaves_with_path(params),
                           jax.tree.leaves(params_shardings)):
-    by_path[_path_key(path)] = (tuple(p.shape), s)
+    by_path[tuple(path_str(path).split("/"))] = (tuple(p.shape), s)
   replicated = NamedSharding(mesh, P())
 
   def pick(path, leaf):
-    key = _path_key(path)
+    key = tuple(path_str(path).split("/"))
     for start in range(len(key)):
       hit = by_path.get(key[start:])
       if hit is not None and hit[0] == tuple(np.shape(leaf)):

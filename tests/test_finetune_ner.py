@@ -17,6 +17,9 @@ NUM_TRAIN, NUM_EVAL = 48, 16
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
+# End-to-end fine-tuning runs: part of `make test`, not of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 def small_vocab(sentences) -> list[str]:
   """Specials + lower-cased words + single characters (so every word can be tokenised)."""
   words = sorted({w.lower() for s in sentences for w in s.words})

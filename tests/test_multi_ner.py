@@ -16,6 +16,9 @@ from biobert_jax.trainers import finetune as finetune_lib
 from data_pipeline.tasks import ner as ner_data
 from experiments.configs import finetune as finetune_config
 
+# End-to-end fine-tuning runs: part of `make test`, not of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CORPORA = ("NCBI-disease", "BC5CDR-chem")
 NUM_TRAIN, NUM_EVAL = 48, 16
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

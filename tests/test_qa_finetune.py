@@ -8,6 +8,7 @@ from biobert_jax.trainers import finetune as finetune_lib
 from experiments.configs.finetune import get_config
 
 
+@pytest.mark.slow
 def test_bioasq_end_to_end(tmp_path, minilm_dir, data_dir):
   c = get_config("qa")
   c.init_checkpoint = ""

@@ -9,6 +9,9 @@ from biobert_jax.trainers import finetune as finetune_lib
 from experiments.configs.finetune import get_config
 
 
+# End-to-end fine-tuning runs: part of `make test`, not of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 def _tiny_config(minilm_dir, data_dir, **re_overrides):
   c = get_config("re")
   c.init_checkpoint = ""

@@ -34,6 +34,7 @@ def _run(mesh_shape, batches, *, grad_accum=1, deterministic=False, dtype=jnp.fl
   return state, history
 
 
+@pytest.mark.slow
 def test_one_device_and_eight_devices_give_the_same_losses():
   batches = [synthetic_batch(seed) for seed in range(5)]
   state1, hist1 = _run((1, 1, 1), batches)  # dropout on: the masks must agree too.

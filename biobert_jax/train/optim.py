@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from biobert_jax.tree import path_str
+
 # Original BERT (optimization.py): exclude_from_weight_decay=["LayerNorm", "layer_norm",
 # "bias"], matched with re.search against the variable name. Flax names LayerNorm's gain
 # "scale", which sits under a LayerNorm scope, so the same patterns work on our paths.
@@ -38,19 +40,6 @@ def _get(cfg: Any, key: str) -> Any:
   if isinstance(cfg, Mapping):
     return cfg.get(key, _DEFAULTS[key])
   return getattr(cfg, key, _DEFAULTS[key])
-
-
-def path_str(path: tuple[Any, ...]) -> str:
-  """'/'-joined names of a jax key path, e.g. 'encoder/embeddings/LayerNorm/scale'."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
 
 
 def weight_decay_mask(params: Any) -> Any:

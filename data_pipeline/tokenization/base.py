@@ -1,15 +1,4 @@
-"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer.
-
-`load_tokenizer(path)` returns a `Tokenizer`:
-* a WordPiece vocabulary (`vocab.txt`, one piece per line) gives BERT's tokenizer with
-  its full semantics (`tokenization_wordpiece` for Python, `tokenization_tf` in-graph);
-* a SentencePiece model (`*.model`) gives the same interface over SentencePiece
-  (`tokenization_sentencepiece`).
-
-Extra tokens (e.g. `@GENE$` for relation extraction) are matched in the raw text before
-any other step, like HuggingFace "added tokens", never split, and get ids
-`len(base vocab) + i`; `tokenizer.vocab` lists them at the end.
-"""
+"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer (see __init__)."""
 import pathlib
 import re
 from collections.abc import Iterator, Sequence
