@@ -30,14 +30,13 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-import zlib
 from typing import Iterator
 
 from data_pipeline.corpora import pmc
+from data_pipeline.corpora.io import READ_ERRORS
 from data_pipeline.corpora.pubmed_xml import element_text
 
 FORMATS = ("auto", "pubmed_xml", "pmc", "text", "jsonl")
-_READ_ERRORS = (EOFError, OSError, zlib.error)
 _MAX_KEPT = 100
 
 log = logging.getLogger("data_pipeline.annotate_input")
@@ -92,7 +91,7 @@ def detect_format(path: str) -> str:
     try:
       with opener(path, "rb") as f:
         head = f.read(1 << 16)
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
       raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
     if b"<PubmedArticleSet" in head or b"<MedlineCitationSet" in head:
       return "pubmed_xml"
@@ -169,7 +168,7 @@ class DocumentStream:
       line, column = e.position
       self.stats.error(f"{self.path}:{line}:{column}: malformed XML after record {record}, "
                        f"rest of the file lost ({e})")
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
       self.stats.error(f"{self.path}: unreadable or truncated after record {record}, rest "
                        f"of the file lost ({type(e).__name__}: {e})")
 
@@ -191,7 +190,7 @@ class DocumentStream:
       line, column = e.position
       self.stats.error(f"{self.path}:{line}:{column}: malformed XML after article {record}, "
                        f"rest of the file lost ({e})")
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
       self.stats.error(f"{self.path}: unreadable or truncated after article {record}, rest "
                        f"of the file lost ({type(e).__name__}: {e})")
 
@@ -224,7 +223,7 @@ class DocumentStream:
           doc_id = str(record.get("id", doc_id))
         segments = ((0, len(text)),) if text else ()
         yield self._yield(TextDocument(doc_id, text, 0, segments))
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
       self.stats.error(f"{self.path}:{number + 1}: unreadable or truncated, rest of the file "
                        f"lost ({type(e).__name__}: {e})")
 

@@ -167,3 +167,14 @@ def test_record_without_pmid(tmp_path):
 def test_bad_policy_is_rejected(tmp_path):
   with pytest.raises(ValueError, match="on_error"):
     list(read_doc_per_line(tmp_path / "x.txt", on_error="ignore"))
+
+
+@pytest.mark.parametrize("reader", [read_pubmed_xml, read_pmc])
+def test_xml_declaring_an_unknown_encoding_names_the_file(tmp_path, reader):
+  # Found by the large fuzz budget: expat raised a bare LookupError for encoding="TTF-8".
+  path = tmp_path / "bad.xml"
+  path.write_bytes(b'<?xml version="1.0" encoding="TTF-8"?>\n<PubmedArticleSet/>\n')
+  with pytest.raises(CorpusError, match=r"bad\.xml.*unknown encoding"):
+    list(reader(path))
+  stats = ReadStats()
+  assert list(reader(path, on_error="skip", stats=stats)) == []

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import gzip
 import pathlib
+import zlib
 from typing import BinaryIO
+
+# What reading a corpus file can raise besides a parse error: a truncated or corrupt gzip
+# (EOFError, zlib.error, OSError), and LookupError when an XML declaration names an
+# encoding Python does not know (expat asks the codecs registry; found by fuzzing).
+READ_ERRORS = (EOFError, OSError, zlib.error, LookupError)
 
 
 def open_binary(path: str | pathlib.Path) -> BinaryIO:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pathlib
 import re
 import xml.etree.ElementTree as ET
-import zlib
 from typing import Iterator
 
 from data_pipeline.corpora import io as corpus_io
@@ -22,7 +21,7 @@ from data_pipeline.corpora.records import Document, ReadStats, check_on_error, h
 from data_pipeline.corpora.sentences import split_sentences
 
 _SPACES = re.compile(r"\s+")
-_READ_ERRORS = (EOFError, OSError, zlib.error)
+_READ_ERRORS = corpus_io.READ_ERRORS
 _DROPPED = frozenset({"table-wrap", "table", "fig", "fig-group", "disp-formula",
                       "supplementary-material", "graphic", "media", "ref-list"})
 _SKIPPED_ABSTRACT_TYPES = frozenset({"graphical", "teaser"})

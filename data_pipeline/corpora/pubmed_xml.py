@@ -18,7 +18,6 @@ from __future__ import annotations
 import pathlib
 import re
 import xml.etree.ElementTree as ET
-import zlib
 from typing import Iterator
 
 from data_pipeline.corpora import io as corpus_io
@@ -26,7 +25,7 @@ from data_pipeline.corpora.records import Document, ReadStats, check_on_error, h
 from data_pipeline.corpora.sentences import split_sentences
 
 _SPACES = re.compile(r"\s+")
-_READ_ERRORS = (EOFError, OSError, zlib.error)
+_READ_ERRORS = corpus_io.READ_ERRORS
 
 
 def element_text(element: ET.Element | None) -> str:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import zlib
 from typing import Iterator
 
 from data_pipeline.corpora import io as corpus_io
 from data_pipeline.corpora.records import Document, ReadStats, check_on_error, handle_error
 from data_pipeline.corpora.sentences import split_sentences
 
-_READ_ERRORS = (EOFError, OSError, zlib.error)
+_READ_ERRORS = corpus_io.READ_ERRORS
 
 
 def _decoded_lines(path: str, on_error: str, stats: ReadStats) -> Iterator[tuple[int, str]]:
