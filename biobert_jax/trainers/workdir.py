@@ -17,6 +17,8 @@ import os
 import shutil
 from typing import Any, Iterator, Mapping, Sequence
 
+from biobert_jax import tree
+
 CONFIG_NAME = "config.json"
 TMP_SUFFIX = ".tmp"
 
@@ -30,13 +32,9 @@ class WorkdirConfigMismatch(ValueError):
   """A re-run's config differs from the one recorded in its workdir."""
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, Mapping):
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-      out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
+def _dotted(config_json: Mapping[str, Any]) -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}: config keys as users type them after --config."""
+  return {path.replace("/", "."): value for path, value in tree.flatten(config_json).items()}
 
 
 def config_as_json(config: Any) -> dict:
@@ -48,7 +46,7 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
                        ignore: Sequence[str] = ()) -> list[str]:
   """`key: recorded -> current` for every dotted key that differs (ignored keys and
   their sub-keys aside), sorted."""
-  old, new = _flatten(recorded), _flatten(current)
+  old, new = _dotted(recorded), _dotted(current)
 
   def ignored(key: str) -> bool:
     return any(key == i or key.startswith(i + ".") for i in ignore)
