@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 export BIOBERT_DATA_DIR ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
+# pytest-xdist workers: most tests are single-threaded XLA compiles, so one per core.
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo demo-quick test test-fast bench clean
 
@@ -24,12 +26,12 @@ demo-quick: venv
 	$(PY) -m experiments.main_job --quick --workdir=$${WORKDIR:-work/main_job_quick}
 
 test: venv
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal
 
 # The inner loop: everything but the tests marked slow (subprocesses, notebooks, the main
 # job, corpus-wide checks); a few minutes on the 2-core box.
 test-fast: venv
-	$(PY) -m pytest tests -m "not slow"
+	$(PY) -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) work

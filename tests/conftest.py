@@ -2,16 +2,24 @@
 
 XLA_FLAGS must be set before jax is imported anywhere, so every test process sees 8 CPU
 devices (mesh tests need them; single-device tests simply use device 0).
+
+Most of the suite's time is XLA compiling the same tiny models again: in other tests, in
+the subprocesses of the resume/kill/multi-host tests, in the notebook kernels. A persistent
+compilation cache (inherited by every child through the environment) compiles each program
+once per run; programs are keyed by their HLO, so a hit is the same executable.
 """
 import os
+import pathlib
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import pathlib  # noqa: E402
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_ROOT / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402
 
