@@ -29,8 +29,10 @@ from biobert_jax.checkpoints import CheckpointError, native
 from biobert_jax.checkpoints.manager import CheckpointManager, CheckpointWriteError
 from biobert_jax.train import loop
 from biobert_jax.trainers import predict, pretrain_data, validation
+from data_pipeline import pretraining
 from data_pipeline.corpora import read_documents
 from data_pipeline.errors import InputError
+from data_pipeline.pretraining.static_writer import write_static_examples
 from data_pipeline.tasks import chemprot, ner, qa
 from data_pipeline.tasks import re as re_reader
 from experiments.configs import finetune as finetune_configs
@@ -72,6 +74,7 @@ def test_corpus_without_documents_is_an_error_not_a_hang(tmp_path, vocab):
   result = _run_python(f"""
       from data_pipeline import pretraining
       from data_pipeline.errors import InputError
+from data_pipeline.pretraining.static_writer import write_static_examples
       from data_pipeline.pretraining.static_writer import write_static_examples
       cases = [("empty.txt", "text_doc_per_line", 0, 1), ("nobody.nxml", "pmc", 0, 1),
                ("empty.tfrecord", "tfrecord", 0, 1), ("one.txt", "text_doc_per_line", 1, 2)]
@@ -106,20 +109,11 @@ def test_corpus_without_documents_is_an_error_not_a_hang(tmp_path, vocab):
 def test_static_writer_refuses_empty_shards(tmp_path, vocab):
   """Fewer examples than shards: the shards are removed and the error says why."""
   (tmp_path / "one.txt").write_text("the gene.\n")
-  result = _run_python(f"""
-      from data_pipeline import pretraining
-      from data_pipeline.errors import InputError
-      from data_pipeline.pretraining.static_writer import write_static_examples
-      config = pretraining.default_config()
-      config.update(train_files="{tmp_path}/one.txt", vocab_path="{vocab}", dupe_factor=1,
-                    holdout_every=0)
-      try:
-        write_static_examples(config, "{tmp_path}/out-{{shard}}.tfrecord", 4)
-      except InputError as e:
-        print("ERROR", e)
-      """)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "for 4 shards; no shard may be empty" in result.stdout
+  config = pretraining.default_config()
+  config.update(train_files=f"{tmp_path}/one.txt", vocab_path=str(vocab), dupe_factor=1,
+                holdout_every=0)
+  with pytest.raises(InputError, match="for 4 shards; no shard may be empty"):
+    write_static_examples(config, f"{tmp_path}/out-{{shard}}.tfrecord", 4)
   assert not list(tmp_path.glob("out-*.tfrecord"))
 
 
