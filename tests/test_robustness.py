@@ -21,6 +21,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -28,6 +29,7 @@ from biobert_jax import checkpoints
 from biobert_jax.checkpoints import CheckpointError, native
 from biobert_jax.checkpoints.manager import CheckpointManager, CheckpointWriteError
 from biobert_jax.train import loop
+from biobert_jax.train.metrics_writer import MetricsWriter
 from biobert_jax.trainers import predict, pretrain_data, validation
 from data_pipeline import pretraining
 from data_pipeline.corpora import read_documents
@@ -138,7 +140,7 @@ def test_sigterm_ends_a_wait_on_input():
   timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
   try:
     timer.start()
-    with pytest.raises(pretrain_data.InputWaitInterrupted, match="SIGTERM while waiting "
+    with pytest.raises(loop.InputWaitInterrupted, match="SIGTERM while waiting "
                        "for input batch 1"):
       next(batches)
     assert flag.is_set()
@@ -146,6 +148,58 @@ def test_sigterm_ends_a_wait_on_input():
     timer.cancel()
     flag.uninstall()
     source.release.set()
+
+
+class _StallingSource:
+  """Delivers `good` batches, then blocks; its state counts what next() has started."""
+
+  def __init__(self, good: int):
+    self.good, self.started = good, 0
+    self.release = threading.Event()
+
+  def __next__(self):
+    self.started += 1
+    if self.started > self.good:
+      self.release.wait()
+    return {"n": np.float32(1)}
+
+  def get_state(self):
+    return {"batches_consumed": self.started}
+
+
+def test_sigterm_while_waiting_on_input_saves_the_delivered_steps(tmp_path):
+  """The loop saves on an interrupted wait, with the state of the batches delivered (not
+  the one whose fetch was abandoned), so a restart resumes exactly."""
+  source = _StallingSource(good=3)
+  batches = pretrain_data.InterruptibleBatches(source, poll_seconds=0.05)
+  manager = CheckpointManager(tmp_path / "ckpt", keep=5)
+  writer = MetricsWriter(str(tmp_path), "metrics")
+
+  def train_step(state, batch):
+    step = state["step"] + 1
+    loss = 1.0 / step
+    metrics = {k: loss for k in ("loss", "grad_norm", "learning_rate")}
+    return {"step": step}, dict(metrics, num_tokens=batch["n"], is_finite=True)
+
+  flag = loop.PreemptionFlag().install()
+  timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+  try:
+    timer.start()
+    result = loop.run(state={"step": jnp.int32(0)}, train_step=train_step, batches=batches,
+                      to_global=lambda b: b, data_state=batches.get_state,
+                      checkpoints=manager, writer=writer,
+                      config=loop.LoopConfig(total_steps=10, log_every=1,
+                                             checkpoint_every=100),
+                      preemption=flag, log_fn=lambda line: None)
+  finally:
+    timer.cancel()
+    flag.uninstall()
+    source.release.set()
+  assert result.preempted and result.final_step == 3
+  assert manager.all_steps() == [3]
+  _, data = manager.restore(3, {"step": jnp.int32(0)})
+  assert data == {"batches_consumed": 3}  # the 4th fetch had started; it is not counted
+  manager.close()
 
 
 def test_interruptible_batches_pass_batches_errors_and_state_through():
@@ -159,7 +213,8 @@ def test_interruptible_batches_pass_batches_errors_and_state_through():
 
 @pytest.mark.slow
 def test_sigterm_stops_pretraining_waiting_on_a_fifo(tmp_path, vocab):
-  """End to end: the corpus is a FIFO nobody writes; SIGTERM ends the run at once."""
+  """End to end: the corpus is a FIFO nobody writes; SIGTERM ends the run at once, as a
+  preemption (saved, exit 0)."""
   fifo = tmp_path / "corpus.txt"
   os.mkfifo(fifo)
   args = [sys.executable, "-m", "experiments.pretrain",
@@ -179,8 +234,10 @@ def test_sigterm_stops_pretraining_waiting_on_a_fifo(tmp_path, vocab):
   finally:
     if process.poll() is None:
       process.kill()
-  assert process.returncode != 0
-  assert "SIGTERM while waiting for input batch 1" in output, output[-3000:]
+  assert process.returncode == 0, output[-3000:]
+  assert "SIGTERM while waiting for input" in output, output[-3000:]
+  assert "preempted at step 0: checkpoint saved" in output, output[-3000:]
+  assert (tmp_path / "w" / "checkpoints" / "0").is_dir()
 
 
 # ------------------------------------------------------------ 2. configs checked first

@@ -33,6 +33,14 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN/inf loss or gradient; no state after it was saved."""
 
 
+class InputWaitInterrupted(RuntimeError):
+  """SIGTERM arrived while the trainer waited for an input batch.
+
+  Raised by a batch iterator (trainers/pretrain_data.InterruptibleBatches), whose
+  get_state() then still describes the batches delivered so far, so the loop can save.
+  """
+
+
 @dataclasses.dataclass
 class LoopConfig:
   total_steps: int
@@ -200,8 +208,18 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
     if preemption is not None and _any_process(preemption.is_set()):
       preempted = True
       break
-    batch = to_global(next(batches))
-    state, metrics = train_step(state, batch)
+    try:
+      local_batch = next(batches)
+    except InputWaitInterrupted:
+      # One process: nothing else waits on this step, so save like any preemption. Several
+      # processes: the others may already be inside this step's collectives, and a save
+      # (a collective too) would hang them; the last periodic checkpoint is the resume point.
+      if jax.process_count() > 1:
+        raise
+      logging.warning("SIGTERM while waiting for input: saving step %d and exiting", step)
+      preempted = True
+      break
+    state, metrics = train_step(state, to_global(local_batch))
     step += 1
     if pending is not None:
       check_and_log(pending)

@@ -86,10 +86,6 @@ class SyntheticBatches:
     self.consumed = int(state["batches_consumed"])
 
 
-class InputWaitInterrupted(RuntimeError):
-  """SIGTERM arrived while the trainer waited for an input batch."""
-
-
 def _preemption_requested() -> bool:
   """True when the installed SIGTERM handler is the trainer's PreemptionFlag and is set."""
   owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
@@ -102,9 +98,11 @@ class InterruptibleBatches:
   A tf.data `next()` blocks inside C++, where Python signal handlers never run: a
   pipeline stuck on input (a hung network file system, a FIFO nobody writes) used to make
   the trainer deaf to SIGTERM. Here the main thread waits in short slices, so the
-  preemption handler runs and the wait ends with InputWaitInterrupted (the loop then
-  stops without a new save; the abandoned fetch may still advance the source, so the
-  wrapper is not used after that).
+  preemption handler runs and the wait ends with loop.InputWaitInterrupted. The source's
+  state is taken before each fetch, so get_state() during an abandoned fetch (which may
+  still advance the source) is the state after the last *delivered* batch: the loop saves
+  it and a restart replays the batch that never arrived. The wrapper is not used after
+  an interruption.
   """
 
   def __init__(self, source: Any, poll_seconds: float = 0.2,
@@ -116,6 +114,7 @@ class InterruptibleBatches:
     self._results: queue.Queue = queue.Queue()
     self._worker: threading.Thread | None = None
     self._requested = False  # a fetch was asked for and its result not yet taken
+    self._state_before_fetch: dict[str, Any] | None = None
     self.delivered = 0
 
   def _serve(self) -> None:
@@ -135,6 +134,7 @@ class InterruptibleBatches:
       self._worker = threading.Thread(target=self._serve, name="input-fetch", daemon=True)
       self._worker.start()
     if not self._requested:
+      self._state_before_fetch = self._source.get_state()
       self._requests.put(None)
       self._requested = True
     while True:
@@ -143,10 +143,8 @@ class InterruptibleBatches:
         break
       except queue.Empty:
         if self._stop_requested():
-          raise InputWaitInterrupted(
-              f"SIGTERM while waiting for input batch {self.delivered + 1}: stopped "
-              "without saving; the last complete checkpoint is where a restart resumes"
-          ) from None
+          raise loop.InputWaitInterrupted(
+              f"SIGTERM while waiting for input batch {self.delivered + 1}") from None
     self._requested = False
     if kind == "error":
       raise value
@@ -154,6 +152,8 @@ class InterruptibleBatches:
     return value
 
   def get_state(self) -> dict[str, Any]:
+    if self._requested:  # a fetch is outstanding: the source may be mid-batch
+      return self._state_before_fetch
     return self._source.get_state()
 
   def set_state(self, state: dict[str, Any]) -> None:
