@@ -12,6 +12,7 @@ import tokenizers
 import transformers
 
 from data_pipeline import tokenization
+from data_pipeline.errors import InputError
 from data_pipeline.tokenization import chars as tokenization_chars
 from data_pipeline._tf import tf
 
@@ -292,7 +293,7 @@ def test_read_text_lines_invalid_utf8(testdata, setup):
   ours, _, _, _ = setup
   path = testdata / "tok_invalid_utf8.txt"
   assert path.read_bytes().count(b"\n") == 3
-  with pytest.raises(ValueError, match=r"tok_invalid_utf8.txt:2: invalid UTF-8"):
+  with pytest.raises(InputError, match=r"tok_invalid_utf8.txt:2: invalid UTF-8"):
     list(tokenization.read_text_lines(path))
   lines = list(tokenization.read_text_lines(path, errors="replace"))
   assert lines[0] == "first line" and "\ufffd" in lines[1] and len(lines) == 3
@@ -301,3 +302,10 @@ def test_read_text_lines_invalid_utf8(testdata, setup):
   # The in-graph face reads raw bytes: invalid UTF-8 is replaced, then dropped, too.
   raw_lines = path.read_bytes().split(b"\n")[:3]
   assert _graph_ids(ours, raw_lines) == ours.encode(lines)
+
+
+def test_a_byte_order_mark_never_reaches_the_vocab(tmp_path):
+  path = tmp_path / "vocab.txt"
+  path.write_bytes("\ufeff[PAD]\n[UNK]\nthe\ufeff\n".encode("utf-8"))
+  # Only the file's first character is a BOM; one inside a later line is kept as text.
+  assert tokenization.read_vocab(path) == ["[PAD]", "[UNK]", "the\ufeff"]

@@ -5,8 +5,10 @@ from collections.abc import Iterator, Sequence
 
 import tensorflow_text as tf_text
 
-from data_pipeline.tokenization import ingraph
+from data_pipeline import textio
 from data_pipeline._tf import tf
+from data_pipeline.errors import InputError
+from data_pipeline.tokenization import ingraph
 from data_pipeline.tokenization.wordpiece import WordPieceEncoder
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -18,11 +20,13 @@ Span = tuple[int, int]
 def read_text_lines(path: str | pathlib.Path, errors: str = "strict") -> Iterator[str]:
   """Yields the lines of a UTF-8 text file without their line ending.
 
-  Lines end at "\\n" only (not at U+2028 etc., which may occur inside documents).
+  Lines end at "\\n" only (not at U+2028 etc., which may occur inside documents). A UTF-8
+  byte-order mark at the start of the file is dropped, as the task readers drop it
+  (data_pipeline.textio): a vocab.txt saved with one would otherwise read "\\ufeff[PAD]".
 
   Args:
     path: the file.
-    errors: "strict" raises `ValueError` naming the file, line and byte on invalid UTF-8;
+    errors: "strict" raises `InputError` naming the file, line and byte on invalid UTF-8;
       "replace" substitutes U+FFFD, which every tokenizer here then drops (as BERT's
       `_clean_text` does), so a bad byte simply vanishes from the tokens.
   """
@@ -33,9 +37,11 @@ def read_text_lines(path: str | pathlib.Path, errors: str = "strict") -> Iterato
       try:
         line = raw.decode("utf-8", errors=errors)
       except UnicodeDecodeError as e:
-        raise ValueError(
+        raise InputError(
             f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
             f"({raw[e.start:e.end]!r}); read with errors='replace' to drop it") from None
+      if number == 1 and line.startswith(textio.BOM):
+        line = line[1:]
       yield line.rstrip("\r\n")
 
 
