@@ -46,12 +46,12 @@ DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 # (the same ones for every arm and seed) and the first M dev/test sentences.
 FULL = dict(
     head_steps=40, head_learning_rate=1e-3,
-    continue_steps=300, continue_learning_rate=1e-4, continue_warmup_steps=30,
+    continue_steps=150, continue_learning_rate=1e-4, continue_warmup_steps=15,
     continue_batch_size=32, max_seq_length=64, max_predictions_per_seq=10,
     task_text=True, scratch_preset="mini", scratch_steps=400,
     finetune_epochs=2, finetune_learning_rate=1e-4, finetune_batch_size=32,
-    finetune_max_seq_length=128, max_train_examples=1000, max_eval_examples=500,
-    dtype="float32", eval_steps=20)
+    finetune_max_seq_length=128, finetune_bucket_length=16, finetune_group_by_length=8,
+    max_train_examples=1000, max_eval_examples=500, dtype="float32", eval_steps=20)
 QUICK = dict(FULL, head_steps=8, continue_steps=16, continue_warmup_steps=2,
              continue_batch_size=16, eval_steps=4, scratch_preset="tiny", scratch_steps=16,
              finetune_epochs=1, max_train_examples=200, max_eval_examples=150)
@@ -188,6 +188,8 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
                   num_epochs=s["finetune_epochs"], learning_rate=s["finetune_learning_rate"],
                   batch_size=s["finetune_batch_size"],
                   max_seq_length=s["finetune_max_seq_length"],
+                  bucket_length=s["finetune_bucket_length"],
+                  group_by_length=s["finetune_group_by_length"],
                   max_train_examples=s["max_train_examples"],
                   max_eval_examples=s["max_eval_examples"], seed=seed,
                   lowercase=int(lowercase), dtype=s["dtype"], save_model=False)
