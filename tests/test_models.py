@@ -160,6 +160,8 @@ def test_scan_equals_unrolled_and_stack_round_trip(encoder_params):
   jax.tree.map(np.testing.assert_array_equal, back, encoder_params)
 
 
+# slow: compiles the encoder three ways (~15 s); the parity tests stay in the fast tier.
+@pytest.mark.slow
 def test_remat_scan_same_loss_and_gradients_as_plain(encoder_params):
   ids, types, mask = _inputs()
 

@@ -88,6 +88,8 @@ def test_shape_mismatch_names_path_and_shapes(pretrained, task_params):
     surgery.graft_encoder(task_params, {"cls": pretrained["cls"]})
 
 
+# slow: compiles two encoders at two lengths (~8 s).
+@pytest.mark.slow
 def test_extend_position_embeddings_keeps_old_rows_and_outputs(pretrained):
   config, params = surgery.extend_position_embeddings(CFG, pretrained, 60)
   assert config.max_position_embeddings == 60

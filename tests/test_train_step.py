@@ -105,6 +105,8 @@ def test_loss_is_berts_weighted_masked_lm_plus_nsp():
   assert float(metrics["mlm_accuracy"]) == pytest.approx(acc, abs=1e-6)
 
 
+# slow: a second compile of the big-batch step in bf16 (~15 s).
+@pytest.mark.slow
 def test_bf16_compute_keeps_float32_master_params(big_batch_step):
   state16, hist16 = _run((1, 1, 1), [BIG], deterministic=True, dtype=jnp.bfloat16)
   _, hist32 = big_batch_step
