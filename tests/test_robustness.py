@@ -76,7 +76,6 @@ def test_corpus_without_documents_is_an_error_not_a_hang(tmp_path, vocab):
   result = _run_python(f"""
       from data_pipeline import pretraining
       from data_pipeline.errors import InputError
-from data_pipeline.pretraining.static_writer import write_static_examples
       from data_pipeline.pretraining.static_writer import write_static_examples
       cases = [("empty.txt", "text_doc_per_line", 0, 1), ("nobody.nxml", "pmc", 0, 1),
                ("empty.tfrecord", "tfrecord", 0, 1), ("one.txt", "text_doc_per_line", 1, 2)]

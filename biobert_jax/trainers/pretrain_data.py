@@ -134,7 +134,8 @@ class InterruptibleBatches:
       self._worker = threading.Thread(target=self._serve, name="input-fetch", daemon=True)
       self._worker.start()
     if not self._requested:
-      self._state_before_fetch = self._source.get_state()
+      if hasattr(self._source, "get_state"):  # a plain iterator has no state to keep
+        self._state_before_fetch = self._source.get_state()
       self._requests.put(None)
       self._requested = True
     while True:
