@@ -19,19 +19,26 @@ from data_pipeline.errors import InputError
 BOM = "\ufeff"
 
 
-def _decode(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+def _decode(raw: bytes, path: str | os.PathLike, lineno: int, errors: str) -> str:
   try:
-    return raw.decode("utf-8")
+    return raw.decode("utf-8", errors=errors)
   except UnicodeDecodeError as e:
     raise InputError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line "
                      f"({raw[e.start:e.end]!r}); the file must be UTF-8") from None
 
 
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-  """(1-based line number, line without its "\\n" / "\\r\\n") for every line of `path`."""
+def iter_lines(path: str | os.PathLike, errors: str = "strict") -> Iterator[tuple[int, str]]:
+  """(1-based line number, line without its "\n" / "\r\n") for every line of `path`.
+
+  errors: "strict" raises `InputError` naming the file, line and byte on invalid UTF-8;
+    "replace" substitutes U+FFFD (pre-training text: every tokenizer here then drops it,
+    as BERT's `_clean_text` does, so a bad byte simply vanishes from the tokens).
+  """
+  if errors not in ("strict", "replace"):
+    raise ValueError(f"errors must be 'strict' or 'replace', got {errors!r}")
   with open(path, "rb") as handle:
     for lineno, raw in enumerate(handle, start=1):
-      line = _decode(raw, path, lineno)
+      line = _decode(raw, path, lineno, errors)
       if lineno == 1 and line.startswith(BOM):
         line = line[1:]
       if line.endswith("\n"):

@@ -13,7 +13,7 @@ take disjoint files. Library: biobert_jax/trainers/annotate.py.
 from absl import app, flags
 
 from biobert_jax.trainers import annotate
-from biobert_jax.trainers.pretrain import initialize_distributed
+from biobert_jax.distributed import initialize_distributed
 
 _MODELS = flags.DEFINE_list("models", None, "Fine-tuned model dirs (ner or multi_ner).")
 _INPUT = flags.DEFINE_string("input", None, "Glob (or comma-separated globs) of inputs.")

@@ -23,7 +23,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax.trainers.pretrain import initialize_distributed, train
+from biobert_jax.distributed import initialize_distributed
+from biobert_jax.trainers.pretrain import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pre-training config file.",
                                           lock_config=True)

@@ -225,3 +225,33 @@ def test_killed_run_resumes(model_dir, data_dir, tmp_path):
   assert (out / "a.jsonl").read_bytes() == first_done
   assert _file_bytes(out) == _file_bytes(reference)
   assert summary["documents"] == 634
+
+
+_WITHOUT_TENSORFLOW = """
+import importlib.machinery, runpy, sys
+LACKING = ("tensorflow", "tensorflow_text", "tensorflow_datasets", "ml_collections")
+class _Lacking(importlib.machinery.PathFinder):  # as if not installed: find_spec gives None
+  @classmethod
+  def find_spec(cls, name, path=None, target=None):
+    if name.split(".")[0] in LACKING:
+      return None
+    return importlib.machinery.PathFinder.find_spec(name, path, target)
+sys.meta_path[:] = [_Lacking if f is importlib.machinery.PathFinder else f
+                    for f in sys.meta_path]
+sys.argv = ["annotate", *sys.argv[1:]]
+runpy.run_module("experiments.annotate", run_name="__main__")
+"""
+
+
+def test_annotate_runs_without_tensorflow_and_gives_the_same_output(
+    medline_run, model_dir, data_dir, tmp_path):
+  # The GPU image has no TensorFlow nor ml_collections (experiments/benchmarks/
+  # device_check.sh), and annotation needs neither: same files, byte for byte.
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-c", _WITHOUT_TENSORFLOW, f"--models={model_dir}",
+       f"--input={medline_sample(data_dir)}", f"--output={out}", "--batch_size=64",
+       "--block_docs=128"], cwd=REPO, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _file_bytes(out) == _file_bytes(medline_run[0])

@@ -54,3 +54,15 @@ def test_data_pipeline_does_not_import_the_library():
   proc = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True,
                         text=True, timeout=300, check=False)
   assert proc.returncode == 0, f"data_pipeline loads {proc.stdout.strip()} {proc.stderr[-2000:]}"
+
+
+# What the accelerator image lacks (experiments/benchmarks/device_check.sh): annotation and
+# the Python tokenizer face must load without them; TensorFlow only for the in-graph face.
+GPU_IMAGE_LACKS = ("tensorflow", "tensorflow_text", "tensorflow_datasets", "ml_collections")
+
+
+def test_annotate_and_python_tokenizer_load_without_tensorflow():
+  proc = _probe(["data_pipeline.tokenization", "biobert_jax.trainers.model_dir",
+                 "biobert_jax.trainers.annotate", "experiments.annotate",
+                 "biobert_jax.distributed"], GPU_IMAGE_LACKS)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]

@@ -114,3 +114,38 @@ def test_bf16_compute_keeps_float32_master_params(big_batch_step):
   assert hist16[0]["loss"] == pytest.approx(hist32[0]["loss"], abs=0.05)
   assert hist16[0]["loss"] != hist32[0]["loss"]  # it really computed in bf16
   assert all(h["is_finite"] for h in hist16)
+
+
+def _flops(jitted, *args):
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
+def test_frozen_params_get_no_gradient_and_their_backward_is_dropped():
+  # Head-only training (the main job's first stage): the step cuts the encoder's gradient,
+  # so XLA drops its backward pass; what trains and how it trains stays the same.
+  model = models.BertForPreTraining(tiny_bert_config())
+  params = models.init_params(model, jax.random.key(0))
+  trainable = (r"^cls/",)
+  tx, schedule = optim.make_optimizer(dict(OPT, trainable=trainable))
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0),
+           "rng": jax.random.PRNGKey(1)}
+  batch = jax.tree.map(jnp.asarray, synthetic_batch(0))
+  cut = jax.jit(step_lib.make_train_step(model, tx, schedule, trainable=trainable))
+  full = jax.jit(step_lib.make_train_step(model, tx, schedule))  # optimiser mask only
+  for _ in range(2):  # the second step sees Adam moments from the first
+    state_cut, m_cut = cut(state, batch)
+    state_full, m_full = full(state, batch)
+    assert float(m_cut["loss"]) == pytest.approx(float(m_full["loss"]), rel=1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state_cut["params"]),
+                            jax.tree.leaves(state_full["params"])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7,
+                                 err_msg=jax.tree_util.keystr(path))
+    state = state_cut
+  np.testing.assert_array_equal(  # frozen: bit-identical to the start
+      state["params"]["encoder"]["encoder"]["layer_0"]["output"]["dense"]["kernel"],
+      params["encoder"]["encoder"]["layer_0"]["output"]["dense"]["kernel"])
+  # grad_norm is now the heads' gradient norm only (it included the encoder's before).
+  assert 0 < float(m_cut["grad_norm"]) < float(m_full["grad_norm"])
+  assert _flops(cut, state, batch) < 0.8 * _flops(full, state, batch)

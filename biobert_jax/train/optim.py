@@ -60,6 +60,20 @@ def trainable_labels(params: Any, trainable: Sequence[str]) -> Any:
   return labels
 
 
+def stop_frozen_gradients(params: Any, trainable: Sequence[str]) -> Any:
+  """`params` with `jax.lax.stop_gradient` on every leaf `trainable` does not select.
+
+  The optimiser already gives frozen leaves a zero update (make_optimizer); cutting their
+  gradient in the loss as well lets XLA drop the backward work nothing trains, e.g. the
+  whole encoder's backward pass when only heads train (the main job's head stage). The
+  trainable leaves' gradients are unchanged. Empty `trainable` = everything trains.
+  """
+  if not trainable:
+    return params
+  return jax.tree.map(lambda x, label: x if label == "train" else jax.lax.stop_gradient(x),
+                      params, trainable_labels(params, trainable))
+
+
 def bert_schedule(learning_rate: float, warmup_steps: int,
                   total_steps: int) -> Callable[[jax.Array], jax.Array]:
   """Original BERT schedule: lr * (1 - step / total), overridden by lr * step / warmup.
@@ -110,6 +124,13 @@ def make_optimizer(cfg: Any) -> tuple[optax.GradientTransformation, Callable]:
   return tx, schedule
 
 
+def trainable_from_config(config: Any, extra_trainable: Sequence[str] = ()) -> tuple[str, ...]:
+  """The trainable patterns of a trainer config plus `extra_trainable`; () = all train.
+
+  The optimiser (zero updates) and the train step (no gradients) both take these."""
+  return tuple(config.trainable or ()) + tuple(extra_trainable)
+
+
 def optimizer_from_config(config: Any, total_steps: int, *,
                           extra_trainable: Sequence[str] = ()
                           ) -> tuple[optax.GradientTransformation, Callable]:
@@ -134,7 +155,7 @@ def optimizer_from_config(config: Any, total_steps: int, *,
     key = "warmup_proportion"
   if warmup < 0:
     raise ValueError(f"config.{key} gives a negative warmup ({warmup} steps)")
-  trainable = tuple(config.trainable or ()) + tuple(extra_trainable)
+  trainable = trainable_from_config(config, extra_trainable)
   return make_optimizer(dict(
       optimizer=config.optimizer, learning_rate=float(config.learning_rate),
       warmup_steps=warmup, total_steps=int(total_steps),

@@ -6,7 +6,7 @@ masked_lm_positions, masked_lm_ids, masked_lm_weights, next_sentence_labels.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from biobert_jax import sharding as sharding_lib
-from biobert_jax.train import losses
+from biobert_jax.train import losses, optim
 
 Batch = dict[str, jax.Array]
 
@@ -55,13 +55,17 @@ def _split_microbatches(batch: Batch, k: int, mesh: Mesh | None) -> Batch:
 def make_train_step(model: Any, tx: optax.GradientTransformation,
                     schedule: Callable[[jax.Array], jax.Array], *,
                     grad_accum_steps: int = 1, mesh: Mesh | None = None,
-                    deterministic: bool = False) -> Callable[[dict, Batch], tuple]:
+                    deterministic: bool = False,
+                    trainable: Sequence[str] = ()) -> Callable[[dict, Batch], tuple]:
   """Returns train_step(state, batch) -> (new_state, metrics) (not yet jitted).
 
   With grad_accum_steps=k the batch is cut into k microbatches inside the step and
   lax.scan sums their gradients; each microbatch's loss is divided by the FULL batch's
   denominators (sum of masked_lm_weights + eps, batch size), so the sum is exactly the
   big-batch gradient (not an average of per-microbatch normalised gradients).
+
+  `trainable`: the optimiser's patterns (config.trainable); other leaves get no gradient
+  (optim.stop_frozen_gradients), so grad_norm is the trainable leaves' norm.
 
   Metrics (scalars): loss, mlm_loss, nsp_loss, mlm_accuracy, nsp_accuracy, grad_norm,
   learning_rate (the rate applied at this step), num_tokens (non-pad tokens), is_finite.
@@ -77,7 +81,8 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
     nsp_den = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
 
     def loss_fn(p, mb, rng):
-      sums = _forward_sums(model, p, mb, rng, deterministic)
+      sums = _forward_sums(model, optim.stop_frozen_gradients(p, trainable), mb, rng,
+                           deterministic)
       return losses.loss_from_sums(sums, mlm_den, nsp_den), sums
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -125,16 +130,21 @@ def apply_gradients(state: dict, grads: Any, metrics: dict[str, jax.Array],
 def make_loss_train_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
                          tx: optax.GradientTransformation,
                          schedule: Callable[[jax.Array], jax.Array], *,
-                         token_mask_key: str = "attention_mask") -> Callable:
+                         token_mask_key: str = "attention_mask",
+                         trainable: Sequence[str] = ()) -> Callable:
   """train_step(state, batch) -> (new_state, metrics) for a mean loss (fine-tuning).
 
   loss_fn(params, batch, dropout_rng) -> (scalar loss, {name: scalar}); the dropout key is
   fold_in(state["rng"], state["step"]), as in pre-training, so a resumed run and a run on
   another mesh draw the same masks. num_tokens counts `batch[token_mask_key]`.
+  `trainable` as in make_train_step.
   """
+  def frozen_cut_loss(params, batch, rng):
+    return loss_fn(optim.stop_frozen_gradients(params, trainable), batch, rng)
+
   def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
     step_rng = jax.random.fold_in(state["rng"], state["step"])
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, metrics), grads = jax.value_and_grad(frozen_cut_loss, has_aux=True)(
         state["params"], batch, step_rng)
     metrics = dict(metrics, loss=loss)
     return apply_gradients(state, grads, metrics, tx, schedule,

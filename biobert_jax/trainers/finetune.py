@@ -170,7 +170,8 @@ def _check_batch_sizes(config: ml_collections.ConfigDict, batch_size: int,
 
 
 def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
-                compiler_options: dict | None) -> tuple[Callable, Callable]:
+                compiler_options: dict | None,
+                trainable: tuple[str, ...]) -> tuple[Callable, Callable]:
   """(jitted train_step(state, batch), jitted predict_step(params, batch))."""
   task, module = setup.task, setup.module
 
@@ -183,8 +184,9 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
     outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
     return task.predict_outputs(outputs)
 
-  train_step = step_lib.jit_train_step(step_lib.make_loss_train_step(loss_fn, tx, schedule),
-                                       shardings, mesh, compiler_options=compiler_options)
+  train_step = step_lib.jit_train_step(
+      step_lib.make_loss_train_step(loss_fn, tx, schedule, trainable=trainable),
+      shardings, mesh, compiler_options=compiler_options)
   predict_step = jax.jit(predict,
                          in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
                          out_shardings=NamedSharding(mesh, P()),
@@ -236,8 +238,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
   total_steps = steps_per_epoch * int(config.num_epochs)
-  tx, schedule = optim.optimizer_from_config(
-      config, total_steps, extra_trainable=trainable_patterns(config, setup.bert_config))
+  extra_trainable = trainable_patterns(config, setup.bert_config)
+  tx, schedule = optim.optimizer_from_config(config, total_steps,
+                                             extra_trainable=extra_trainable)
+  trainable = optim.trainable_from_config(config, extra_trainable)
   specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
   abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                  setup.params)
@@ -267,7 +271,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                                                    int(config.seed))
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _make_steps(setup, tx, schedule, shardings, mesh,
-                                         compiler_options)
+                                         compiler_options, trainable)
 
   task, dev = setup.task, setup.splits.get("dev")
   tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None

@@ -7,14 +7,15 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any
-
-import ml_collections
+from typing import TYPE_CHECKING, Any
 
 from biobert_jax.checkpoints import native
 from biobert_jax.config import BertConfig
 from biobert_jax.trainers import workdir as workdir_lib
 from data_pipeline.tokenization import load_tokenizer, read_vocab
+
+if TYPE_CHECKING:  # annotation only: model dirs load where ml_collections is absent (GPU image)
+  import ml_collections
 
 
 def checkpoint_dir(init_checkpoint: str) -> pathlib.Path:

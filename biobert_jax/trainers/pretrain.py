@@ -29,27 +29,6 @@ from data_pipeline.tokenization import load_tokenizer
 
 
 
-def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None, auto: bool = False) -> None:
-  """jax.distributed.initialize when a coordinator is given (gloo collectives on CPU)."""
-  if auto and not coordinator_address:
-    jax.distributed.initialize()
-    return
-  if not coordinator_address:
-    return
-  if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or not _has_accelerator_hint():
-    # CPU cross-process collectives need gloo (measured to work; the default has none).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
-
-
-def _has_accelerator_hint() -> bool:
-  # Do not query devices before initialize(): that would start the local backend alone.
-  return bool(os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("TPU_NAME")
-              or os.path.exists("/dev/nvidia0") or os.path.exists("/dev/accel0"))
-
-
 def vocab_size_of(vocab_path: str, lowercase: bool = False) -> int:
   """Ids in the tokenizer for `vocab_path` (WordPiece vocab.txt or SentencePiece .model)."""
   return load_tokenizer(vocab_path, lowercase=lowercase).vocab_size
@@ -181,7 +160,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
 
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps,
-                               mesh=mesh),
+                               mesh=mesh, trainable=optim.trainable_from_config(config)),
       shardings, mesh)
   eval_batches = pretrain_data.make_eval_batches(config, vocab_size, jax.process_index(),
                                                  jax.process_count())

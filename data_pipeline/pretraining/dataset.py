@@ -319,6 +319,8 @@ class PretrainingIterator:
     self._stats = stats
     self._consumed = 0
     self._iterator = None  # built on first use, so set_state right away costs no rebuild
+    # Taken once: get_state runs before every fetch (train.loop.InterruptibleBatches).
+    self._fingerprint = config_fingerprint(config)
 
   def _build(self, skip_batches: int):
     dataset = make_dataset(self._config, *self._process, skip_batches=skip_batches,
@@ -338,13 +340,13 @@ class PretrainingIterator:
   def get_state(self) -> dict[str, Any]:
     return {"version": STATE_VERSION, "batches_consumed": self._consumed,
             "process_index": self._process[0], "process_count": self._process[1],
-            "config_fingerprint": config_fingerprint(self._config)}
+            "config_fingerprint": self._fingerprint}
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Continues after the last batch consumed when `state` was taken."""
     expected = {"version": STATE_VERSION, "process_index": self._process[0],
                 "process_count": self._process[1],
-                "config_fingerprint": config_fingerprint(self._config)}
+                "config_fingerprint": self._fingerprint}
     for key, value in expected.items():
       if state.get(key) != value:
         raise ValueError(f"iterator state {key}={state.get(key)!r} does not match this "

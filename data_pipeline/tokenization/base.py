@@ -1,15 +1,21 @@
-"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer (see __init__)."""
+"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer (see __init__).
+
+TensorFlow is imported only by the in-graph face (`tokenize_tf`, module `ingraph`): the
+Python face (fine-tuning features, predict, annotate) then loads where TensorFlow is
+absent, e.g. the accelerator image, and does not pay its import time.
+"""
+from __future__ import annotations
+
 import pathlib
 import re
 from collections.abc import Iterator, Sequence
-
-import tensorflow_text as tf_text
+from typing import TYPE_CHECKING
 
 from data_pipeline import textio
-from data_pipeline._tf import tf
-from data_pipeline.errors import InputError
-from data_pipeline.tokenization import ingraph
 from data_pipeline.tokenization.wordpiece import WordPieceEncoder
+
+if TYPE_CHECKING:
+  from data_pipeline._tf import tf
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -18,31 +24,10 @@ Span = tuple[int, int]
 
 
 def read_text_lines(path: str | pathlib.Path, errors: str = "strict") -> Iterator[str]:
-  """Yields the lines of a UTF-8 text file without their line ending.
-
-  Lines end at "\\n" only (not at U+2028 etc., which may occur inside documents). A UTF-8
-  byte-order mark at the start of the file is dropped, as the task readers drop it
-  (data_pipeline.textio): a vocab.txt saved with one would otherwise read "\\ufeff[PAD]".
-
-  Args:
-    path: the file.
-    errors: "strict" raises `InputError` naming the file, line and byte on invalid UTF-8;
-      "replace" substitutes U+FFFD, which every tokenizer here then drops (as BERT's
-      `_clean_text` does), so a bad byte simply vanishes from the tokens.
-  """
-  if errors not in ("strict", "replace"):
-    raise ValueError(f"errors must be 'strict' or 'replace', got {errors!r}")
-  with open(path, "rb") as handle:
-    for number, raw in enumerate(handle, 1):
-      try:
-        line = raw.decode("utf-8", errors=errors)
-      except UnicodeDecodeError as e:
-        raise InputError(
-            f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
-            f"({raw[e.start:e.end]!r}); read with errors='replace' to drop it") from None
-      if number == 1 and line.startswith(textio.BOM):
-        line = line[1:]
-      yield line.rstrip("\r\n")
+  """The lines of a UTF-8 text file without their line ending (`textio.iter_lines`:
+  "\n"-only line ends, a leading BOM dropped, `errors` "strict" | "replace")."""
+  for _, line in textio.iter_lines(path, errors=errors):
+    yield line
 
 
 def read_vocab(path: str | pathlib.Path) -> list[str]:
@@ -149,12 +134,14 @@ class Tokenizer:
     A scalar string gives `[(words), (pieces)]`. Words are the units of whole-word
     masking; an extra token is one word of one piece.
     """
+    from data_pipeline.tokenization import ingraph  # noqa: PLC0415 (TensorFlow: see top)
+    tf = ingraph.tf
     strings = tf.convert_to_tensor(strings, dtype=tf.string)
     if strings.shape.rank == 0:
       return self.tokenize_tf(tf.expand_dims(strings, 0))[0]
     if self._extra_re is None:
       return self._tokenize_segments_tf(strings)
-    segments = tf_text.regex_split(strings, self._extra_re2, self._extra_re2)
+    segments = ingraph.tf_text.regex_split(strings, self._extra_re2, self._extra_re2)
     flat = segments.flat_values
     pieces = self._tokenize_segments_tf(flat)
     pieces = ingraph.replace_extra_segments(
@@ -194,7 +181,8 @@ class WordPieceTokenizer(Tokenizer):
 
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
     if self._graph is None:
-      with tf.init_scope():  # eager even when first called while tracing a tf.data map
+      from data_pipeline.tokenization import ingraph  # noqa: PLC0415 (TensorFlow: see top)
+      with ingraph.tf.init_scope():  # eager even when first called while tracing a tf.data map
         self._graph = ingraph.WordPieceGraph(self._base_vocab, self.lowercase, UNK)
     return self._graph(strings)
 

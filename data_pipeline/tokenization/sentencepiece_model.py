@@ -5,15 +5,19 @@ SentencePiece applies the normaliser stored in the model; `lowercase=True` addit
 lowercases the input (Python str.lower() / tf.strings.lower, the same ICU semantics),
 which must match how the model was trained (see `data_pipeline.vocab`).
 """
+from __future__ import annotations
+
 import pathlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencepiece as spm
-import tensorflow_text as tf_text
 
-from data_pipeline._tf import tf
 from data_pipeline.tokenization.base import Span, Tokenizer
+
+if TYPE_CHECKING:
+  from data_pipeline._tf import tf
 
 WORD_MARKER = "\u2581"  # "▁"
 
@@ -57,6 +61,9 @@ class SentencePieceTokenizer(Tokenizer):
     return ids, spans
 
   def _tokenize_segments_tf(self, strings: tf.Tensor) -> tf.RaggedTensor:
+    # TensorFlow only in the in-graph face (see tokenization.base).
+    from data_pipeline.tokenization import ingraph  # noqa: PLC0415
+    tf, tf_text = ingraph.tf, ingraph.tf_text
     if self._graph is None:
       # The op emits int32 or strings only; ids are cast to int64 below. Built eagerly
       # even when first called while tracing a tf.data map.

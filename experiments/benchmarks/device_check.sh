@@ -6,7 +6,8 @@
 #
 # Sections (experiments/benchmarks/device_check.py): encoder parity with transformers on the
 # device; BERT-base pre-training step f32/bf16 at lengths 128 and 512 (tokens/s, MFU vs the
-# chip's dense bf16 peak); the fine-tuning step; predict throughput. The GPU machine has no
+# chip's dense bf16 peak); the fine-tuning step; predict throughput; annotate end to end vs
+# transformers' token-classification pipeline on the same GPU. The GPU machine has no
 # internet, so nothing is installed: its image's python3 has jax (CUDA), flax, optax, torch
 # and transformers, which is all the check imports (no TensorFlow, no ml_collections).
 # Results are rewritten after each section, so a timeout still leaves what was measured.
