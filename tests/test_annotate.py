@@ -243,6 +243,7 @@ runpy.run_module("experiments.annotate", run_name="__main__")
 """
 
 
+@pytest.mark.slow  # a subprocess: ~35 s
 def test_annotate_runs_without_tensorflow_and_gives_the_same_output(
     medline_run, model_dir, data_dir, tmp_path):
   # The GPU image has no TensorFlow nor ml_collections (experiments/benchmarks/

@@ -22,6 +22,30 @@ def test_task_text_takes_training_sentences_only(tmp_path):
   assert open(out, encoding="utf-8").read() == "Breast cancer\nBRCA1 .\n"
 
 
+def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
+  calls = []
+
+  def finetune(workdir, checkpoint, task, **overrides):
+    calls.append(overrides)
+    config = dict(overrides, init_checkpoint=checkpoint, task=task, seed=overrides["seed"])
+    (tmp_path / "ft" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "ft" / "eval_results.json").write_text(json.dumps({"test": {"f1": 0.5}}))
+    return {"test": {"f1": 0.5}}
+
+  (tmp_path / "ft").mkdir()
+  args = (str(tmp_path / "ft"), "/ckpt", "/data/ner/X", 0, True)
+  assert recipe.finetune_one(*args, recipe.FULL, finetune) == {"test": {"f1": 0.5}}
+  recipe.finetune_one(*args, recipe.FULL, finetune)  # same settings: reused, no call
+  assert len(calls) == 1
+  # Another budget must not report the old run's score: the trainer is called (and
+  # refuses the workdir naming the differing keys; the fake here just runs).
+  recipe.finetune_one(*args, dict(recipe.FULL, finetune_learning_rate=3e-4), finetune)
+  assert len(calls) == 2 and calls[1]["learning_rate"] == 3e-4
+  recipe.finetune_one(str(tmp_path / "ft"), "/other", "/data/ner/X", 0, True,
+                      dict(recipe.FULL, finetune_learning_rate=3e-4), finetune)
+  assert len(calls) == 3
+
+
 def test_summary_gain_is_per_seed_difference():
   run = lambda f1: {"seed": 0, "dev": {"precision": .5, "recall": .5, "f1": f1},  # noqa: E731
                     "test": {"precision": .5, "recall": .5, "f1": f1}}
