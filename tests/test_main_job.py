@@ -39,10 +39,11 @@ def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
   assert len(calls) == 1
   # Another budget must not report the old run's score: the trainer is called (and
   # refuses the workdir naming the differing keys; the fake here just runs).
-  recipe.finetune_one(*args, dict(recipe.FULL, finetune_learning_rate=3e-4), finetune)
-  assert len(calls) == 2 and calls[1]["learning_rate"] == 3e-4
+  other_lr = 2 * recipe.FULL["finetune_learning_rate"]
+  recipe.finetune_one(*args, dict(recipe.FULL, finetune_learning_rate=other_lr), finetune)
+  assert len(calls) == 2 and calls[1]["learning_rate"] == other_lr
   recipe.finetune_one(str(tmp_path / "ft"), "/other", "/data/ner/X", 0, True,
-                      dict(recipe.FULL, finetune_learning_rate=3e-4), finetune)
+                      dict(recipe.FULL, finetune_learning_rate=other_lr), finetune)
   assert len(calls) == 3
 
 
