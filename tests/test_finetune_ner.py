@@ -62,6 +62,7 @@ def test_writes_everything(finetuned):
   assert list((workdir / "tensorboard").iterdir())
   on_disk = json.loads((workdir / "eval_results.json").read_text())
   assert on_disk["best_epoch"] in (1, 2, 3) and len(on_disk["history"]) == 3
+  assert 0 < on_disk["train_seconds"] <= on_disk["run_seconds"]
   for split in ("dev", "test"):
     scores = on_disk[split]
     assert set(scores) >= {"precision", "recall", "f1", "accuracy", "per_type"}

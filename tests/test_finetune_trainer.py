@@ -93,6 +93,29 @@ def test_batch_size_must_divide_the_batch_shards(tmp_path, data_dir, char_vocab)
   assert not (tmp_path / "w").exists()  # refused before writing anything
 
 
+@pytest.mark.slow  # four tiny fine-tunes, ~35 s
+def test_a_second_run_reuses_the_jitted_steps_and_ends_as_a_fresh_run_would(
+    tmp_path, data_dir, char_vocab, monkeypatch):
+  monkeypatch.setattr(finetune_lib, "_STEPS_CACHE", type(finetune_lib._STEPS_CACHE)())
+  one = jax.devices()[:1]
+  run = lambda workdir, **o: finetune_lib.run(  # pylint: disable=unnecessary-lambda-assignment
+      _config("ner", data_dir, char_vocab, **o), str(tmp_path / workdir),
+      compiler_options=FAST, devices=one)
+  run("seed0", seed=0)
+  (key, steps), = finetune_lib._STEPS_CACHE.items()
+  run("seed1", seed=1)  # another seed: same program, reused
+  assert list(finetune_lib._STEPS_CACHE.items()) == [(key, steps)]
+  assert all(s is t for s, t in zip(finetune_lib._STEPS_CACHE[key], steps))
+  finetune_lib._STEPS_CACHE.clear()
+  run("seed1_fresh", seed=1)  # the same run with nothing cached
+  assert _losses(tmp_path / "seed1") == _losses(tmp_path / "seed1_fresh")
+  assert _comparable(tmp_path / "seed1") == _comparable(tmp_path / "seed1_fresh")
+  assert _losses(tmp_path / "seed0") != _losses(tmp_path / "seed1")
+  run("lr", seed=1, learning_rate=5e-4)  # another optimiser: another program
+  assert len(finetune_lib._STEPS_CACHE) == 2
+  assert _losses(tmp_path / "lr") != _losses(tmp_path / "seed1")
+
+
 def _snapshot(root: pathlib.Path) -> dict:
   return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
           if p.is_file()}
@@ -254,6 +277,7 @@ def _run_and_signal(spec, workdir, at_step, sig):
 def _comparable(workdir):
   results = json.loads((pathlib.Path(workdir) / "eval_results.json").read_text())
   results.pop("train_seconds")
+  results.pop("run_seconds")
   return results
 
 

@@ -131,15 +131,15 @@ def trainable_from_config(config: Any, extra_trainable: Sequence[str] = ()) -> t
   return tuple(config.trainable or ()) + tuple(extra_trainable)
 
 
-def optimizer_from_config(config: Any, total_steps: int, *,
-                          extra_trainable: Sequence[str] = ()
-                          ) -> tuple[optax.GradientTransformation, Callable]:
-  """(tx, schedule) from a trainer config: the one place both trainers read its keys.
+def optimizer_spec(config: Any, total_steps: int, *,
+                   extra_trainable: Sequence[str] = ()) -> dict[str, Any]:
+  """The make_optimizer fields of a trainer config: the one place both trainers read its keys.
 
   Warmup is `config.warmup_steps` when the config has that key (pre-training), else
   `int(config.warmup_proportion * total_steps)` (fine-tuning, BERT's run_classifier).
   `extra_trainable` patterns are added to `config.trainable` (e.g. fine-tuning's
-  trainable_top_k).
+  trainable_top_k). The values are plain and hashable, so the spec also identifies the
+  optimiser (the fine-tuning trainer keys its reusable jitted steps on it).
 
   Raises:
     ValueError: for a negative warmup or a warmup proportion outside [0, 1].
@@ -155,9 +155,16 @@ def optimizer_from_config(config: Any, total_steps: int, *,
     key = "warmup_proportion"
   if warmup < 0:
     raise ValueError(f"config.{key} gives a negative warmup ({warmup} steps)")
-  trainable = trainable_from_config(config, extra_trainable)
-  return make_optimizer(dict(
-      optimizer=config.optimizer, learning_rate=float(config.learning_rate),
+  return dict(
+      optimizer=str(config.optimizer), learning_rate=float(config.learning_rate),
       warmup_steps=warmup, total_steps=int(total_steps),
       weight_decay=float(config.weight_decay), b1=float(config.b1), b2=float(config.b2),
-      eps=float(config.eps), clip_norm=float(config.clip_norm), trainable=trainable))
+      eps=float(config.eps), clip_norm=float(config.clip_norm),
+      trainable=trainable_from_config(config, extra_trainable))
+
+
+def optimizer_from_config(config: Any, total_steps: int, *,
+                          extra_trainable: Sequence[str] = ()
+                          ) -> tuple[optax.GradientTransformation, Callable]:
+  """(tx, schedule) of `optimizer_spec(config, total_steps, extra_trainable=...)`."""
+  return make_optimizer(optimizer_spec(config, total_steps, extra_trainable=extra_trainable))

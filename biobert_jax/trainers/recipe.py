@@ -33,13 +33,14 @@ import ml_collections
 import numpy as np
 
 from biobert_jax.trainers import model_dir
+from biobert_jax.trainers import workdir as workdir_lib
 
 ARMS = ("general", "continued", "scratch", "random_init")
 DEFAULT_ARMS = ("general", "continued")
 DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 
-# Budgets for `make demo` (3 seeds x 2 corpora x 2 arms): measured 46 minutes on an idle
-# 2-core CPU, against a 30-minute target; the figures and what was tried are in
+# Budgets for `make demo` (3 seeds x 2 corpora x 2 arms): measured 41 minutes on an idle
+# 2-core CPU (46 before the fine-tunes shared their jitted steps), against a 30-minute target; the figures and what was tried are in
 # WORKSPACE_NOTES.md ("Main job"). Fine-tuning lr 3e-4, chosen on dev F1 (session 4): at
 # 1e-4 the 62-step fine-tunes had not converged (NCBI dev F1 0.27 general, seed 0) and the
 # continued encoder, further from a tagger at the start, lost; at 3e-4 both arms converge
@@ -198,10 +199,8 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
                    max_eval_examples=s["max_eval_examples"], seed=seed,
                    lowercase=int(lowercase), dtype=s["dtype"], save_model=False)
   results_path = os.path.join(workdir, "eval_results.json")
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(results_path) and os.path.exists(config_path):
-    with open(config_path, encoding="utf-8") as f:
-      recorded = json.load(f)
+  recorded = workdir_lib.recorded_config(workdir)
+  if os.path.exists(results_path) and recorded is not None:
     wanted = dict(overrides, init_checkpoint=checkpoint)
     if all(recorded.get(k) == v for k, v in wanted.items()):
       with open(results_path, encoding="utf-8") as f:

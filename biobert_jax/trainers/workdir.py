@@ -67,6 +67,15 @@ def clear(workdir: str) -> None:
       os.remove(path)
 
 
+def recorded_config(workdir: str) -> dict | None:
+  """The config.json a run recorded in `workdir` (plain JSON values), or None."""
+  path = os.path.join(workdir, CONFIG_NAME)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] = (),
                            write: bool = True) -> bool:
   """Makes sure `workdir` holds this run (or nothing yet); records config.json.
@@ -88,9 +97,8 @@ def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] =
   current = config_as_json(config)
   overwrite = bool(config.get("overwrite", False))
   resumed = False
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      recorded = json.load(f)
+  recorded = recorded_config(workdir)
+  if recorded is not None:
     diffs = config_differences(recorded, current, tuple(ignore) + COMMON_IGNORED)
     if overwrite:
       if write:

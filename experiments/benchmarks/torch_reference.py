@@ -98,8 +98,9 @@ def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
 
 
 def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
-          loss_fn: Callable[[Any, dict], Any], log_every: int = 50) -> float:
-  """Trains in place; returns wall seconds."""
+          loss_fn: Callable[[Any, dict], Any], log_every: int = 50,
+          on_epoch_end: Callable[[int], None] | None = None) -> float:
+  """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included)."""
   import torch  # pylint: disable=import-outside-toplevel
 
   steps_per_epoch = split.num_features // config.batch_size
@@ -119,12 +120,16 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
     if step % log_every == 0 or step == total:
       print(f"  torch step {step}/{total} loss {loss.item():.4f} "
             f"({time.time() - t0:.0f}s)", flush=True)
+    if on_epoch_end is not None and step % steps_per_epoch == 0:
+      on_epoch_end(step // steps_per_epoch)
+      model.train()
   return time.time() - t0
 
 
 def predict(model: Any, split: SplitData, batch_size: int, bucket: int,
             outputs_fn: Callable[[Any, dict], dict[str, Any]]) -> dict[str, np.ndarray]:
-  """Outputs over all features in order; [B, L] outputs are padded back to full length."""
+  """Outputs over all features in order; outputs cut to a bucket ([B, l] logits, [B, l, C]
+  probabilities) are padded back to full length (-1e4 for logits, 0 for the rest)."""
   import torch  # pylint: disable=import-outside-toplevel
 
   model.eval()
@@ -138,8 +143,9 @@ def predict(model: Any, split: SplitData, batch_size: int, bucket: int,
       chunk = {}
       for k, v in out.items():
         v = v.float().numpy()
-        if v.ndim == 2 and v.shape[1] < full and k.endswith("_logits"):
-          v = np.pad(v, [(0, 0), (0, full - v.shape[1])], constant_values=-1e4)
+        if v.ndim >= 2 and v.shape[1] < full and (k.endswith("_logits") or v.ndim == 3):
+          pad = [(0, 0), (0, full - v.shape[1])] + [(0, 0)] * (v.ndim - 2)
+          v = np.pad(v, pad, constant_values=-1e4 if k.endswith("_logits") else 0.0)
         chunk[k] = v
       chunks.append(chunk)
   return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
@@ -154,6 +160,7 @@ def report(label: str, theirs: dict, theirs_seconds: float, ours_path: str,
       ours = json.load(f)
     row["ours"] = metric_of(ours["test"])
     row["ours_seconds"] = ours.get("train_seconds")
+    row["ours_run_seconds"] = ours.get("run_seconds")
   print(f"{'':24s} {'ours':>10s} {'transformers':>13s}")
   print(f"{label + ' test':24s} {row.get('ours', float('nan')):10.4f} {row['reference']:13.4f}")
   if ours_path:

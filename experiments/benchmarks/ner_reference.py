@@ -1,0 +1,114 @@
+r"""NER end to end: our `experiments.finetune` command against a transformers + torch script
+doing the same work -- same checkpoint, features, epochs, batch, optimiser, dev evaluation
+at every epoch end with the best epoch kept, and the same test scoring.
+
+  O="--config.ner.corpus=NCBI-disease --config.max_train_examples=2000 \
+     --config.num_epochs=2 --config.max_eval_examples=500 --config.learning_rate=5e-5"
+  python -m experiments.finetune --config=experiments/configs/finetune.py:ner $O \
+    --config.save_model=False --workdir=/tmp/ner_ours
+  python -m experiments.benchmarks.ner_reference --config=experiments/configs/finetune.py:ner \
+    $O --ours=/tmp/ner_ours/eval_results.json --out=/tmp/ner_e2e.json
+
+The reference is what a transformers user writes: `BertForTokenClassification` from the same
+HF checkpoint (default MiniLM), torch AdamW with BERT's settings, clipping, linear warmup and
+decay, and batches padded to their longest row in random order (`--padding=longest`,
+transformers' DataCollatorForTokenClassification; `--padding=bucket` cuts to
+config.bucket_length like our trainer, without our length grouping). It takes the features
+our NER adapter builds (readers, word pieces, windows) and scores with the adapter's own
+decode + conlleval-equivalent metric, so a gap is the model or the training, never the data
+or the metric. Printed and written: test F1 and wall seconds of both sides -- ours is
+eval_results.json's `run_seconds` (data, build, compiles, training, evaluations, export:
+what the command costs), the reference's is the same span of this script. Run the two
+one after the other on an otherwise idle machine; only the ratio means anything.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments.benchmarks import torch_reference as ref
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/finetune.py:ner",
+                                          "Fine-tuning config (same overrides as ours).")
+_OURS = flags.DEFINE_string("ours", "", "our eval_results.json to compare with")
+_OUT = flags.DEFINE_string("out", "", "write the comparison here as JSON")
+_THREADS = flags.DEFINE_integer("threads", 0, "torch threads (0 = all cores)")
+_PADDING = flags.DEFINE_enum("padding", "longest", ["longest", "bucket"],
+                             "longest: each batch padded to its longest row (transformers' "
+                             "collator); bucket: to config.bucket_length multiples")
+
+
+def main(argv):
+  del argv
+  t_run = time.time()
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  config = _CONFIG.value
+  if config.task != "ner":
+    raise app.UsageError("ner_reference needs the :ner config")
+  torch = ref.torch_setup(_THREADS.value, int(config.seed))
+  task, _, data = ref.build_data(config)
+  train, dev, test = (data.splits[k] for k in ("train", "dev", "test"))
+  print(f"data: {train.num_features} train / {dev.num_features} dev / {test.num_features} "
+        f"test windows, labels {data.labels}, {time.time() - t_run:.0f}s", flush=True)
+  model = transformers.BertForTokenClassification.from_pretrained(
+      config.init_checkpoint, num_labels=len(data.labels))
+  if config.dropout_rate >= 0:
+    for m in model.modules():
+      if isinstance(m, torch.nn.Dropout):
+        m.p = float(config.dropout_rate)
+  bucket = 1 if _PADDING.value == "longest" else int(config.bucket_length)
+  train_config = copy.deepcopy(config)
+  train_config.bucket_length = bucket
+
+  def loss_fn(m, batch):
+    return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+             token_type_ids=batch["token_type_ids"], labels=batch["labels"]).loss
+
+  def outputs_fn(m, batch):
+    logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+               token_type_ids=batch["token_type_ids"]).logits
+    return {"probs": torch.softmax(logits.float(), dim=-1)}
+
+  def scores(split):
+    outputs = ref.predict(model, split, int(config.eval_batch_size), bucket, outputs_fn)
+    return task.evaluate(task.decode(outputs, split, config), split, config)
+
+  best = {"f1": -1.0, "epoch": 0, "state": None}
+  history = []
+
+  def on_epoch_end(epoch):  # as our trainer: dev F1 each epoch, the best epoch's weights kept
+    f1 = float(scores(dev)["f1"])
+    history.append({"epoch": epoch, "dev_f1": f1})
+    print(f"  epoch {epoch}: dev f1 {f1:.4f}", flush=True)
+    if f1 > best["f1"]:
+      best.update(f1=f1, epoch=epoch,
+                  state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+  train_seconds = ref.train(model, train, train_config, loss_fn, on_epoch_end=on_epoch_end)
+  model.load_state_dict(best["state"])
+  result = {"dev": scores(dev), "test": scores(test), "best_epoch": best["epoch"],
+            "history": history}
+  run_seconds = time.time() - t_run
+  print(json.dumps({k: v for k, v in result["test"].items() if not isinstance(v, dict)}),
+        flush=True)
+  row = ref.report(f"ner/{config.ner.corpus}", result["test"], train_seconds, _OURS.value,
+                   lambda r: float(r["f1"]))
+  row.update(reference_run_seconds=run_seconds, padding=_PADDING.value,
+             reference_result=result)
+  if row.get("ours_run_seconds"):
+    row["run_seconds_ratio_ours_over_reference"] = row["ours_run_seconds"] / run_seconds
+    print(f"{'command wall seconds':24s} {row['ours_run_seconds']:10.0f} {run_seconds:13.0f}"
+          f"   ours/reference {row['run_seconds_ratio_ours_over_reference']:.2f}x",
+          flush=True)
+  if _OUT.value:
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+      json.dump(row, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)

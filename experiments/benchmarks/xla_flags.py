@@ -1,0 +1,153 @@
+r"""XLA CPU compiler options on the fine-tuning step and the forward pass, in one process.
+
+  python -m experiments.benchmarks.xla_flags --seq_lens=32,128 --rounds=3 \
+      --variants='default;xla_cpu_experimental_ynn_fusion_type='
+
+Each variant is a ';'-separated entry of ','-separated `key=value` XLA DebugOptions (the
+names XLA_FLAGS takes, without `--`); `default` is no override. Every variant compiles the
+same two jitted functions -- the fine-tuning train step of finetune_step.py (MiniLM-L6,
+dropout on, AdamW + clipping, every position real) and the eval forward (logits, no
+dropout) -- through `jit(...).lower(...).compile(compiler_options=...)`, so the variants
+share one process, one checkpoint and one batch, and take turns (--rounds) as the peers do
+in the other benchmarks. Optionally transformers + torch runs the same two functions
+(--peer, default on). Printed: ms per call and the ratio to `default` (and to torch); the forward's
+logits are compared with `default`'s, since an option that changes the numbers is not a
+free speed-up. Only ratios are meant to be compared across runs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from biobert_jax import checkpoints, models
+from experiments.benchmarks import common
+from experiments.benchmarks import finetune_step as ft
+
+# --seq_lens, --batch_size, --steps, --rounds, --peer, --output: finetune_step's flags.
+_VARIANTS = flags.DEFINE_string(
+    "variants", "default;xla_cpu_experimental_ynn_fusion_type=",
+    "';'-separated variants, each ','-separated key=value XLA options; 'default' = none.")
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+  """'a=true,b=3' -> {'a': True, 'b': 3}; 'default' -> {}."""
+  text = text.strip()
+  if text in ("", "default"):
+    return {}
+  options: dict[str, Any] = {}
+  for item in text.split(","):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--variants: {item!r} is not key=value")
+    low = value.strip().lower()
+    if low in ("true", "false"):
+      options[key.strip()] = low == "true"
+    elif low.lstrip("-").isdigit():
+      options[key.strip()] = int(low)
+    else:
+      options[key.strip()] = value.strip()
+  return options
+
+
+def compiled_variants(jitted: Any, args: tuple,
+                      variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """{variant: the jitted function lowered once and compiled with that variant's options}."""
+  lowered = jitted.lower(*args)
+  out = {}
+  for name, options in variants.items():
+    t = time.perf_counter()
+    out[name] = lowered.compile(compiler_options=options or None)
+    print(f"  compiled {name} in {time.perf_counter() - t:.1f} s", flush=True)
+  return out
+
+
+def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+  config, pretrained = checkpoints.load(path)
+  num_labels = 3
+  step, state = common.finetune_train_step(config, pretrained, num_labels, jnp.float32)
+  batch = jax.device_put(common.finetune_batch(config, ft._BATCH.value, seq, num_labels))
+  module = models.BertForTokenClassification(config, num_labels=num_labels)
+
+  def forward(params, b):
+    return module.apply({"params": params}, b["input_ids"], b["token_type_ids"],
+                        b["attention_mask"], deterministic=True)
+
+  params = state["params"]
+  steps = compiled_variants(step, (state, batch), variants)
+  fwds = compiled_variants(jax.jit(forward), (params, batch), variants)
+  reference = np.asarray(fwds["default"](params, batch)) if "default" in fwds else None
+
+  runners: dict[str, Callable[[int], float]] = {}
+  states = {name: jax.tree.map(jnp.copy, state) for name in variants}
+  for name in variants:
+    def run_step(n, name=name):
+      t = time.perf_counter()
+      s = states[name]
+      for _ in range(n):
+        s, loss = steps[name](s, batch)
+      jax.block_until_ready((s, loss))
+      states[name] = s
+      return (time.perf_counter() - t) / n
+
+    def run_fwd(n, name=name):
+      t = time.perf_counter()
+      for _ in range(n):
+        out = fwds[name](params, batch)
+      jax.block_until_ready(out)
+      return (time.perf_counter() - t) / n
+    runners[f"step/{name}"] = run_step
+    runners[f"forward/{name}"] = run_fwd
+  if ft._PEER.value:
+    peer = ft.theirs(path, num_labels, "float32")
+    if peer is not None:
+      np_batch = common.finetune_batch(config, ft._BATCH.value, seq, num_labels)
+      runners["step/transformers_torch"] = lambda n: peer(np_batch, n)
+  for run in runners.values():
+    run(1)
+  times = common.interleaved(runners, ft._ROUNDS.value, ft._STEPS.value)
+  rows = []
+  for key, ts in times.items():
+    kind, name = key.split("/", 1)
+    row = {"kind": kind, "variant": name, "options": variants.get(name, {}), "seq_len": seq,
+           "batch_size": ft._BATCH.value, "ms": 1e3 * common.median(ts),
+           "s_rounds": ts, "load": common.machine_load()}
+    if kind == "forward" and reference is not None:
+      row["max_abs_diff_vs_default"] = float(np.max(np.abs(
+          np.asarray(fwds[name](params, batch)) - reference)))
+    rows.append(row)
+  base = {r["kind"]: r["ms"] for r in rows if r["variant"] == "default"}
+  for row in rows:
+    if row["kind"] in base:
+      row["speedup_vs_default"] = base[row["kind"]] / row["ms"]
+  return rows
+
+
+def main(argv):
+  del argv
+  variants = {v.strip() or "default": parse_variant(v) for v in _VARIANTS.value.split(";")}
+  path = ft.default_checkpoint()
+  print(f"{common.machine_load()}; jax {jax.__version__}", flush=True)
+  all_rows = []
+  for seq in map(int, ft._SEQ_LENS.value):
+    rows = bench(path, seq, variants)
+    for r in rows:
+      extra = (f" diff {r['max_abs_diff_vs_default']:.1e}"
+               if "max_abs_diff_vs_default" in r else "")
+      speed = f" {r['speedup_vs_default']:.2f}x default" if "speedup_vs_default" in r else ""
+      print(f"L={seq:<4d} {r['kind']:8s} {r['variant']:60s} {r['ms']:9.1f} ms{speed}{extra}",
+            flush=True)
+    all_rows += rows
+  if ft._OUTPUT.value:
+    with open(ft._OUTPUT.value, "a", encoding="utf-8") as f:
+      for row in all_rows:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)
