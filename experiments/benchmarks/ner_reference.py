@@ -51,16 +51,12 @@ def main(argv):
   if config.task != "ner":
     raise app.UsageError("ner_reference needs the :ner config")
   torch = ref.torch_setup(_THREADS.value, int(config.seed))
-  task, _, data = ref.build_data(config)
+  task, tokenizer, data = ref.build_data(config)
   train, dev, test = (data.splits[k] for k in ("train", "dev", "test"))
   print(f"data: {train.num_features} train / {dev.num_features} dev / {test.num_features} "
         f"test windows, labels {data.labels}, {time.time() - t_run:.0f}s", flush=True)
-  model = transformers.BertForTokenClassification.from_pretrained(
-      config.init_checkpoint, num_labels=len(data.labels))
-  if config.dropout_rate >= 0:
-    for m in model.modules():
-      if isinstance(m, torch.nn.Dropout):
-        m.p = float(config.dropout_rate)
+  model = ref.load_model(transformers.BertForTokenClassification, config,
+                         tokenizer.vocab_size, num_labels=len(data.labels))
   bucket = 1 if _PADDING.value == "longest" else int(config.bucket_length)
   train_config = copy.deepcopy(config)
   train_config.bucket_length = bucket

@@ -47,12 +47,7 @@ def main(argv):
   print(f"data: {train.num_features} train windows, {len(batches)} test batches "
         f"({sum(b.num_features for b in batches)} windows), {time.time() - t0:.0f}s",
         flush=True)
-  model = transformers.BertForQuestionAnswering.from_pretrained(config.init_checkpoint)
-  if config.dropout_rate >= 0:
-    for m in model.modules():
-      if isinstance(m, torch.nn.Dropout):
-        m.p = float(config.dropout_rate)
-  ref.grow_vocab(model, tokenizer.vocab_size, model.config.initializer_range, int(config.seed))
+  model = ref.load_model(transformers.BertForQuestionAnswering, config, tokenizer.vocab_size)
 
   def forward(m, batch):
     return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

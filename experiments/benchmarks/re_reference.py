@@ -46,13 +46,8 @@ def main(argv):
   train, test = data.splits["train"], data.splits["test"]
   print(f"data: {train.num_features} train / {test.num_features} test rows, labels "
         f"{data.labels}, {time.time() - t0:.0f}s", flush=True)
-  model = transformers.BertForSequenceClassification.from_pretrained(
-      config.init_checkpoint, num_labels=len(data.labels))
-  if config.dropout_rate >= 0:
-    for m in model.modules():
-      if isinstance(m, torch.nn.Dropout):
-        m.p = float(config.dropout_rate)
-  ref.grow_vocab(model, tokenizer.vocab_size, model.config.initializer_range, int(config.seed))
+  model = ref.load_model(transformers.BertForSequenceClassification, config, tokenizer.vocab_size,
+                         num_labels=len(data.labels))
 
   def loss_fn(m, batch):
     logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -41,6 +41,22 @@ def torch_setup(threads: int, seed: int):
   return torch
 
 
+def load_model(model_class: Any, config: ml_collections.ConfigDict, vocab_size: int,
+               **kwargs: Any) -> Any:
+  """`model_class.from_pretrained(config.init_checkpoint, **kwargs)` as our trainer builds
+  it: config.dropout_rate (>= 0) on every dropout, the word embeddings grown to the
+  tokenizer's `vocab_size` (task extra tokens) like our vocab surgery."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  model = model_class.from_pretrained(config.init_checkpoint, **kwargs)
+  if config.dropout_rate >= 0:
+    for m in model.modules():
+      if isinstance(m, torch.nn.Dropout):
+        m.p = float(config.dropout_rate)
+  grow_vocab(model, vocab_size, model.config.initializer_range, int(config.seed))
+  return model
+
+
 def grow_vocab(model: Any, vocab_size: int, initializer_range: float, seed: int) -> None:
   """New rows = mean of the old rows + N(0, initializer_range / 10), as our extend_vocab."""
   import torch  # pylint: disable=import-outside-toplevel
