@@ -114,3 +114,4 @@ def test_quick_main_job(tmp_path, data_dir):
   table = proc.stdout
   assert "NCBI-disease" in table and "BC5CDR-chem" in table
   assert "continued - general" in table and "held-out MLM loss" in table
+  assert "--quick is a smoke run" in table  # a table of zeros must not read as a result
