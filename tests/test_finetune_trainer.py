@@ -121,6 +121,28 @@ def _snapshot(root: pathlib.Path) -> dict:
           if p.is_file()}
 
 
+def test_final_dev_result_rescores_the_best_epochs_decoding_instead_of_predicting_again(
+    tmp_path, data_dir, char_vocab, monkeypatch):
+  from biobert_jax.trainers import finetune_eval
+  calls = []
+  predict_split = finetune_eval.predict_split
+  monkeypatch.setattr(finetune_eval, "predict_split",
+                      lambda *a, **k: calls.append(1) or predict_split(*a, **k))
+  config = _config("ner", data_dir, char_vocab, write_predictions=True)  # 2 epochs
+  one = jax.devices()[:1]
+  finetune_lib.run(config, str(tmp_path / "kept"), compiler_options=FAST, devices=one)
+  assert len(calls) == 3  # dev after each epoch, test once: dev is not predicted again
+  finish = finetune_lib._finish  # the same run, made to predict dev again at the end
+  monkeypatch.setattr(finetune_lib, "_finish",
+                      lambda *a: finish(*a[:-1], None))  # dev_decoded: None
+  calls.clear()
+  finetune_lib.run(config, str(tmp_path / "again"), compiler_options=FAST, devices=one)
+  assert len(calls) == 4
+  assert _comparable(tmp_path / "kept") == _comparable(tmp_path / "again")
+  for name in ("predictions_dev.conll", "predictions_test.conll"):
+    assert (tmp_path / "kept" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
+
 def test_other_config_refuses_and_writes_nothing_then_overwrite_starts_afresh(
     tmp_path, data_dir, char_vocab):
   workdir = tmp_path / "w"

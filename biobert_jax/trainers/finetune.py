@@ -35,7 +35,6 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from biobert_jax import checkpoints as checkpoints_lib
@@ -43,13 +42,14 @@ from biobert_jax import models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
-from biobert_jax.tasks import SplitData, Task, TaskData, get_task
+from biobert_jax.tasks import Task, TaskData, get_task
 from biobert_jax.train import loop, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
-from biobert_jax.trainers.finetune_batches import predict_split, train_batches
+from biobert_jax.trainers.finetune_batches import train_batches
+from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
 from biobert_jax.trainers.validation import (check_splits, split_notes,
                                              validate_finetune_config)
 from data_pipeline.tokenization import load_tokenizer
@@ -128,35 +128,6 @@ def trainable_patterns(config: ml_collections.ConfigDict,
   if config.trainable_top_k >= 0:
     return surgery.trainable_patterns_top_k(bert_config, int(config.trainable_top_k))
   return ()
-
-
-# ---- evaluation -----------------------------------------------------------------------------
-
-
-def evaluate_split(task: Task, predict_step: Callable, params: Any,
-                   split: SplitData | list[SplitData], config: ml_collections.ConfigDict,
-                   out_prefix: str | None = None) -> dict:
-  """task.evaluate on one split (or each batch of a list, plus their average); the
-  outputs are decoded once and the same decoding is written as predictions."""
-  if isinstance(split, (list, tuple)):
-    results = [evaluate_split(task, predict_step, params, s, config,
-                              f"{out_prefix}_batch{i + 1}" if out_prefix else None)
-               for i, s in enumerate(split)]
-    keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
-    average = {k: float(np.mean([r[k] for r in results])) for k in keys}
-    return {"batches": results, "average": average,
-            task.primary_metric: average.get(task.primary_metric, 0.0)}
-  outputs = predict_split(predict_step, params, split, int(config.eval_batch_size),
-                          int(config.bucket_length))
-  decoded = task.decode(outputs, split, config)
-  result = task.evaluate(decoded, split, config)
-  if out_prefix and config.write_predictions:
-    result["prediction_files"] = [os.path.basename(p) for p in
-                                  task.write_predictions(decoded, split, out_prefix)]
-  return result
-
-
-# ---- the trainer ----------------------------------------------------------------------------
 
 
 def _check_batch_sizes(config: ml_collections.ConfigDict, batch_size: int,
@@ -292,6 +263,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
                                        async_save=False)
   tracker = _fresh_tracker()
+  # The best epoch's dev decoding, kept in memory so that the final evaluation scores it
+  # instead of predicting dev again (the restored best params are the same values). Not
+  # checkpointed: a resumed run predicts dev again and gets the same result.
+  best_dev: dict[str, Any] = {}
   latest = checkpoints.latest_step()
   if latest is not None:
     state, data_state = checkpoints.restore(
@@ -330,7 +305,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     tracker["epoch_loss_sum"], tracker["epoch_steps"] = 0.0, 0
     logged = {}
     if dev is not None and config.eval_every_epoch:
-      result = evaluate_split(task, predict_step, params, dev, config)
+      decoded = decode_split(task, predict_step, params, dev, config)
+      result = score_split(task, decoded, dev, config)
       entry["dev"] = logged = model_dir_lib.scalars(result)
       score = result[task.primary_metric]
       print(f"epoch {epoch}: dev {task.primary_metric} {score:.4f}", flush=True)
@@ -338,6 +314,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       if best is None or score > best["score"]:
         best_checkpoints.save(step, {"params": params}, {"epoch": epoch, "score": score})
         tracker["best"] = {"epoch": epoch, "step": step, "score": score}
+        best_dev.clear()
+        best_dev.update(step=step, decoded=decoded)
     tracker["history"].append(entry)
     return logged
 
@@ -385,22 +363,25 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       target = {"params": state_lib.with_shardings(abstract_params, shardings["params"])}
       restored, _ = best_checkpoints.restore(best["step"], target)
       params, best_epoch = restored["params"], best["epoch"]
+      dev_decoded = best_dev.get("decoded") if best_dev.get("step") == best["step"] else None
     else:  # no dev evaluation: the last epoch is the result
       params, best_epoch = result.state["params"], int(config.num_epochs)
+      dev_decoded = None
     return _finish(setup, config, workdir, predict_step, params, best_epoch,
-                   tracker["history"], time.time() - t_start, t_run)
+                   tracker["history"], time.time() - t_start, t_run, dev_decoded)
   finally:
     best_checkpoints.close()
 
 
 def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
             predict_step: Callable, params: Any, best_epoch: int, history: list,
-            train_seconds: float, t_run: float) -> dict:
+            train_seconds: float, t_run: float, dev_decoded: Any = None) -> dict:
   """Final evaluation, predictions and model, staged and then published together.
 
   `train_seconds` is the training loop (dev evaluations included); `run_seconds` is the
   whole call from `t_run` (data, model build, compiles, training, final evaluation and
-  model export): what a user waits for, the figure end-to-end comparisons use."""
+  model export): what a user waits for, the figure end-to-end comparisons use.
+  `dev_decoded` is the best epoch's dev decoding when the loop still holds it."""
   stage = os.path.join(workdir, STAGING_DIR)
   if os.path.exists(stage):
     shutil.rmtree(stage)
@@ -411,9 +392,13 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
                              **split_notes(setup.splits)}
   try:
     for split in ("dev", "test"):
-      if split in setup.splits:
-        results[split] = evaluate_split(task, predict_step, params, setup.splits[split],
-                                        config, os.path.join(stage, f"predictions_{split}"))
+      if split not in setup.splits:
+        continue
+      data, prefix = setup.splits[split], os.path.join(stage, f"predictions_{split}")
+      if split == "dev" and dev_decoded is not None:
+        results[split] = score_split(task, dev_decoded, data, config, prefix)
+      else:
+        results[split] = evaluate_split(task, predict_step, params, data, config, prefix)
     results["history"] = history
     results["train_seconds"] = train_seconds
     if config.save_model:
@@ -432,4 +417,4 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-__all__ = ["run", "build", "evaluate_split"]
+__all__ = ["run", "build", "decode_split", "score_split", "evaluate_split"]

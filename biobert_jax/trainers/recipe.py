@@ -39,26 +39,32 @@ ARMS = ("general", "continued", "scratch", "random_init")
 DEFAULT_ARMS = ("general", "continued")
 DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 
-# Budgets for `make demo` (3 seeds x 2 corpora x 2 arms): measured 41 minutes on an idle
-# 2-core CPU (46 before the fine-tunes shared their jitted steps), against a 30-minute target; the figures and what was tried are in
-# WORKSPACE_NOTES.md ("Main job"). Fine-tuning lr 3e-4, chosen on dev F1 (session 4): at
-# 1e-4 the 62-step fine-tunes had not converged (NCBI dev F1 0.27 general, seed 0) and the
-# continued encoder, further from a tagger at the start, lost; at 3e-4 both arms converge
-# further (NCBI dev 0.60) and the continued one leads on BC5CDR-chem.
+# Budgets for `make demo` (3 seeds x 2 corpora x 2 arms) on a 2-core CPU, where every step
+# is compute-bound (WORKSPACE_NOTES.md, "Main job", has the figures and what was tried).
+# Fine-tuning lr 3e-4, chosen on dev F1 (session 4): at 1e-4 the short fine-tunes had not
+# converged and the continued encoder, further from a tagger at the start, lost.
+# Session 6 fitted the job into 30 minutes (41 before): fine-tuning at batch 16 over the
+# first 500 training sentences x 2 epochs (62 steps: as many updates as the budget it
+# replaces, 1000 sentences at batch 32, at half its compute), dev/test capped at
+# 250 sentences, continuation 120 steps (150 before), held-out MLM on 10 batches (20).
 # Continuation at sequence length 64: NER sentences are short (NCBI ~40 pieces), and it
 # halves the cost of a step against 128. Fine-tuning uses the first N training sentences
 # (the same ones for every arm and seed) and the first M dev/test sentences.
 FULL = dict(
     head_steps=40, head_learning_rate=1e-3,
-    continue_steps=150, continue_learning_rate=1e-4, continue_warmup_steps=15,
+    continue_steps=120, continue_learning_rate=1e-4, continue_warmup_steps=12,
     continue_batch_size=32, max_seq_length=64, max_predictions_per_seq=10,
     task_text=True, scratch_preset="mini", scratch_steps=400,
-    finetune_epochs=2, finetune_learning_rate=3e-4, finetune_batch_size=32,
+    finetune_epochs=2, finetune_learning_rate=3e-4, finetune_batch_size=16,
     finetune_max_seq_length=128, finetune_bucket_length=16, finetune_group_by_length=8,
-    max_train_examples=1000, max_eval_examples=500, dtype="float32", eval_steps=20)
-QUICK = dict(FULL, head_steps=8, continue_steps=16, continue_warmup_steps=2,
-             continue_batch_size=16, eval_steps=4, scratch_preset="tiny", scratch_steps=16,
-             finetune_epochs=1, max_train_examples=200, max_eval_examples=150)
+    max_train_examples=500, max_eval_examples=250, dtype="float32", eval_steps=10)
+# A smoke run of every stage within 4 minutes: its cost is fixed (imports, tf.data builds,
+# XLA compiles), so it cuts compiled shapes (fine-tuning lengths in buckets of 64: 2 train
+# and 2 predict programs instead of ~8 each) and evaluation batches, not just steps.
+QUICK = dict(FULL, head_steps=8, continue_steps=8, continue_warmup_steps=1,
+             continue_batch_size=16, eval_steps=2, scratch_preset="tiny", scratch_steps=16,
+             finetune_epochs=1, finetune_bucket_length=64, max_train_examples=200,
+             max_eval_examples=100)
 
 
 def default_checkpoint() -> str:

@@ -1,0 +1,53 @@
+"""Evaluation of a fine-tuned model on a split: predict once, decode, score, write.
+
+Split in two so that a decoding can be scored again without predicting again: the trainer
+keeps the best epoch's dev decoding and its final evaluation scores that one (the best
+params restored from `checkpoints_best/` are the same values).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+
+from biobert_jax.tasks import SplitData, Task
+from biobert_jax.trainers.finetune_batches import predict_split
+
+
+def decode_split(task: Task, predict_step: Callable, params: Any,
+                 split: SplitData | list[SplitData], config: ml_collections.ConfigDict) -> Any:
+  """The task's decoding of `params`' outputs on a split (a list for a list of splits)."""
+  if isinstance(split, (list, tuple)):
+    return [decode_split(task, predict_step, params, s, config) for s in split]
+  outputs = predict_split(predict_step, params, split, int(config.eval_batch_size),
+                          int(config.bucket_length))
+  return task.decode(outputs, split, config)
+
+
+def score_split(task: Task, decoded: Any, split: SplitData | list[SplitData],
+                config: ml_collections.ConfigDict, out_prefix: str | None = None) -> dict:
+  """task.evaluate of a decoding (each batch of a list, plus their average); with
+  `out_prefix` the same decoding is written as predictions."""
+  if isinstance(split, (list, tuple)):
+    results = [score_split(task, d, s, config,
+                           f"{out_prefix}_batch{i + 1}" if out_prefix else None)
+               for i, (d, s) in enumerate(zip(decoded, split))]
+    keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
+    average = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    return {"batches": results, "average": average,
+            task.primary_metric: average.get(task.primary_metric, 0.0)}
+  result = task.evaluate(decoded, split, config)
+  if out_prefix and config.write_predictions:
+    result["prediction_files"] = [os.path.basename(p) for p in
+                                  task.write_predictions(decoded, split, out_prefix)]
+  return result
+
+
+def evaluate_split(task: Task, predict_step: Callable, params: Any,
+                   split: SplitData | list[SplitData], config: ml_collections.ConfigDict,
+                   out_prefix: str | None = None) -> dict:
+  """Decodes once, scores, and (with `out_prefix`) writes that decoding as predictions."""
+  return score_split(task, decode_split(task, predict_step, params, split, config), split,
+                     config, out_prefix)
