@@ -53,6 +53,7 @@ DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 FULL = dict(
     head_steps=40, head_learning_rate=1e-3,
     continue_steps=120, continue_learning_rate=1e-4, continue_warmup_steps=12,
+    continue_trainable=(),
     continue_batch_size=32, max_seq_length=64, max_predictions_per_seq=10,
     task_text=True, scratch_preset="mini", scratch_steps=400,
     finetune_epochs=2, finetune_learning_rate=3e-4, finetune_batch_size=16,
@@ -162,7 +163,8 @@ def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: b
   steps = s["continue_steps"]
   full = pretrain(os.path.join(workdir, "continue"), "mini", init_checkpoint=head["export"],
                   total_steps=steps, learning_rate=s["continue_learning_rate"],
-                  warmup_steps=s["continue_warmup_steps"], log_every=max(1, steps // 30),
+                  warmup_steps=s["continue_warmup_steps"], trainable=s["continue_trainable"],
+                  log_every=max(1, steps // 30),
                   checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 3),
                   **common)
   _finished(full, workdir)
