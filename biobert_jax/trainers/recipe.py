@@ -64,8 +64,8 @@ FULL = dict(
 # and 2 predict programs instead of ~8 each) and evaluation batches, not just steps.
 QUICK = dict(FULL, head_steps=8, continue_steps=8, continue_warmup_steps=1,
              continue_batch_size=16, eval_steps=2, scratch_preset="tiny", scratch_steps=16,
-             finetune_epochs=1, finetune_bucket_length=64, max_train_examples=200,
-             max_eval_examples=100)
+             finetune_epochs=1, finetune_bucket_length=64, max_train_examples=128,
+             max_eval_examples=64)
 
 
 def default_checkpoint() -> str:
