@@ -1,6 +1,6 @@
 r"""The main job, BioBERT's own recipe (logic: biobert_jax/trainers/recipe.py).
 
-  python -m experiments.main_job --workdir=work/main_job        # 3 seeds, ~46 min, 2 cores
+  python -m experiments.main_job --workdir=work/main_job        # 3 seeds, ~24 min, 2 cores
   python -m experiments.main_job --workdir=work/quick --quick   # smoke run, 1 seed
 
 MiniLM-L6 (or --checkpoint) -> continued MLM on PubMed (+ NER training sentences) ->
