@@ -8,15 +8,13 @@ these stays short and never copies a training loop.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import shutil
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import jax
 import ml_collections
-import numpy as np
 
 from biobert_jax import models
 from biobert_jax.checkpoints import native
@@ -107,49 +105,6 @@ def finetune(workdir: str | os.PathLike, init_checkpoint: str, task: str = "ner"
   """Fine-tunes `init_checkpoint` on a task; returns the eval_results.json content."""
   config = finetune_config(task, init_checkpoint=init_checkpoint, **overrides)
   return finetune_lib.run(config, str(workdir))
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-  v = np.asarray(list(values), dtype=np.float64)
-  if v.size == 0:
-    return math.nan, math.nan
-  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
-
-
-def plot_curves(pretrain_rows: list[dict], finetune_histories: Mapping[str, list[dict]],
-                out_png: str | os.PathLike, eval_rows: list[dict] | None = None) -> str:
-  """Pre-training loss/accuracy and per-epoch dev F1 of each fine-tuning arm, one PNG."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")  # headless: no display on CI or the 2-core box
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  ax = axes[0]
-  if pretrain_rows:
-    steps = [r["step"] for r in pretrain_rows]
-    ax.plot(steps, [r["loss"] for r in pretrain_rows], label="train loss (MLM+NSP)")
-    ax.plot(steps, [r["mlm_loss"] for r in pretrain_rows], label="train MLM loss")
-  if eval_rows:
-    ax.plot([r["step"] for r in eval_rows],
-            [r.get("eval_loss", r.get("loss")) for r in eval_rows], "o-",
-            label="held-out loss")
-  ax.set_xlabel("pre-training step")
-  ax.set_ylabel("loss")
-  ax.set_title("Pre-training on PubMed text")
-  ax.legend()
-  ax = axes[1]
-  for name, history in finetune_histories.items():
-    points = [(h["epoch"], h["dev"]["f1"]) for h in history if h.get("dev")]
-    if points:
-      ax.plot(*zip(*points), "o-", label=name)
-  ax.set_xlabel("fine-tuning epoch")
-  ax.set_ylabel("dev entity F1")
-  ax.set_title("NCBI-disease fine-tuning")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
-  plt.close(fig)
-  return str(out_png)
 
 
 def biobert_recipe(workdir: str | os.PathLike, settings: Mapping[str, Any],

@@ -32,9 +32,12 @@ def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
     (tmp_path / "ft" / "eval_results.json").write_text(json.dumps({"test": {"f1": 0.5}}))
     return {"test": {"f1": 0.5}}
 
-  (tmp_path / "ft").mkdir()
+  (tmp_path / "ft" / "checkpoints" / "62").mkdir(parents=True)
+  (tmp_path / "ft" / "checkpoints_best").mkdir()
   args = (str(tmp_path / "ft"), "/ckpt", "/data/ner/X", 0, True)
   assert recipe.finetune_one(*args, recipe.FULL, finetune) == {"test": {"f1": 0.5}}
+  # A finished fine-tune's training states go (the results are reused, never the states).
+  assert sorted(os.listdir(tmp_path / "ft")) == ["config.json", "eval_results.json"]
   recipe.finetune_one(*args, recipe.FULL, finetune)  # same settings: reused, no call
   assert len(calls) == 1
   # Another budget must not report the old run's score: the trainer is called (and
@@ -45,6 +48,15 @@ def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
   recipe.finetune_one(str(tmp_path / "ft"), "/other", "/data/ner/X", 0, True,
                       dict(recipe.FULL, finetune_learning_rate=other_lr), finetune)
   assert len(calls) == 3
+
+
+def test_preempted_finetune_keeps_its_checkpoints_and_stops(tmp_path):
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  preempted = lambda *a, **k: {"preempted": True, "step": 10}  # noqa: E731
+  with pytest.raises(RuntimeError, match="stopped at step 10.*re-run the same command"):
+    recipe.finetune_one(str(tmp_path), "/ckpt", "/data/ner/X", 0, True, recipe.FULL,
+                        preempted)
+  assert (tmp_path / "checkpoints" / "10").is_dir()
 
 
 def test_summary_gain_is_per_seed_difference():
@@ -105,6 +117,7 @@ def test_quick_main_job(tmp_path, data_dir):
     for arm, runs in summary["runs"][corpus].items():
       results = json.loads((workdir / runs[0]["workdir"] / "eval_results.json").read_text())
       assert results["test"]["f1"] == pytest.approx(arms[arm][0])
+      assert not (workdir / runs[0]["workdir"] / "checkpoints").exists()
   held = summary["continuation"]["held_out"]
   for stage in ("before", "after"):
     assert held[stage]["mlm_loss"] > 0 and 0 <= held[stage]["mlm_accuracy"] <= 1

@@ -253,6 +253,7 @@ def test_sigterm_stops_pretraining_waiting_on_a_fifo(tmp_path, vocab):
     ("data.masked_lm_prob", 1.5, "config.data.masked_lm_prob=1.5"),
     ("mesh.data", 3, "config.mesh: mesh"),
     ("max_predictions_per_seq", 200, "must be <= max_seq_length"),
+    ("nsp_weight", -1.0, "config.nsp_weight=-1.0: must be >= 0"),
     ("train_files", "/no/such/*.txt", "no file matches '/no/such/*.txt'"),
 ])
 def test_pretrain_config_errors_name_key_value_and_rule(key, value, message):
@@ -265,6 +266,15 @@ def test_pretrain_config_errors_name_key_value_and_rule(key, value, message):
   with pytest.raises(validation.ConfigError) as error:
     validation.validate_pretrain_config(config)
   assert message in str(error.value)
+
+
+def test_pretrain_data_keys_reach_the_pipeline():
+  # Every trainer `data.*` key is a pipeline setting, and a change reaches the pipeline
+  # (whole-word masking was settable in the pipeline but not from a trainer config).
+  config = pretrain_configs.get_config("tiny")
+  assert set(config.data) <= set(pretraining.default_config())
+  config.data.whole_word_masking = True
+  assert pretrain_data.pipeline_config(config, 1).whole_word_masking is True
 
 
 def test_pretrain_refuses_a_negative_batch_before_any_work(tmp_path):

@@ -1,12 +1,13 @@
 """The train step: mesh equivalence, gradient accumulation, BERT's loss, bf16 compute."""
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from biobert_jax import models, sharding
-from biobert_jax.train import optim
+from biobert_jax.train import losses, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 
@@ -149,3 +150,35 @@ def test_frozen_params_get_no_gradient_and_their_backward_is_dropped():
   # grad_norm is now the heads' gradient norm only (it included the encoder's before).
   assert 0 < float(m_cut["grad_norm"]) < float(m_full["grad_norm"])
   assert _flops(cut, state, batch) < 0.8 * _flops(full, state, batch)
+
+
+def test_nsp_weight_zero_trains_on_mlm_alone():
+  # RoBERTa-style continuation: with nsp_weight=0 the NSP classifier gets no gradient and
+  # the step follows the gradient of the MLM loss alone (checked against jax.grad of it).
+  model = models.BertForPreTraining(tiny_bert_config())
+  params = models.init_params(model, jax.random.key(0))
+  batch = jax.tree.map(jnp.asarray, synthetic_batch(0))
+  tx = optax.sgd(1.0)
+  schedule = lambda step: jnp.float32(1.0)  # noqa: E731
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0),
+           "rng": jax.random.PRNGKey(1)}
+  new, metrics = jax.jit(step_lib.make_train_step(model, tx, schedule, deterministic=True,
+                                                  nsp_weight=0.0))(state, batch)
+
+  def mlm_loss(p):
+    mlm_logits, _ = model.apply({"params": p}, batch["input_ids"], batch["segment_ids"],
+                                batch["input_mask"], batch["masked_lm_positions"],
+                                deterministic=True)
+    sums = losses.mlm_sums(mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
+    return sums["mlm_nll"] / (sums["mlm_weight"] + losses.MLM_WEIGHT_EPS)
+
+  grads = jax.grad(mlm_loss)(params)
+  expected = jax.tree.map(lambda p, g: p - g, params, grads)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new["params"]),
+                          jax.tree.leaves(expected)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  nsp = jax.tree.leaves(new["params"]["cls"]["seq_relationship"])
+  assert all(np.array_equal(a, b) for a, b in
+             zip(nsp, jax.tree.leaves(params["cls"]["seq_relationship"])))
+  assert float(metrics["nsp_loss"]) > 0  # still measured, only not optimised

@@ -45,9 +45,13 @@ def nsp_sums(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
 
 
 def loss_from_sums(sums: dict[str, jax.Array], mlm_denominator: jax.Array,
-                   nsp_denominator: jax.Array) -> jax.Array:
-  """BERT's total loss given the (full-batch) denominators."""
-  return sums["mlm_nll"] / mlm_denominator + sums["nsp_nll"] / nsp_denominator
+                   nsp_denominator: jax.Array, nsp_weight: float = 1.0) -> jax.Array:
+  """BERT's total loss given the (full-batch) denominators; nsp_weight 0 is MLM only
+  (RoBERTa), and then no NSP gradient reaches the encoder."""
+  mlm = sums["mlm_nll"] / mlm_denominator
+  if nsp_weight == 0:
+    return mlm
+  return mlm + nsp_weight * sums["nsp_nll"] / nsp_denominator
 
 
 def metrics_from_sums(sums: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -56,7 +56,8 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
                     schedule: Callable[[jax.Array], jax.Array], *,
                     grad_accum_steps: int = 1, mesh: Mesh | None = None,
                     deterministic: bool = False,
-                    trainable: Sequence[str] = ()) -> Callable[[dict, Batch], tuple]:
+                    trainable: Sequence[str] = (),
+                    nsp_weight: float = 1.0) -> Callable[[dict, Batch], tuple]:
   """Returns train_step(state, batch) -> (new_state, metrics) (not yet jitted).
 
   With grad_accum_steps=k the batch is cut into k microbatches inside the step and
@@ -66,6 +67,9 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
 
   `trainable`: the optimiser's patterns (config.trainable); other leaves get no gradient
   (optim.stop_frozen_gradients), so grad_norm is the trainable leaves' norm.
+
+  `nsp_weight`: the NSP term's weight in the optimised loss (1 = BERT, 0 = MLM only). The
+  metrics report both terms unweighted whatever it is.
 
   Metrics (scalars): loss, mlm_loss, nsp_loss, mlm_accuracy, nsp_accuracy, grad_norm,
   learning_rate (the rate applied at this step), num_tokens (non-pad tokens), is_finite.
@@ -83,7 +87,7 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
     def loss_fn(p, mb, rng):
       sums = _forward_sums(model, optim.stop_frozen_gradients(p, trainable), mb, rng,
                            deterministic)
-      return losses.loss_from_sums(sums, mlm_den, nsp_den), sums
+      return losses.loss_from_sums(sums, mlm_den, nsp_den, nsp_weight), sums
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
     if k == 1:

@@ -160,7 +160,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
 
   train_step = step_lib.jit_train_step(
       step_lib.make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps,
-                               mesh=mesh, trainable=optim.trainable_from_config(config)),
+                               mesh=mesh, trainable=optim.trainable_from_config(config),
+                               nsp_weight=float(config.get("nsp_weight", 1.0))),
       shardings, mesh)
   eval_batches = pretrain_data.make_eval_batches(config, vocab_size, jax.process_index(),
                                                  jax.process_count())

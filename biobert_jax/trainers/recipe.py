@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from biobert_jax.trainers import finetune as finetune_lib
 from biobert_jax.trainers import model_dir
 from biobert_jax.trainers import workdir as workdir_lib
 
@@ -57,7 +58,7 @@ DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 FULL = dict(
     head_steps=40, head_learning_rate=1e-3,
     continue_steps=120, continue_learning_rate=1e-4, continue_warmup_steps=12,
-    continue_trainable=(),
+    continue_trainable=(), continue_nsp_weight=1.0,
     continue_batch_size=32, max_seq_length=64, max_predictions_per_seq=10,
     task_text=True, scratch_preset="mini", scratch_steps=400,
     finetune_epochs=2, finetune_learning_rate=3e-4, finetune_batch_size=16,
@@ -168,6 +169,7 @@ def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: b
   full = pretrain(os.path.join(workdir, "continue"), "mini", init_checkpoint=head["export"],
                   total_steps=steps, learning_rate=s["continue_learning_rate"],
                   warmup_steps=s["continue_warmup_steps"], trainable=s["continue_trainable"],
+                  nsp_weight=s["continue_nsp_weight"],
                   log_every=max(1, steps // 30),
                   checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 3),
                   **common)
@@ -200,6 +202,8 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
   A finished run is reused only when the config its trainer recorded (config.json) has
   the values asked for now; otherwise the trainer is called, and it refuses the workdir
   naming the keys that differ, so a changed budget never reports an old run's score.
+  A finished run's training checkpoints are deleted (~0.5 GB each, never needed again);
+  a preempted one keeps them and stops the job with how to resume.
   """
   overrides = dict(data_dir=corpus_dir, num_epochs=s["finetune_epochs"],
                    learning_rate=s["finetune_learning_rate"],
@@ -215,9 +219,15 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
   if os.path.exists(results_path) and recorded is not None:
     wanted = dict(overrides, init_checkpoint=checkpoint)
     if all(recorded.get(k) == v for k, v in wanted.items()):
+      finetune_lib.discard_checkpoints(workdir)  # left by an older version of this job
       with open(results_path, encoding="utf-8") as f:
         return json.load(f)
-  return finetune(workdir, checkpoint, "ner", **overrides)
+  result = finetune(workdir, checkpoint, "ner", **overrides)
+  if result.get("preempted"):
+    raise RuntimeError(f"fine-tuning in {workdir} was stopped at step {result.get('step')} "
+                       "(a checkpoint was saved); re-run the same command to resume it")
+  finetune_lib.discard_checkpoints(workdir)  # the results are reused, never the states
+  return result
 
 
 def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetune: Callable,

@@ -196,6 +196,7 @@ def validate_pretrain_config(config: Any, *, device_count: int | None = None,
   if has_pred and seq is not None and predictions > seq:
     _fail("max_predictions_per_seq", predictions,
           f"must be <= max_seq_length ({seq})")
+  _check_range(config, "nsp_weight", low=0)
   _optimizer(config)
   _existing_path(config, "vocab_path", "vocabulary file")
   _existing_path(config, "init_checkpoint", "checkpoint")

@@ -51,6 +51,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.file_format = "text_doc_per_line"
   c.data.eval_files = ""
   c.data.masked_lm_prob = 0.15
+  c.data.whole_word_masking = False  # mask every piece of a picked word (BERT's later models)
   c.data.shuffle_buffer = 10000
   c.data.doc_pool_size = 1000
   c.data.holdout_every = 100  # 1 document in 100 is held out for evaluation
@@ -69,6 +70,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.clip_norm = 1.0
   c.grad_accum_steps = 1
   c.trainable = ()  # regexes; empty = everything
+  # Weight of the NSP loss (1 = BERT; 0 = MLM only, as RoBERTa, which found NSP does not
+  # help; the NSP head is still evaluated, so its accuracy stays visible).
+  c.nsp_weight = 1.0
 
   # Devices: -1 = the rest.
   c.mesh = ml_collections.ConfigDict()
