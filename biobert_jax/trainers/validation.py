@@ -215,7 +215,7 @@ def validate_pretrain_config(config: Any, *, device_count: int | None = None,
     _check_range(config, "data.short_seq_prob", low=0, high=1)
     _non_negative_int(config, "data.holdout_every", "data.num_threads")
     _positive_int(config, "data.shuffle_buffer", "data.doc_pool_size", "data.block_docs",
-                  "data.cycle_length", "data.dupe_factor")
+                  "data.cycle_length", "data.dupe_factor", "data.num_workers")
     has_files, files = _lookup(config, "train_files")
     if has_files:
       patterns = files.split(",") if isinstance(files, str) else list(files)

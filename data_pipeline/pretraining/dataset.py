@@ -51,6 +51,7 @@ from data_pipeline.corpora import CorpusError, ReadStats, check_on_error
 from data_pipeline.pretraining import masking, sources
 from data_pipeline.pretraining.instances import InstanceMaker, flatten_instances
 from data_pipeline.pretraining.static_examples import parse_examples
+from data_pipeline.pretraining.workers import ParallelPretrainingIterator
 from data_pipeline.tokenization import load_tokenizer
 
 CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
@@ -88,6 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.block_docs = 64  # documents per tokenizer call
   c.cycle_length = 8  # files read concurrently
   c.num_threads = 0  # tf.data private threadpool size; 0 = TF default (all cores)
+  # > 1: the dynamic pipeline runs in this many worker processes, each a virtual host
+  # (workers.py): the Python stages then use that many cores. Another value is another
+  # batch sequence (part of the fingerprint); 1 = in this process.
+  c.num_workers = 1
   return c
 
 
@@ -104,6 +109,9 @@ def _validate(config) -> None:
     raise ValueError(f"config.max_seq_length={config.max_seq_length} is too small")
   if not 0.0 < config.masked_lm_prob < 1.0:
     raise ValueError(f"config.masked_lm_prob={config.masked_lm_prob} not in (0, 1)")
+  workers = config.get("num_workers", 1)
+  if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+    raise ValueError(f"config.num_workers={workers!r} must be an integer >= 1")
 
 
 def _options(config) -> tf.data.Options:
@@ -304,8 +312,21 @@ def config_fingerprint(config) -> str:
           "max_predictions_per_seq", "masked_lm_prob", "short_seq_prob",
           "whole_word_masking", "nsp_balance", "batch_size", "seed", "shuffle_buffer",
           "doc_pool_size", "holdout_every", "block_docs", "cycle_length")
-  text = json.dumps({k: str(config.get(k)) for k in keys}, sort_keys=True)
+  settings = {k: str(config.get(k)) for k in keys}
+  if config.get("num_workers", 1) > 1:  # only then: states saved before the key stay valid
+    settings["num_workers"] = str(config.num_workers)
+  text = json.dumps(settings, sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_state(state: dict[str, Any], process: tuple[int, int], fingerprint: str) -> None:
+  """Raises ValueError unless `state` was saved by this pipeline on this process."""
+  expected = {"version": STATE_VERSION, "process_index": process[0],
+              "process_count": process[1], "config_fingerprint": fingerprint}
+  for key, value in expected.items():
+    if state.get(key) != value:
+      raise ValueError(f"iterator state {key}={state.get(key)!r} does not match this "
+                       f"pipeline ({value!r}); the batch sequence would differ")
 
 
 class PretrainingIterator:
@@ -344,17 +365,20 @@ class PretrainingIterator:
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Continues after the last batch consumed when `state` was taken."""
-    expected = {"version": STATE_VERSION, "process_index": self._process[0],
-                "process_count": self._process[1],
-                "config_fingerprint": self._fingerprint}
-    for key, value in expected.items():
-      if state.get(key) != value:
-        raise ValueError(f"iterator state {key}={state.get(key)!r} does not match this "
-                         f"pipeline ({value!r}); the batch sequence would differ")
+    check_state(state, self._process, self._fingerprint)
     self._consumed = int(state["batches_consumed"])
     self._iterator = None
 
 
 def make_iterator(config, process_index: int = 0, process_count: int = 1,
-                  tokenizer=None, stats: ReadStats | None = None) -> PretrainingIterator:
-  return PretrainingIterator(config, process_index, process_count, tokenizer, stats)
+                  tokenizer=None, stats: ReadStats | None = None) -> Any:
+  """A resumable batch iterator: in this process, or over config.num_workers workers."""
+  _validate(config)
+  workers = config.get("num_workers", 1)
+  if workers == 1:
+    return PretrainingIterator(config, process_index, process_count, tokenizer, stats)
+  if stats is not None or tokenizer is not None:
+    raise ValueError("with config.num_workers > 1 the workers load the tokenizer from "
+                     "config.vocab_path and keep their read statistics: pass neither a "
+                     "tokenizer object nor stats (or use num_workers=1)")
+  return ParallelPretrainingIterator(config, process_index, process_count, workers)

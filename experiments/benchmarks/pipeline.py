@@ -5,7 +5,8 @@ r"""Pre-training input pipeline throughput: examples/s and tokens/s, one core an
   python -m experiments.benchmarks.pipeline --train_step_s=0.12  # vs a measured step
 
 Modes measured on pretrain/pubmed_abstracts.txt with the cased vocab:
-  dynamic: corpus -> sentences -> tokens -> NSP pairs -> masking -> batches (default path)
+  dynamic: corpus -> sentences -> tokens -> NSP pairs -> masking -> batches (default path);
+           with all cores also over --workers worker processes (config.num_workers)
   static:  TFRecords written by static_examples.py -> parse -> batches
   xml:     PubMed XML reader alone (documents/s on the MEDLINE 2016 sample)
 Tokens = non-padding positions of the batches; each rate is the best of 3 windows. One core = TF intra/inter-op threads and
@@ -32,6 +33,8 @@ _SEQ = flags.DEFINE_integer("max_seq_length", 128, "sequence length")
 _STEP = flags.DEFINE_float("train_step_s", 0.0, "measured base train step (s); 0 = estimate")
 _TFLOPS = flags.DEFINE_float("device_tflops", 989.0, "accelerator peak (H100 bf16 dense)")
 _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOPs utilisation for the estimate")
+_WORKERS = flags.DEFINE_list("workers", ["2"], "config.num_workers settings (> 1) measured "
+                             "with all cores: the dynamic pipeline in worker processes")
 _BASE_PARAMS = 110e6  # BERT-base
 
 
@@ -79,6 +82,16 @@ def _measure(threads: int) -> dict:
       pretraining.make_dataset(config, tokenizer=tokenizer).as_numpy_iterator(),
       _BATCHES.value)
   config.whole_word_masking = False
+  out["workers_ex_s"] = {}
+  if threads == 0:  # worker processes split the cores between them (workers.py)
+    for k in [int(w) for w in _WORKERS.value if int(w) > 1]:
+      parallel = config.copy_and_resolve_references()
+      parallel.num_workers, parallel.num_threads = k, 0
+      it = pretraining.make_iterator(parallel)
+      try:
+        out["workers_ex_s"][k], _ = _rate(it, _BATCHES.value)
+      finally:
+        it.close()
   with tempfile.TemporaryDirectory() as tmp:
     static = config.copy_and_resolve_references()
     static.dupe_factor = 1
@@ -116,6 +129,7 @@ def main(argv):
     args = [sys.executable, "-m", "experiments.benchmarks.pipeline", f"--threads={threads}"]
     args += [f"--{f}={flags.FLAGS[f].value}" for f in ("batches", "batch_size",
                                                        "max_seq_length")]
+    args += [f"--workers={','.join(_WORKERS.value)}"]
     env = dict(os.environ, _PIPELINE_BENCH_CHILD="1")
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     r = json.loads(result.stdout.strip().splitlines()[-1])
@@ -124,6 +138,9 @@ def main(argv):
           f" | static {r['static_ex_s']:9,.0f} ex/s {r['static_tok_s']:11,.0f} tok/s | "
           f"PubMed XML reader {r['xml_docs_s']:6,.0f} docs/s | dynamic/step = "
           f"{r['dynamic_ex_s'] / consumed:.2f}x")
+    for k, rate in r["workers_ex_s"].items():
+      print(f"  dynamic, num_workers={k}: {rate:8,.0f} ex/s = {rate / r['dynamic_ex_s']:.2f}x "
+            f"one process, {rate / consumed:.2f}x the step")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/finetun
 _OURS = flags.DEFINE_string("ours", "", "our eval_results.json to compare with")
 _OUT = flags.DEFINE_string("out", "", "write the comparison here as JSON")
 _THREADS = flags.DEFINE_integer("threads", 0, "torch threads (0 = all cores)")
+_SAME_BATCHES = flags.DEFINE_bool(
+    "same_batches", True, "train on our trainer's batches (order, group_by_length, "
+    "bucket trimming); False: a plain shuffle trimmed to bucket_length")
 
 
 def main(argv):
@@ -63,7 +66,7 @@ def main(argv):
     out = forward(m, batch)
     return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
-  seconds = ref.train(model, train, config, loss_fn)
+  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value)
   results = []
   for split in batches:
     outputs = ref.predict(model, split, int(config.eval_batch_size),

@@ -28,6 +28,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/finetun
 _OURS = flags.DEFINE_string("ours", "", "our eval_results.json to compare with")
 _OUT = flags.DEFINE_string("out", "", "write the comparison here as JSON")
 _THREADS = flags.DEFINE_integer("threads", 0, "torch threads (0 = all cores)")
+_SAME_BATCHES = flags.DEFINE_bool(
+    "same_batches", True, "train on our trainer's batches (order, group_by_length, "
+    "bucket trimming); False: a plain shuffle trimmed to bucket_length")
 
 
 def main(argv):
@@ -58,7 +61,7 @@ def main(argv):
     return {"logits": m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch["token_type_ids"]).logits}
 
-  seconds = ref.train(model, train, config, loss_fn)
+  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value)
   outputs = ref.predict(model, test, int(config.eval_batch_size), int(config.bucket_length),
                         outputs_fn)
   result = task.evaluate(task.decode(outputs, test, config), test, config)

@@ -20,6 +20,7 @@ import numpy as np
 from biobert_jax.tasks import get_task
 from biobert_jax.tasks.base import SplitData, TaskData
 from biobert_jax.trainers import model_dir as model_dir_lib
+from biobert_jax.trainers.finetune_batches import train_batches
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -103,6 +104,18 @@ def batches(split: SplitData, batch_size: int, epochs: int, seed: int, bucket: i
       yield trim({k: v[idx] for k, v in split.features.items()}, bucket)
 
 
+def our_batches(split: SplitData, config: ml_collections.ConfigDict
+                ) -> Iterator[dict[str, np.ndarray]]:
+  """The very batches our trainer feeds, in its order: epoch order from (seed, epoch),
+  config.group_by_length grouping, config.bucket_length trimming. With them the two
+  sides differ only in the model code and the optimiser implementation."""
+  steps_per_epoch = split.num_features // config.batch_size
+  stream = train_batches(split, int(config.batch_size), steps_per_epoch, int(config.seed),
+                         0, int(config.bucket_length), int(config.group_by_length))
+  for _ in range(steps_per_epoch * int(config.num_epochs)):
+    yield next(stream)
+
+
 def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
   """Cuts [B, L] arrays to the longest row rounded up to `bucket` (0 = keep L)."""
   if bucket <= 0 or "attention_mask" not in batch:
@@ -115,8 +128,13 @@ def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
 
 def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
           loss_fn: Callable[[Any, dict], Any], log_every: int = 50,
-          on_epoch_end: Callable[[int], None] | None = None) -> float:
-  """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included)."""
+          on_epoch_end: Callable[[int], None] | None = None,
+          same_batches: bool = False) -> float:
+  """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included).
+
+  same_batches: feed `our_batches` (our trainer's order, grouping and trimming) instead of
+  a plain shuffle trimmed to config.bucket_length.
+  """
   import torch  # pylint: disable=import-outside-toplevel
 
   steps_per_epoch = split.num_features // config.batch_size
@@ -124,8 +142,10 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
   opt, schedule = make_optimizer(model, config, total)
   model.train()
   t0 = time.time()
-  for step, batch in enumerate(batches(split, config.batch_size, config.num_epochs,
-                                       config.seed, config.bucket_length), start=1):
+  stream = (our_batches(split, config) if same_batches else
+            batches(split, config.batch_size, config.num_epochs, config.seed,
+                    config.bucket_length))
+  for step, batch in enumerate(stream, start=1):
     loss = loss_fn(model, {k: torch.as_tensor(v, dtype=torch.long) for k, v in batch.items()})
     loss.backward()
     if config.clip_norm > 0:

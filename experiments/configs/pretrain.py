@@ -56,6 +56,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.data.doc_pool_size = 1000
   c.data.holdout_every = 100  # 1 document in 100 is held out for evaluation
   c.data.num_threads = 0
+  c.data.num_workers = 1  # > 1: dynamic pipeline in that many processes (Python stages)
 
   # Optimisation.
   c.seed = 0
