@@ -16,6 +16,33 @@ TINY_MODEL = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_atten
                   intermediate_size=64, max_position_embeddings=64)
 
 
+def write_corpus(data_dir: Any, root: Any, num_docs: int, num_files: int) -> Any:
+  """The first `num_docs` shared PubMed abstracts, one per line, dealt over
+  `root`/part-{0..num_files-1}.txt; returns root."""
+  lines = (data_dir / "pretrain/pubmed_abstracts.txt").read_text("utf-8").splitlines()
+  for f in range(num_files):
+    (root / f"part-{f}.txt").write_text("\n".join(lines[f:num_docs:num_files]) + "\n")
+  return root
+
+
+def small_pipeline_config(corpus: Any, **overrides: Any) -> Any:
+  """The dynamic pipeline's config over `corpus`/part-*.txt, sized for tests (length 64,
+  batch 8, small pools); `overrides` set any key (vocab_path, num_workers, ...)."""
+  from data_pipeline import pretraining  # TensorFlow: only the pipeline tests pay for it
+  c = pretraining.default_config()
+  c.train_files = str(os.path.join(corpus, "part-*.txt"))
+  c.max_seq_length = 64
+  c.max_predictions_per_seq = 12
+  c.batch_size = 8
+  c.shuffle_buffer = 64
+  c.doc_pool_size = 64
+  c.block_docs = 16
+  c.holdout_every = 0
+  for key, value in overrides.items():
+    setattr(c, key, value)
+  return c
+
+
 def tiny_bert_config(**overrides: Any) -> BertConfig:
   return BertConfig(**{**TINY_MODEL, **overrides})
 

@@ -116,6 +116,30 @@ def test_a_second_run_reuses_the_jitted_steps_and_ends_as_a_fresh_run_would(
   assert _losses(tmp_path / "lr") != _losses(tmp_path / "seed1")
 
 
+@pytest.mark.slow  # two tiny fine-tunes with several bucket shapes, ~30 s
+def test_compiling_ahead_covers_every_shape_and_changes_nothing(
+    tmp_path, data_dir, char_vocab, monkeypatch):
+  monkeypatch.setattr(finetune_lib, "_STEPS_CACHE", type(finetune_lib._STEPS_CACHE)())
+  one = jax.devices()[:1]
+  # Character pieces: sentences of 20-300 pieces, so windows of 96 come in several buckets.
+  buckets = {"bucket_length": 16, "group_by_length": 2, "compile_threads": 2,
+             "max_seq_length": 96, "doc_stride": 48, "max_train_examples": 12,
+             "max_eval_examples": 6, "eval_batch_size": 2}
+  finetune_lib.run(_config("ner", data_dir, char_vocab, **buckets), str(tmp_path / "ahead"),
+                   compiler_options=FAST, devices=one)
+  (train_step, predict_step), = finetune_lib._STEPS_CACHE.values()
+  # Every shape the run fed had been announced: nothing compiled on first use.
+  assert train_step.on_demand == 0 and predict_step.on_demand == 0
+  assert train_step.num_compiled >= 2 and predict_step.num_compiled >= 2
+  finetune_lib._STEPS_CACHE.clear()
+  finetune_lib.run(_config("ner", data_dir, char_vocab, compile_ahead=False, **buckets),
+                   str(tmp_path / "on_first_use"), compiler_options=FAST, devices=one)
+  (train_step, predict_step), = finetune_lib._STEPS_CACHE.values()
+  assert train_step.num_compiled == 0 and train_step.on_demand > 0
+  assert _losses(tmp_path / "ahead") == _losses(tmp_path / "on_first_use")
+  assert _comparable(tmp_path / "ahead") == _comparable(tmp_path / "on_first_use")
+
+
 def _snapshot(root: pathlib.Path) -> dict:
   return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
           if p.is_file()}

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from _pretrain_util import small_pipeline_config, write_corpus
 from data_pipeline import pretraining
 from data_pipeline.pretraining import sources
 from data_pipeline._tf import tf
@@ -25,26 +26,10 @@ def tokenizer(data_dir):
 @pytest.fixture(scope="module")
 def corpus(data_dir, tmp_path_factory):
   """NUM_DOCS real abstracts, one per line, spread over NUM_FILES files."""
-  lines = (data_dir / "pretrain/pubmed_abstracts.txt").read_text("utf-8").splitlines()
-  root = tmp_path_factory.mktemp("pt_corpus")
-  for f in range(NUM_FILES):
-    (root / f"part-{f}.txt").write_text("\n".join(lines[f:NUM_DOCS:NUM_FILES]) + "\n")
-  return root
+  return write_corpus(data_dir, tmp_path_factory.mktemp("pt_corpus"), NUM_DOCS, NUM_FILES)
 
 
-def _config(corpus, **overrides):
-  c = pretraining.default_config()
-  c.train_files = str(corpus / "part-*.txt")
-  c.max_seq_length = 64
-  c.max_predictions_per_seq = 12
-  c.batch_size = 8
-  c.shuffle_buffer = 64
-  c.doc_pool_size = 64
-  c.block_docs = 16
-  c.holdout_every = 0
-  for key, value in overrides.items():
-    setattr(c, key, value)
-  return c
+_config = small_pipeline_config
 
 
 def _batches(config, tokenizer, n=None, **kwargs):

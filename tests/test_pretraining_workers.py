@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from _pretrain_util import small_pipeline_config, write_corpus
 from data_pipeline import pretraining
 from data_pipeline.pretraining import workers
 
@@ -15,27 +16,12 @@ NUM_FILES = 4
 
 @pytest.fixture(scope="module")
 def corpus(data_dir, tmp_path_factory):
-  lines = (data_dir / "pretrain/pubmed_abstracts.txt").read_text("utf-8").splitlines()
-  root = tmp_path_factory.mktemp("pt_workers")
-  for f in range(NUM_FILES):
-    (root / f"part-{f}.txt").write_text("\n".join(lines[f:NUM_DOCS:NUM_FILES]) + "\n")
-  return root
+  return write_corpus(data_dir, tmp_path_factory.mktemp("pt_workers"), NUM_DOCS, NUM_FILES)
 
 
 def _config(data_dir, corpus, **overrides):
-  c = pretraining.default_config()
-  c.train_files = str(corpus / "part-*.txt")
-  c.vocab_path = str(data_dir / "vocab/bert-base-cased-vocab.txt")
-  c.max_seq_length = 64
-  c.max_predictions_per_seq = 12
-  c.batch_size = 8
-  c.shuffle_buffer = 64
-  c.doc_pool_size = 64
-  c.block_docs = 16
-  c.holdout_every = 0
-  for key, value in overrides.items():
-    setattr(c, key, value)
-  return c
+  return small_pipeline_config(
+      corpus, vocab_path=str(data_dir / "vocab/bert-base-cased-vocab.txt"), **overrides)
 
 
 def _assert_same(got, want):

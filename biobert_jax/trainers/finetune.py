@@ -43,12 +43,12 @@ from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.tasks import Task, TaskData, get_task
-from biobert_jax.train import loop, metrics_writer, optim
+from biobert_jax.train import ahead, loop, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
-from biobert_jax.trainers.finetune_batches import train_batches
+from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
 from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
 from biobert_jax.trainers.validation import (check_splits, split_notes,
                                              validate_finetune_config)
@@ -197,7 +197,8 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
                          in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
                          out_shardings=NamedSharding(mesh, P()),
                          compiler_options=compiler_options)
-  return train_step, predict_step
+  # Wrapped so that run() can compile every batch shape ahead, in parallel.
+  return ahead.CompiledByShape(train_step), ahead.CompiledByShape(predict_step)
 
 
 def discard_checkpoints(workdir: str) -> None:
@@ -293,6 +294,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
                                     compiler_options)
+  announced = compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
+                            steps_per_epoch, start_step, total_steps,
+                            sharding.batch_sharding(mesh))
+  if announced:
+    print(announced, flush=True)
 
   task, dev = setup.task, setup.splits.get("dev")
   tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
@@ -382,6 +388,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                    tracker["history"], time.time() - t_start, t_run, dev_decoded)
   finally:
     best_checkpoints.close()
+    train_step.cancel_pending()
+    predict_step.cancel_pending()
 
 
 def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,

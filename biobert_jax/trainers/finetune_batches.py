@@ -1,17 +1,21 @@
 """Fine-tuning batches: per-epoch order from (seed, epoch), length grouping and padding
-trimming, and prediction over a whole split in feature order.
+trimming, prediction over a whole split in feature order, and the shapes a run will feed
+(to compile them ahead).
 
 The batch order of epoch e depends on (seed, e) alone, so a resumed run recomputes exactly
 the batches an uninterrupted run would have seen from any step on.
 """
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 
 from biobert_jax.tasks import SplitData
+from biobert_jax.train import ahead
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
@@ -42,11 +46,14 @@ def trimmed_length(attention_mask: np.ndarray, bucket: int) -> int:
   Few distinct lengths means few compilations, and short batches skip most of the padding
   (NER sentences average ~40 pieces against a max_seq_length of 128).
   """
-  full = attention_mask.shape[1]
+  longest = int(attention_mask.sum(axis=1).max()) if attention_mask.size else 1
+  return _rounded_length(longest, attention_mask.shape[1], bucket)
+
+
+def _rounded_length(longest: int, full: int, bucket: int) -> int:
   if bucket <= 0:
     return full
-  longest = int(attention_mask.sum(axis=1).max()) if attention_mask.size else 1
-  return min(full, max(bucket, -(-longest // bucket) * bucket))
+  return min(full, max(bucket, -(-int(longest) // bucket) * bucket))
 
 
 def trim_batch(batch: dict[str, np.ndarray], length: int, full: int) -> dict[str, np.ndarray]:
@@ -69,6 +76,19 @@ def device_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
+def _train_indices(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
+                   start_step: int, group: int) -> Iterator[np.ndarray]:
+  """The row indices of each training batch from `start_step` on, forever."""
+  mask = split.features.get("attention_mask")
+  lengths = mask.sum(axis=1) if mask is not None else None
+  epoch, offset = divmod(int(start_step), steps_per_epoch)
+  while True:
+    order = epoch_batches(split.num_features, batch_size,
+                          np.random.default_rng([int(seed), epoch]), lengths, group)
+    yield from order[offset:]
+    epoch, offset = epoch + 1, 0
+
+
 def train_batches(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
                   start_step: int, bucket: int = 0, group: int = 0
                   ) -> Iterator[dict[str, np.ndarray]]:
@@ -77,19 +97,64 @@ def train_batches(split: SplitData, batch_size: int, steps_per_epoch: int, seed:
   Epoch e's order comes from a generator seeded with (seed, e) alone, so a resumed run
   recomputes exactly the batches an uninterrupted one would have seen.
   """
+  for idx in _train_indices(split, batch_size, steps_per_epoch, seed, start_step, group):
+    batch = {k: v[idx] for k, v in split.features.items()}
+    if bucket > 0 and "attention_mask" in batch:
+      full = batch["attention_mask"].shape[1]
+      batch = trim_batch(batch, trimmed_length(batch["attention_mask"], bucket), full)
+    yield device_dtypes(batch)
+
+
+def train_lengths(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
+                  start_step: int, total_steps: int, bucket: int = 0, group: int = 0
+                  ) -> list[int]:
+  """The distinct sequence lengths `train_batches` feeds over steps [start_step,
+  total_steps), in the order they first appear (what to compile, first-needed first)."""
   mask = split.features.get("attention_mask")
-  lengths = mask.sum(axis=1) if mask is not None else None
-  epoch, offset = divmod(int(start_step), steps_per_epoch)
-  while True:
-    order = epoch_batches(split.num_features, batch_size,
-                          np.random.default_rng([int(seed), epoch]), lengths, group)
-    for idx in order[offset:]:
-      batch = {k: v[idx] for k, v in split.features.items()}
-      if bucket > 0 and "attention_mask" in batch:
-        full = batch["attention_mask"].shape[1]
-        batch = trim_batch(batch, trimmed_length(batch["attention_mask"], bucket), full)
-      yield device_dtypes(batch)
-    epoch, offset = epoch + 1, 0
+  if mask is None:
+    return []
+  rows = mask.sum(axis=1)
+  seen: dict[int, None] = {}
+  indices = _train_indices(split, batch_size, steps_per_epoch, seed, start_step, group)
+  for idx in itertools.islice(indices, max(0, int(total_steps) - int(start_step))):
+    length = (_rounded_length(rows[idx].max(), mask.shape[1], bucket) if bucket > 0
+              else mask.shape[1])
+    seen.setdefault(length, None)
+  return list(seen)
+
+
+def _predict_order(split: SplitData, bucket: int) -> tuple[np.ndarray, bool]:
+  """(feature order, whether batches are trimmed): sorted by length when bucketing."""
+  mask = split.features.get("attention_mask")
+  use_buckets = bucket > 0 and mask is not None
+  order = (np.argsort(mask.sum(axis=1), kind="stable") if use_buckets
+           else np.arange(split.num_features))
+  return order, use_buckets
+
+
+def predict_lengths(split: SplitData, batch_size: int, bucket: int = 0) -> list[int]:
+  """The distinct sequence lengths `predict_split` feeds, in the order it feeds them."""
+  mask = split.features.get("attention_mask")
+  if mask is None:
+    return []
+  order, use_buckets = _predict_order(split, bucket)
+  rows = mask.sum(axis=1)[order]
+  seen: dict[int, None] = {}
+  for start in range(0, split.num_features, batch_size):
+    length = (_rounded_length(rows[start:start + batch_size].max(), mask.shape[1], bucket)
+              if use_buckets else mask.shape[1])
+    seen.setdefault(length, None)
+  return list(seen)
+
+
+def example_batch(split: SplitData, batch_size: int, length: int) -> dict[str, np.ndarray]:
+  """A batch shaped as `train_batches` / `predict_split` feed at `length` (rows are
+  arbitrary: only the shapes and dtypes are used, to compile ahead)."""
+  idx = np.arange(batch_size) % max(1, split.num_features)
+  batch = {k: v[idx] for k, v in split.features.items()}
+  mask = batch.get("attention_mask")
+  full = mask.shape[1] if mask is not None else length
+  return device_dtypes(trim_batch(batch, length, full))
 
 
 def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_size: int,
@@ -102,9 +167,8 @@ def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_s
   """
   n = split.num_features
   mask = split.features.get("attention_mask")
-  use_buckets = bucket > 0 and mask is not None
   full = mask.shape[1] if mask is not None else 0
-  order = np.argsort(mask.sum(axis=1), kind="stable") if use_buckets else np.arange(n)
+  order, use_buckets = _predict_order(split, bucket)
   chunks: list[dict[str, np.ndarray]] = []
   for start in range(0, n, batch_size):
     idx = order[start:start + batch_size]
@@ -129,3 +193,35 @@ def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_s
   inverse = np.empty_like(order)
   inverse[order] = np.arange(n)
   return {k: v[inverse] for k, v in stacked.items()}
+
+
+def compile_ahead(train_step: Any, predict_step: Any, state: Any, splits: dict[str, Any],
+                  config: Any, batch_size: int, steps_per_epoch: int, start_step: int,
+                  total_steps: int, batch_sharding: Any) -> str:
+  """Starts compiling every batch shape of the run (train.ahead.CompiledByShape steps):
+  the training shapes in first-use order, then those of predicting dev and test. Returns
+  a line saying what started ("" with config.compile_ahead off)."""
+  if not config.get("compile_ahead", True):
+    return ""
+  threads = int(config.get("compile_threads", 0)) or max(1, (os.cpu_count() or 2) // 2)
+  bucket, train = int(config.bucket_length), splits["train"]
+  lengths = train_lengths(train, batch_size, steps_per_epoch, int(config.seed), start_step,
+                          total_steps, bucket, int(config.group_by_length))
+  shapes = [{k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+             for k, v in example_batch(train, batch_size, n).items()} for n in lengths]
+  n_train = train_step.compile_ahead((ahead.abstract(state),), shapes, threads)
+  eval_size, predicted = int(config.eval_batch_size), []
+  for name in ("dev", "test"):
+    for split in _as_list(splits.get(name)):
+      predicted += [ahead.abstract(example_batch(split, eval_size, n))
+                    for n in predict_lengths(split, eval_size, bucket)]
+  n_predict = predict_step.compile_ahead((ahead.abstract(state["params"]),), predicted,
+                                         threads)
+  return (f"compiling ahead: {n_train} train and {n_predict} predict shapes "
+          f"in {threads} thread{'s' if threads > 1 else ''}")
+
+
+def _as_list(split: Any) -> list:
+  if split is None:
+    return []
+  return list(split) if isinstance(split, (list, tuple)) else [split]

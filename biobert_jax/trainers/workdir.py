@@ -25,7 +25,8 @@ TMP_SUFFIX = ".tmp"
 # Keys that never change what a run computes, only how it is logged, checkpointed or laid
 # out on devices (checkpoints restore onto any mesh), plus overwrite itself.
 COMMON_IGNORED = ("overwrite", "log_every", "checkpoint_every", "keep_checkpoints",
-                  "keep_every", "async_checkpoints", "tensorboard", "mesh")
+                  "keep_every", "async_checkpoints", "tensorboard", "mesh", "compile_ahead",
+                  "compile_threads")
 
 
 class WorkdirConfigMismatch(ValueError):

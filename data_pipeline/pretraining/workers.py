@@ -91,6 +91,7 @@ class ParallelPretrainingIterator:
     self._k = num_workers
     self._consumed = 0
     self._fingerprint = dataset.config_fingerprint(config)
+    self._state_version = dataset.STATE_VERSION
     self._procs: list[Any] = []
     self._queues: list[Any] = []
     self._stop = None
@@ -159,8 +160,7 @@ class ParallelPretrainingIterator:
     return value
 
   def get_state(self) -> dict[str, Any]:
-    from data_pipeline.pretraining import dataset  # pylint: disable=import-outside-toplevel
-    return {"version": dataset.STATE_VERSION, "batches_consumed": self._consumed,
+    return {"version": self._state_version, "batches_consumed": self._consumed,
             "process_index": self._process[0], "process_count": self._process[1],
             "config_fingerprint": self._fingerprint}
 

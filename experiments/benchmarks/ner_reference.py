@@ -10,8 +10,8 @@ at every epoch end with the best epoch kept, and the same test scoring.
     $O --ours=/tmp/ner_ours/eval_results.json --out=/tmp/ner_e2e.json
 
 The reference is what a transformers user writes: `BertForTokenClassification` from the same
-HF checkpoint (default MiniLM), torch AdamW with BERT's settings, clipping, linear warmup and
-decay, and batches padded to their longest row in random order (`--padding=longest`,
+HF checkpoint (default MiniLM), torch AdamW with BERT's settings, clipping, BERT's linear
+warmup and decay (`--schedule=transformers`: transformers' variant, a higher rate), and batches padded to their longest row in random order (`--padding=longest`,
 transformers' DataCollatorForTokenClassification; `--padding=bucket` cuts to
 config.bucket_length like our trainer, without our length grouping). It takes the features
 our NER adapter builds (readers, word pieces, windows) and scores with the adapter's own
@@ -85,7 +85,8 @@ def main(argv):
       best.update(f1=f1, epoch=epoch,
                   state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
-  train_seconds = ref.train(model, train, train_config, loss_fn, on_epoch_end=on_epoch_end)
+  train_seconds = ref.train(model, train, train_config, loss_fn, on_epoch_end=on_epoch_end,
+                            schedule=ref.SCHEDULE.value)
   model.load_state_dict(best["state"])
   result = {"dev": scores(dev), "test": scores(test), "best_epoch": best["epoch"],
             "history": history}

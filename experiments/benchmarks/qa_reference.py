@@ -66,7 +66,8 @@ def main(argv):
     out = forward(m, batch)
     return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
-  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value)
+  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value,
+                    schedule=ref.SCHEDULE.value)
   results = []
   for split in batches:
     outputs = ref.predict(model, split, int(config.eval_batch_size),

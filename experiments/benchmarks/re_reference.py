@@ -61,7 +61,8 @@ def main(argv):
     return {"logits": m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                         token_type_ids=batch["token_type_ids"]).logits}
 
-  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value)
+  seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value,
+                    schedule=ref.SCHEDULE.value)
   outputs = ref.predict(model, test, int(config.eval_batch_size), int(config.bucket_length),
                         outputs_fn)
   result = task.evaluate(task.decode(outputs, test, config), test, config)

@@ -8,12 +8,14 @@ the training, never the data or the metric.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import time
 from typing import Any, Callable, Iterator
 
+from absl import flags
 import ml_collections
 import numpy as np
 
@@ -76,12 +78,29 @@ def grow_vocab(model: Any, vocab_size: int, initializer_range: float, seed: int)
     table[old:] = mean + noise
 
 
-def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: int):
-  """torch AdamW + linear warmup/decay with the same hyper-parameters as our optax AdamW
-  (bias-corrected, no decay on LayerNorm and biases, eps, clip applied by the loop)."""
+SCHEDULES = ("bert", "transformers")
+# Every reference main takes it (they all import this module).
+SCHEDULE = flags.DEFINE_enum("schedule", "bert", list(SCHEDULES),
+                             "learning-rate schedule of the torch side (see make_optimizer)")
+
+
+def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: int,
+                   schedule: str = "bert"):
+  """torch AdamW with the same hyper-parameters as our optax AdamW (bias-corrected, no decay
+  on LayerNorm and biases, eps; clip applied by the loop) and a learning-rate schedule:
+
+  - "bert" (default): ours, i.e. original BERT's `optimization.py` that BioBERT trains with
+    (`optim.bert_schedule`): lr * step / warmup during warmup, then lr * (1 - step / total).
+  - "transformers": `get_linear_schedule_with_warmup`, lr * (total - step) / (total - warmup)
+    after warmup. It peaks at lr where BERT's is already at lr * (1 - warmup / total), so it
+    runs 1 / (1 - warmup_proportion) (1.11x at 0.1) higher through the whole decay, i.e.
+    a larger budget than ours; the references before session 10 used it.
+  """
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
   decay, no_decay = [], []
   for name, p in model.named_parameters():
     (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
@@ -89,7 +108,13 @@ def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: i
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=config.learning_rate, betas=(config.b1, config.b2), eps=config.eps)
   warmup = int(total_steps * config.warmup_proportion)
-  return opt, transformers.get_linear_schedule_with_warmup(opt, warmup, total_steps)
+  if schedule == "transformers":
+    return opt, transformers.get_linear_schedule_with_warmup(opt, warmup, total_steps)
+  total = max(int(total_steps), 1)
+
+  def bert_factor(step: int) -> float:  # optim.bert_schedule / learning_rate
+    return step / warmup if step < warmup else 1.0 - min(step, total) / total
+  return opt, torch.optim.lr_scheduler.LambdaLR(opt, bert_factor)
 
 
 def batches(split: SplitData, batch_size: int, epochs: int, seed: int, bucket: int
@@ -112,8 +137,7 @@ def our_batches(split: SplitData, config: ml_collections.ConfigDict
   steps_per_epoch = split.num_features // config.batch_size
   stream = train_batches(split, int(config.batch_size), steps_per_epoch, int(config.seed),
                          0, int(config.bucket_length), int(config.group_by_length))
-  for _ in range(steps_per_epoch * int(config.num_epochs)):
-    yield next(stream)
+  return itertools.islice(stream, steps_per_epoch * int(config.num_epochs))
 
 
 def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
@@ -129,17 +153,17 @@ def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
 def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
           loss_fn: Callable[[Any, dict], Any], log_every: int = 50,
           on_epoch_end: Callable[[int], None] | None = None,
-          same_batches: bool = False) -> float:
+          same_batches: bool = False, schedule: str = "bert") -> float:
   """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included).
 
   same_batches: feed `our_batches` (our trainer's order, grouping and trimming) instead of
-  a plain shuffle trimmed to config.bucket_length.
+  a plain shuffle trimmed to config.bucket_length. schedule: see make_optimizer.
   """
   import torch  # pylint: disable=import-outside-toplevel
 
   steps_per_epoch = split.num_features // config.batch_size
   total = steps_per_epoch * config.num_epochs
-  opt, schedule = make_optimizer(model, config, total)
+  opt, lr_schedule = make_optimizer(model, config, total, schedule)
   model.train()
   t0 = time.time()
   stream = (our_batches(split, config) if same_batches else
@@ -151,7 +175,7 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
     if config.clip_norm > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
     opt.step()
-    schedule.step()
+    lr_schedule.step()
     opt.zero_grad(set_to_none=True)
     if step % log_every == 0 or step == total:
       print(f"  torch step {step}/{total} loss {loss.item():.4f} "

@@ -61,6 +61,10 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   # "fitting" = continue from it when it has the task head's exact shape, "fresh" = never.
   c.init_heads = "fitting"
   c.log_every = 50
+  # Compile every batch shape of the run (train buckets, then dev/test prediction) before
+  # and while the first steps run, in parallel threads; results are bit-identical.
+  c.compile_ahead = True
+  c.compile_threads = 0    # 0 = half the CPU cores (at least 1)
   c.eval_every_epoch = True
   c.write_predictions = True
   c.save_model = True
