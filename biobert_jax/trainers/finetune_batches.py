@@ -79,6 +79,9 @@ def device_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _train_indices(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
                    start_step: int, group: int) -> Iterator[np.ndarray]:
   """The row indices of each training batch from `start_step` on, forever."""
+  if split.num_features < batch_size or steps_per_epoch < 1:  # else: an endless empty loop
+    raise ValueError(f"{split.num_features} training features cannot fill one batch of "
+                     f"{batch_size} ({steps_per_epoch} steps per epoch)")
   mask = split.features.get("attention_mask")
   lengths = mask.sum(axis=1) if mask is not None else None
   epoch, offset = divmod(int(start_step), steps_per_epoch)
