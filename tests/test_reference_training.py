@@ -137,3 +137,32 @@ def test_unknown_schedule_is_refused():
   model = torch.nn.Linear(2, 2)
   with pytest.raises(ValueError, match="schedule='cosine'; valid: bert, transformers"):
     ref.make_optimizer(model, _train_config(), 10, "cosine")
+
+
+@pytest.mark.slow  # builds a tiny GAD fine-tune (data load + init), ~20 s
+def test_same_init_reference_starts_from_our_initial_weights(minilm_dir, data_dir):
+  """`--same_init`: the torch model holds our trainer's initial weights, new vocabulary rows
+  (the GAD markers) and task head included, so both compute the same logits before step 1."""
+  from biobert_jax.trainers import finetune  # pylint: disable=import-outside-toplevel
+  from experiments.configs.finetune import get_config  # pylint: disable=import-outside-toplevel
+
+  c = get_config("re")
+  c.init_checkpoint, c.model_preset = "", "tiny"
+  c.vocab_path, c.data_dir = str(minilm_dir / "vocab.txt"), str(data_dir / "re/gad")
+  c.max_train_examples, c.max_eval_examples, c.max_seq_length = 16, 12, 64
+  c.dropout_rate = 0.0
+  setup = finetune.build(c)
+  assert setup.tokenizer.vocab_size > 30522  # the markers grew the table
+  model = ref.load_model(transformers.BertForSequenceClassification, c,
+                         setup.tokenizer.vocab_size, same_init=True,
+                         num_labels=len(setup.data.labels))
+  assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+  batch = {k: v[:8] for k, v in setup.data.splits["test"].features.items()}
+  ours = setup.module.apply({"params": setup.params}, **RE.model_inputs(batch),
+                            deterministic=True)
+  model.eval()
+  with torch.no_grad():
+    theirs = model(**{k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.long)
+                      for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+  assert float(np.abs(np.asarray(ours)).max()) > 1e-3  # a head that computes something
+  np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=2e-5)

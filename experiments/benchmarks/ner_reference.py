@@ -56,7 +56,8 @@ def main(argv):
   print(f"data: {train.num_features} train / {dev.num_features} dev / {test.num_features} "
         f"test windows, labels {data.labels}, {time.time() - t_run:.0f}s", flush=True)
   model = ref.load_model(transformers.BertForTokenClassification, config,
-                         tokenizer.vocab_size, num_labels=len(data.labels))
+                         tokenizer.vocab_size, same_init=ref.SAME_INIT.value,
+                         num_labels=len(data.labels))
   bucket = 1 if _PADDING.value == "longest" else int(config.bucket_length)
   train_config = copy.deepcopy(config)
   train_config.bucket_length = bucket

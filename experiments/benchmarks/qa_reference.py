@@ -50,7 +50,8 @@ def main(argv):
   print(f"data: {train.num_features} train windows, {len(batches)} test batches "
         f"({sum(b.num_features for b in batches)} windows), {time.time() - t0:.0f}s",
         flush=True)
-  model = ref.load_model(transformers.BertForQuestionAnswering, config, tokenizer.vocab_size)
+  model = ref.load_model(transformers.BertForQuestionAnswering, config, tokenizer.vocab_size,
+                         same_init=ref.SAME_INIT.value)
 
   def forward(m, batch):
     return m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

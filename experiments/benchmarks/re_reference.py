@@ -50,7 +50,7 @@ def main(argv):
   print(f"data: {train.num_features} train / {test.num_features} test rows, labels "
         f"{data.labels}, {time.time() - t0:.0f}s", flush=True)
   model = ref.load_model(transformers.BertForSequenceClassification, config, tokenizer.vocab_size,
-                         num_labels=len(data.labels))
+                         same_init=ref.SAME_INIT.value, num_labels=len(data.labels))
 
   def loss_fn(m, batch):
     logits = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

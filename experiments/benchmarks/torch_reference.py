@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
+import tempfile
 import time
 from typing import Any, Callable, Iterator
 
@@ -19,10 +19,12 @@ from absl import flags
 import ml_collections
 import numpy as np
 
+from biobert_jax import checkpoints
+from biobert_jax.checkpoints import names
 from biobert_jax.tasks import get_task
 from biobert_jax.tasks.base import SplitData, TaskData
-from biobert_jax.trainers import model_dir as model_dir_lib
-from biobert_jax.trainers.finetune_batches import train_batches
+from biobert_jax.trainers import finetune, model_dir as model_dir_lib
+from biobert_jax.trainers.finetune_batches import train_batches, trim_batch, trimmed_length
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -45,18 +47,53 @@ def torch_setup(threads: int, seed: int):
 
 
 def load_model(model_class: Any, config: ml_collections.ConfigDict, vocab_size: int,
-               **kwargs: Any) -> Any:
+               same_init: bool = False, **kwargs: Any) -> Any:
   """`model_class.from_pretrained(config.init_checkpoint, **kwargs)` as our trainer builds
   it: config.dropout_rate (>= 0) on every dropout, the word embeddings grown to the
-  tokenizer's `vocab_size` (task extra tokens) like our vocab surgery."""
+  tokenizer's `vocab_size` (task extra tokens) like our vocab surgery.
+
+  same_init: start from our trainer's very initial weights instead (`finetune.build` at
+  config.seed: the grafted encoder, its new vocabulary rows and the task head's init), so
+  that with dropout off the two sides differ only in their arithmetic."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  model = model_class.from_pretrained(config.init_checkpoint, **kwargs)
+  if same_init:
+    model = _from_our_init(model_class, config, **kwargs)
+  else:
+    model = model_class.from_pretrained(config.init_checkpoint, **kwargs)
+    grow_vocab(model, vocab_size, model.config.initializer_range, int(config.seed))
+  if model.get_input_embeddings().weight.shape[0] != vocab_size:
+    raise ValueError(f"the model has {model.get_input_embeddings().weight.shape[0]} "
+                     f"vocabulary rows, the tokenizer {vocab_size}")
   if config.dropout_rate >= 0:
     for m in model.modules():
       if isinstance(m, torch.nn.Dropout):
         m.p = float(config.dropout_rate)
-  grow_vocab(model, vocab_size, model.config.initializer_range, int(config.seed))
+  return model
+
+
+def _from_our_init(model_class: Any, config: ml_collections.ConfigDict, **kwargs: Any) -> Any:
+  """`model_class` holding `finetune.build(config).params`: the encoder through our HF
+  export, each task head under its transformers name (checkpoints' TASK_HEADS table)."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  setup = finetune.build(config)
+  params = setup.params
+  with tempfile.TemporaryDirectory() as tmp:
+    path = checkpoints.export_hf(setup.bert_config, {"encoder": params["encoder"]}, tmp)
+    model = model_class.from_pretrained(str(path), **kwargs)
+  heads = {}
+  for head in names.TASK_HEADS["hf"]:
+    if head.ours in params:
+      heads[head.kernel] = torch.tensor(np.asarray(params[head.ours]["kernel"]).T)
+      heads[head.bias] = torch.tensor(np.asarray(params[head.ours]["bias"]))
+  unused = sorted(set(params) - {"encoder"} - {h.ours for h in names.TASK_HEADS["hf"]})
+  missing = [k for k in model.state_dict() if k not in heads and not k.startswith("bert.")]
+  if unused or missing:
+    raise ValueError(f"same_init: our heads {unused} have no transformers name, and "
+                     f"{missing} of {model_class.__name__} would stay random")
+  with torch.no_grad():
+    model.load_state_dict(heads, strict=False)
   return model
 
 
@@ -82,6 +119,10 @@ SCHEDULES = ("bert", "transformers")
 # Every reference main takes it (they all import this module).
 SCHEDULE = flags.DEFINE_enum("schedule", "bert", list(SCHEDULES),
                              "learning-rate schedule of the torch side (see make_optimizer)")
+SAME_INIT = flags.DEFINE_bool(
+    "same_init", False, "start from our trainer's initial weights at config.seed (encoder, "
+    "new vocabulary rows, task head) instead of transformers' own head init and torch's "
+    "draw of the new rows; with --config.dropout_rate=0 only the arithmetic differs")
 
 
 def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: int,
@@ -141,13 +182,12 @@ def our_batches(split: SplitData, config: ml_collections.ConfigDict
 
 
 def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
-  """Cuts [B, L] arrays to the longest row rounded up to `bucket` (0 = keep L)."""
-  if bucket <= 0 or "attention_mask" not in batch:
+  """Cuts [B, L, ...] arrays to the longest row rounded up to `bucket` (0 = keep L), by our
+  trainer's rule (finetune_batches.trimmed_length / trim_batch)."""
+  if "attention_mask" not in batch:
     return batch
   full = batch["attention_mask"].shape[1]
-  length = min(full, int(math.ceil(batch["attention_mask"].sum(1).max() / bucket) * bucket))
-  return {k: v[:, :length] if v.ndim == 2 and v.shape[1] == full else v
-          for k, v in batch.items()}
+  return trim_batch(batch, trimmed_length(batch["attention_mask"], bucket), full)
 
 
 def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
