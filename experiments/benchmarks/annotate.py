@@ -26,6 +26,7 @@ import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -132,7 +133,9 @@ def compare(work: pathlib.Path, ours_dir: str, hf_dir: str, texts: list[str], *,
   ours_rate = n / min(ours_s)
   hf_rates = {b: n / min(s) for b, s in theirs_s.items()}
   best_b = max(hf_rates, key=hf_rates.get)
-  return {"documents": n, "backend": jax.default_backend(), "devices": jax.device_count(),
+  lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+  ceiling = flops_ceiling(model.config, lengths, hf_rates, ours_rate, *common.peak_flops())
+  return {**ceiling, "documents": n, "backend": jax.default_backend(), "devices": jax.device_count(),
           "dtype": dtype, "bucket_length": bucket_length, "batch_size": batch_size,
           "ours_docs_per_s": round(ours_rate, 2),
           "ours_tokens_per_s": summary["tokens_per_second"],
@@ -142,6 +145,33 @@ def compare(work: pathlib.Path, ours_dir: str, hf_dir: str, texts: list[str], *,
           "ours_entities": summary["entities_total"],
           "hf_entities": sum(len(x) for x in hf_out), "torch_threads": torch.get_num_threads(),
           "load": common.machine_load()}
+
+
+def flops_ceiling(config: Any, lengths: list[int], hf_rates: dict[str, float],
+                  ours_rate: float, peak: float | None, peak_what: str) -> dict:
+  """How fast any implementation of this model could tag these documents at `peak` FLOP/s.
+
+  Every real token must pass the encoder's dense layers once (`encoder_dense_flops_per_token`;
+  attention, padding, the head and all host work come on top), so peak / (dense FLOPs per
+  document) bounds documents/s from above, for us and for the pipeline alike. Its ratio
+  to the best pipeline rate is the largest speedup the machine allows. Also the pipeline's
+  own FLOP/s at batch 1 (no padding: each document one sequence of its own length).
+  """
+  dense = common.encoder_dense_flops_per_token(config) * float(np.mean(lengths))
+  row: dict[str, Any] = {"tokens_per_doc": round(float(np.mean(lengths)), 1),
+                         "dense_gflop_per_doc": round(dense / 1e9, 3),
+                         "peak_gflop_per_s": round(peak / 1e9, 1) if peak else None,
+                         "peak": peak_what}
+  if not peak:
+    return row
+  best = max(hf_rates.values())
+  row["ceiling_docs_per_s"] = round(peak / dense, 2)
+  row["ceiling_speedup_vs_best_hf"] = round(peak / dense / best, 2)
+  row["ours_fraction_of_ceiling"] = round(ours_rate * dense / peak, 3)
+  if "1" in hf_rates:
+    per_doc = np.mean([common.encoder_forward_flops(config, 1, n) for n in lengths])
+    row["hf_batch1_gflop_per_s"] = round(hf_rates["1"] * per_doc / 1e9, 1)
+  return row
 
 
 def main(argv):
@@ -159,6 +189,14 @@ def main(argv):
         + " docs/s -> " + ", ".join(f"{v:.2f}x vs batch {b}"
                                     for b, v in row["speedup_vs_hf_batch"].items()),
         flush=True)
+  if "ceiling_docs_per_s" in row:
+    print(f"ceiling: at {row['peak_gflop_per_s']:.0f} GFLOP/s ({row['peak']}) the dense "
+          f"layers alone ({row['dense_gflop_per_doc']:.2f} GFLOP per {row['tokens_per_doc']:.0f}"
+          f"-piece document) allow {row['ceiling_docs_per_s']:.2f} docs/s, "
+          f"{row['ceiling_speedup_vs_best_hf']:.2f}x the best pipeline; ours runs at "
+          f"{row['ours_fraction_of_ceiling']:.0%} of it"
+          + (f", the batch-1 pipeline at {row['hf_batch1_gflop_per_s']:.0f} GFLOP/s"
+             if "hf_batch1_gflop_per_s" in row else ""), flush=True)
   if _OUTPUT.value:
     with open(_OUTPUT.value, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")

@@ -71,11 +71,17 @@ def peak_flops(device: jax.Device | None = None) -> tuple[float | None, str]:
   return chip_peak(device), f"{device.device_kind} dense bf16 peak"
 
 
+def encoder_dense_flops_per_token(c: BertConfig) -> float:
+  """Forward FLOPs of the encoder's dense layers for one token (Q, K, V, output, FFN): the
+  work every real token costs whatever the batching, padding or sequence length."""
+  h, i = c.hidden_size, c.intermediate_size
+  return float(c.num_hidden_layers * (2 * 4 * h * h + 2 * 2 * h * i))
+
+
 def encoder_forward_flops(c: BertConfig, batch: int, seq: int) -> float:
   """Forward matmul FLOPs of the encoder layers (dense layers + attention scores/context)."""
-  h, i, layers = c.hidden_size, c.intermediate_size, c.num_hidden_layers
-  per_token = layers * (2 * 4 * h * h + 2 * 2 * h * i + 2 * 2 * seq * h)
-  return float(batch * seq * per_token)
+  attention = c.num_hidden_layers * 2 * 2 * seq * c.hidden_size
+  return float(batch * seq * (encoder_dense_flops_per_token(c) + attention))
 
 
 def pretraining_flops_per_step(c: BertConfig, batch: int, seq: int, preds: int) -> float:
