@@ -194,7 +194,8 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
           loss_fn: Callable[[Any, dict], Any], log_every: int = 50,
           on_epoch_end: Callable[[int], None] | None = None,
           same_batches: bool = False, schedule: str = "bert") -> float:
-  """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included).
+  """Trains in place; returns wall seconds (`on_epoch_end(epoch)`'s time included). Logs
+  the mean loss of the steps since the previous line, as our trainer does.
 
   same_batches: feed `our_batches` (our trainer's order, grouping and trimming) instead of
   a plain shuffle trimmed to config.bucket_length. schedule: see make_optimizer.
@@ -209,8 +210,10 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
   stream = (our_batches(split, config) if same_batches else
             batches(split, config.batch_size, config.num_epochs, config.seed,
                     config.bucket_length))
+  window: list[float] = []  # losses since the last log line, averaged as our trainer logs
   for step, batch in enumerate(stream, start=1):
     loss = loss_fn(model, {k: torch.as_tensor(v, dtype=torch.long) for k, v in batch.items()})
+    window.append(float(loss.item()))
     loss.backward()
     if config.clip_norm > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
@@ -218,8 +221,9 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
     lr_schedule.step()
     opt.zero_grad(set_to_none=True)
     if step % log_every == 0 or step == total:
-      print(f"  torch step {step}/{total} loss {loss.item():.4f} "
+      print(f"  torch step {step}/{total} loss {np.mean(window):.4f} "
             f"({time.time() - t0:.0f}s)", flush=True)
+      window.clear()
     if on_epoch_end is not None and step % steps_per_epoch == 0:
       on_epoch_end(step // steps_per_epoch)
       model.train()
