@@ -136,7 +136,8 @@ def compare(work: pathlib.Path, ours_dir: str, hf_dir: str, texts: list[str], *,
   lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
   ceiling = flops_ceiling(model.config, lengths, hf_rates, ours_rate, *common.peak_flops())
   return {**ceiling, "documents": n, "backend": jax.default_backend(),
-          "devices": jax.device_count(), "dtype": dtype, "bucket_length": bucket_length, "batch_size": batch_size,
+          "devices": jax.device_count(), "dtype": dtype, "bucket_length": bucket_length,
+          "batch_size": batch_size,
           "ours_docs_per_s": round(ours_rate, 2),
           "ours_tokens_per_s": summary["tokens_per_second"],
           "hf_docs_per_s": {b: round(v, 2) for b, v in hf_rates.items()},
