@@ -12,6 +12,7 @@ take disjoint files. Library: biobert_jax/trainers/annotate.py.
 """
 from absl import app, flags
 
+from biobert_jax import host_memory
 from biobert_jax.trainers import annotate
 from biobert_jax.distributed import initialize_distributed
 
@@ -39,6 +40,7 @@ _AUTO = flags.DEFINE_bool("jax_distributed", False, "jax.distributed.initialize(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  host_memory.keep_host_buffers()
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
   summary = annotate.annotate(

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
+from biobert_jax import host_memory
+
 
 def batch_key(batch: dict[str, Any]) -> tuple:
   """What selects an executable: each array's name, shape and dtype."""
@@ -63,7 +65,9 @@ class CompiledByShape:
     return started
 
   def _compile(self, leading: tuple, batch: dict[str, Any]) -> Any:
-    return self._jitted.lower(*leading, batch).compile()
+    compiled = self._jitted.lower(*leading, batch).compile()
+    host_memory.release_free_memory()  # the compiler's freed memory, kept by this thread
+    return compiled
 
   def cancel_pending(self) -> None:
     """Drops the compilations that have not started (e.g. the run stopped early)."""

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from biobert_jax import checkpoints, models
+from biobert_jax import checkpoints, host_memory, models
 from biobert_jax.config import BertConfig
 from experiments.benchmarks import common
 
@@ -138,6 +138,7 @@ def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict
 
 def main(argv):
   del argv
+  host_memory.keep_host_buffers()  # as the mains run ours (and torch, in this process)
   path = _CHECKPOINT.value or default_checkpoint()
   print(f"{common.machine_load()}; jax {jax.__version__} on {jax.devices()[0].device_kind}; "
         f"{os.cpu_count()} CPUs", flush=True)

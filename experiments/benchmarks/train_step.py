@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from biobert_jax import models
+from biobert_jax import host_memory, models
 from biobert_jax.config import BertConfig
 from biobert_jax.train import optim
 from biobert_jax.train import step as step_lib
@@ -141,6 +141,7 @@ def bench(size: str, seq: int) -> list[dict[str, Any]]:
 
 def main(argv):
   del argv
+  host_memory.keep_host_buffers()  # as the mains run ours (and torch, in this process)
   print(common.machine_load(), flush=True)
   for size in _SIZES.value:
     for seq in map(int, _SEQ_LENS.value):
