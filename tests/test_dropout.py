@@ -1,4 +1,4 @@
-"""The counter-hash dropout mask: rate, independence, determinism, sharding invariance."""
+"""The dropout mask: rate, independence, determinism, sharding invariance."""
 import jax
 import jax.numpy as jnp
 import numpy as np
