@@ -62,8 +62,8 @@ _kept = False  # whether keep_host_buffers took effect in this process
 def keep_host_buffers() -> bool:
   """Applies the settings above; True when they took effect.
 
-  Call it before the first JAX computation. It does nothing, and logs why, when the
-  environment opts out, the C library is not glibc, or JAX's backends already exist (then the
+  Call it before the first JAX computation. It does nothing when the environment opts out,
+  and logs why when the C library is not glibc or JAX's backends already exist (then the
   async-dispatch setting could no longer change).
   """
   if os.environ.get(ENV_VAR, "").lower() == "system":
