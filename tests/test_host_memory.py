@@ -1,5 +1,4 @@
 """host_memory: XLA:CPU's per-run temp buffer stops being faulted in on every run."""
-import ctypes
 import json
 import os
 import subprocess
@@ -38,14 +37,6 @@ print(json.dumps({"applied": applied, "faults_per_run": faults, "sum": float(out
 """
 
 
-def _glibc() -> bool:
-  try:
-    ctypes.CDLL(None).gnu_get_libc_version  # pylint: disable=pointless-statement
-    return sys.platform.startswith("linux")
-  except (OSError, AttributeError):
-    return False
-
-
 def _run(mode: str) -> dict:
   env = dict(os.environ, **{host_memory.ENV_VAR: mode, "JAX_PLATFORMS": "cpu"})
   env.pop("XLA_FLAGS", None)  # one host device: a single-device program runs inline
@@ -54,7 +45,8 @@ def _run(mode: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's; elsewhere the call is a no-op")
+@pytest.mark.skipif(host_memory._glibc_mallopt() is None,  # pylint: disable=protected-access
+                    reason="mallopt is glibc's; elsewhere the call is a no-op")
 def test_kept_buffers_are_not_faulted_in_again_each_run():
   system, kept = _run("system"), _run("kept")
   assert not system["applied"] and system["async"]
