@@ -35,6 +35,7 @@ _SAME_BATCHES = flags.DEFINE_bool(
 
 def main(argv):
   del argv
+  t_run = time.time()
   import transformers  # pylint: disable=import-outside-toplevel
 
   config = _CONFIG.value
@@ -44,11 +45,11 @@ def main(argv):
     raise app.UsageError("transformers' BertForSequenceClassification pools [CLS]; compare "
                          "with --config.re.pooling=cls")
   torch = ref.torch_setup(_THREADS.value, int(config.seed))
-  t0 = time.time()
   task, tokenizer, data = ref.build_data(config)
-  train, test = data.splits["train"], data.splits["test"]
-  print(f"data: {train.num_features} train / {test.num_features} test rows, labels "
-        f"{data.labels}, {time.time() - t0:.0f}s", flush=True)
+  train, test, dev = data.splits["train"], data.splits["test"], data.splits.get("dev")
+  print(f"data: {train.num_features} train / {dev.num_features if dev else 0} dev / "
+        f"{test.num_features} test rows, labels {data.labels}, {time.time() - t_run:.0f}s",
+        flush=True)
   model = ref.load_model(transformers.BertForSequenceClassification, config, tokenizer.vocab_size,
                          same_init=ref.SAME_INIT.value, num_labels=len(data.labels))
 
@@ -63,12 +64,24 @@ def main(argv):
 
   seconds = ref.train(model, train, config, loss_fn, same_batches=_SAME_BATCHES.value,
                     schedule=ref.SCHEDULE.value)
-  outputs = ref.predict(model, test, int(config.eval_batch_size), int(config.bucket_length),
-                        outputs_fn)
-  result = task.evaluate(task.decode(outputs, test, config), test, config)
+
+  def scores(split):
+    outputs = ref.predict(model, split, int(config.eval_batch_size), int(config.bucket_length),
+                          outputs_fn)
+    return task.evaluate(task.decode(outputs, split, config), split, config)
+
+  # Our trainer scores dev (when the corpus has one: ChemProt) and test at the end; so does
+  # the reference, so that both commands do the same work.
+  dev_result = scores(dev) if dev is not None else None
+  result = scores(test)
+  run_seconds = time.time() - t_run
+  if dev_result is not None:
+    print(f"dev f1 {dev_result['f1']:.4f}", flush=True)
   print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}), flush=True)
   row = ref.report(f"re/{config.re.corpus}", result, seconds, _OURS.value,
-                   lambda r: float(r["f1"]))
+                   lambda r: float(r["f1"]), run_seconds=run_seconds)
+  if dev_result is not None:
+    row["reference_dev_result"] = dev_result
   row["reference_result"] = result
   if _OUT.value:
     with open(_OUT.value, "w", encoding="utf-8") as f:

@@ -256,9 +256,14 @@ def predict(model: Any, split: SplitData, batch_size: int, bucket: int,
 
 
 def report(label: str, theirs: dict, theirs_seconds: float, ours_path: str,
-           metric_of: Callable[[dict], float]) -> dict:
-  """Prints ours vs the reference; returns the comparison (also written as JSON by callers)."""
+           metric_of: Callable[[dict], float], run_seconds: float | None = None) -> dict:
+  """Prints ours vs the reference; returns the comparison (also written as JSON by callers).
+
+  run_seconds: the reference's whole command from the start of its main (data, model,
+  training, every evaluation), compared with our `run_seconds`: the wall time a user waits."""
   row = {"task": label, "reference": metric_of(theirs), "reference_seconds": theirs_seconds}
+  if run_seconds is not None:
+    row["reference_run_seconds"] = run_seconds
   if ours_path:
     with open(ours_path, encoding="utf-8") as f:
       ours = json.load(f)
@@ -271,5 +276,9 @@ def report(label: str, theirs: dict, theirs_seconds: float, ours_path: str,
     ours_s = row["ours_seconds"]
     print(f"{'train wall seconds':24s} {ours_s if ours_s is not None else float('nan'):10.0f} "
           f"{theirs_seconds:13.0f}")
+    if run_seconds is not None and row["ours_run_seconds"]:
+      row["run_seconds_ratio_ours_over_reference"] = row["ours_run_seconds"] / run_seconds
+      print(f"{'command wall seconds':24s} {row['ours_run_seconds']:10.0f} {run_seconds:13.0f}"
+            f"   ours/reference {row['run_seconds_ratio_ours_over_reference']:.2f}x")
     print(f"{'gap (ours - reference)':24s} {row['ours'] - row['reference']:+10.4f}")
   return row
