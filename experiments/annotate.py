@@ -12,7 +12,7 @@ take disjoint files. Library: biobert_jax/trainers/annotate.py.
 """
 from absl import app, flags
 
-from biobert_jax import host_memory
+from biobert_jax import compile_cache, host_memory
 from biobert_jax.trainers import annotate
 from biobert_jax.distributed import initialize_distributed
 
@@ -41,6 +41,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.keep_host_buffers()
+  compile_cache.use_persistent_cache()
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
   summary = annotate.annotate(
