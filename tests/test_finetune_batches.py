@@ -86,29 +86,3 @@ def test_a_failed_compilation_is_raised_by_the_call_that_needs_it():
 def test_too_few_rows_for_one_batch_is_an_error_not_an_endless_loop():
   with pytest.raises(ValueError, match="5 training features cannot fill one batch of 8"):
     next(fb.train_batches(_split(5, 16, seed=0), 8, 1, 0, 0))
-
-
-def test_long_batches_compile_with_eigen_dots_on_cpu_ahead_and_on_demand():
-  options_for = ahead.eigen_dots_from_length(128)
-  assert options_for({"input_ids": np.zeros((2, 128), np.int32),
-                      "label": np.zeros((2,), np.int32)}) == ahead.YNNPACK_OFF
-  assert options_for({"input_ids": np.zeros((2, 96), np.int32)}) == {}
-  assert ahead.eigen_dots_from_length(0)({"input_ids": np.zeros((2, 512))}) == {}
-
-  jitted = jax.jit(lambda w, b: jnp.tanh(b["x"] @ w))
-  w = jnp.asarray(np.random.default_rng(0).normal(size=(16, 16)), jnp.float32)
-  batches = {n: {"x": jnp.asarray(np.random.default_rng(n).normal(size=(2, n, 16)),
-                                  jnp.float32)} for n in (64, 128, 256)}
-  ahead_step = ahead.CompiledByShape(jitted, options_for)
-  ahead_step.compile_ahead((w,), [batches[64], batches[128]], threads=1)
-  on_demand = ahead.CompiledByShape(jitted, options_for)
-  for n, batch in batches.items():  # 256 was not announced: compiled on demand
-    np.testing.assert_array_equal(ahead_step(w, batch), on_demand(w, batch))
-    np.testing.assert_allclose(ahead_step(w, batch), jitted(w, batch), rtol=1e-5, atol=1e-6)
-  assert ahead_step.on_demand == 1 and on_demand.on_demand == 3
-
-  def dots_in_ynnpack(step, batch):
-    return "__ynn_fusion" in step._futures[ahead.batch_key(batch)].result().as_text()
-  assert dots_in_ynnpack(ahead_step, batches[64])
-  assert not dots_in_ynnpack(ahead_step, batches[128])
-  assert not dots_in_ynnpack(on_demand, batches[256])

@@ -11,42 +11,18 @@ run. Calls dispatch on the batch's shapes to the executable compiled for them; a
 nobody announced falls back to the jitted function (compiled on first use, as before).
 
 The executables are the jitted function's own programs (`jitted.lower(...).compile()`:
-same HLO, same options), so results are bit-identical to calling `jitted`, except where
-`options_for` adds XLA options for a batch shape (`eigen_dots_from_length`); then every
-call with that shape, announced or not, runs the program compiled with them.
+same HLO, same options), so results are bit-identical to calling `jitted`.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
 
 from biobert_jax import host_memory
-
-
-# XLA:CPU option that sends dots to Eigen instead of YNNPACK (an empty fusion-type list).
-YNNPACK_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-def eigen_dots_from_length(min_length: int) -> Callable[[Mapping[str, Any]], dict]:
-  """Per-batch XLA options: on CPU, batches whose sequence axis (axis 1 of the [B, L, ...]
-  arrays) has at least `min_length` positions compile with Eigen's dots; 0 = never.
-
-  Why: XLA:CPU hands dots to YNNPACK by default, which wins on short sequences and loses
-  on long ones. MiniLM, batch 32, 2-core AVX2 box (experiments/benchmarks/xla_flags.py,
-  Eigen's speed-up over YNNPACK): train step L=32 0.75x, 64 1.01x, 128 1.02x, 256 1.16x,
-  384 1.69x; forward L=64 0.98x, 128 1.18x, 256 1.28x, 384 1.08x. Outputs differ in the
-  last bits only (forward max |diff| 7e-7 - 1.4e-6). Other backends get no options.
-  """
-  def options(batch: Mapping[str, Any]) -> dict:
-    if min_length <= 0 or jax.default_backend() != "cpu":
-      return {}
-    length = max((v.shape[1] for v in batch.values() if len(v.shape) >= 2), default=0)
-    return dict(YNNPACK_OFF) if length >= min_length else {}
-  return options
 
 
 def batch_key(batch: dict[str, Any]) -> tuple:
@@ -63,10 +39,8 @@ class CompiledByShape:
   program) compiles nothing again.
   """
 
-  def __init__(self, jitted: Callable,
-               options_for: Callable[[Mapping[str, Any]], dict] | None = None):
+  def __init__(self, jitted: Callable):
     self._jitted = jitted
-    self._options_for = options_for
     self._futures: dict[tuple, concurrent.futures.Future] = {}
     self._lock = threading.Lock()
     self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -90,12 +64,8 @@ class CompiledByShape:
         started += 1
     return started
 
-  def _options(self, batch: Mapping[str, Any]) -> dict:
-    return self._options_for(batch) if self._options_for is not None else {}
-
   def _compile(self, leading: tuple, batch: dict[str, Any]) -> Any:
-    compiled = self._jitted.lower(*leading, batch).compile(
-        compiler_options=self._options(batch) or None)
+    compiled = self._jitted.lower(*leading, batch).compile()
     host_memory.release_free_memory()  # the compiler's freed memory, kept by this thread
     return compiled
 
@@ -111,17 +81,10 @@ class CompiledByShape:
     return sum(1 for f in self._futures.values() if f.done() and f.exception() is None)
 
   def __call__(self, *args: Any) -> Any:
-    key = batch_key(args[-1])
-    future = self._futures.get(key)
+    future = self._futures.get(batch_key(args[-1]))
     if future is None:
       self.on_demand += 1
-      if not self._options(args[-1]):
-        return self._jitted(*args)
-      # The same program an announced shape would get (its options), compiled now.
-      future = concurrent.futures.Future()
-      future.set_result(self._compile(abstract(args[:-1]), abstract(args[-1])))
-      with self._lock:
-        future = self._futures.setdefault(key, future)
+      return self._jitted(*args)
     return future.result()(*args)
 
 
@@ -132,4 +95,4 @@ def abstract(tree: Any) -> Any:
       tree)
 
 
-__all__ = ["CompiledByShape", "abstract", "batch_key", "eigen_dots_from_length", "YNNPACK_OFF"]
+__all__ = ["CompiledByShape", "abstract", "batch_key"]

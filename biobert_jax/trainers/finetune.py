@@ -153,24 +153,22 @@ _STEPS_CACHE_SIZE = 4
 
 
 def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings: Any,
-           mesh: Any, compiler_options: dict | None,
-           eigen_from: int = 0) -> tuple[Callable, Callable]:
+           mesh: Any, compiler_options: dict | None) -> tuple[Callable, Callable]:
   """`_make_steps`, reused when an earlier run had the same key.
 
   The steps depend on the task adapter (a stateless module singleton), the flax module (a
   frozen dataclass holding the BertConfig, head sizes and dtype), the optimiser (tx and
   schedule are built from `opt_spec` alone; it holds the trainable patterns), the mesh
   (the shardings follow from the module's logical axes, tx and the mesh) and the XLA
-  options (with `eigen_from`, the length from which CPU dots go to Eigen). Seeds, data and
-  the initial params are inputs of the steps, not part of them.
+  options. Seeds, data and the initial params are inputs of the steps, not part of them.
   """
   key = (setup.task, setup.module, tuple(sorted(opt_spec.items())), mesh,
-         tuple(sorted((compiler_options or {}).items())), eigen_from)
+         tuple(sorted((compiler_options or {}).items())))
   if key in _STEPS_CACHE:
     _STEPS_CACHE.move_to_end(key)
     return _STEPS_CACHE[key]
   steps = _make_steps(setup, tx, schedule, shardings, mesh, compiler_options,
-                      opt_spec["trainable"], eigen_from)
+                      opt_spec["trainable"])
   _STEPS_CACHE[key] = steps
   while len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
     _STEPS_CACHE.popitem(last=False)
@@ -178,8 +176,8 @@ def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings:
 
 
 def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
-                compiler_options: dict | None, trainable: tuple[str, ...],
-                eigen_from: int = 0) -> tuple[Callable, Callable]:
+                compiler_options: dict | None,
+                trainable: tuple[str, ...]) -> tuple[Callable, Callable]:
   """(jitted train_step(state, batch), jitted predict_step(params, batch))."""
   task, module = setup.task, setup.module
 
@@ -199,11 +197,8 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
                          in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
                          out_shardings=NamedSharding(mesh, P()),
                          compiler_options=compiler_options)
-  # Wrapped so that run() can compile every batch shape ahead, in parallel; long batches
-  # compile with Eigen's dots on CPU (config.cpu_eigen_dots_from_length).
-  options_for = ahead.eigen_dots_from_length(eigen_from)
-  return (ahead.CompiledByShape(train_step, options_for),
-          ahead.CompiledByShape(predict_step, options_for))
+  # Wrapped so that run() can compile every batch shape ahead, in parallel.
+  return ahead.CompiledByShape(train_step), ahead.CompiledByShape(predict_step)
 
 
 def discard_checkpoints(workdir: str) -> None:
@@ -298,8 +293,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                                                    int(config.seed))
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
-                                    compiler_options,
-                                    int(config.get("cpu_eigen_dots_from_length", 0)))
+                                    compiler_options)
   announced = compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
                             steps_per_epoch, start_step, total_steps,
                             sharding.batch_sharding(mesh))

@@ -252,7 +252,7 @@ def validate_finetune_config(config: Any, *, device_count: int | None = None) ->
   _positive_int(config, "num_epochs", "batch_size", "eval_batch_size", "log_every",
                 "doc_stride")
   _non_negative_int(config, "bucket_length", "group_by_length", "max_train_examples",
-                    "max_eval_examples", "compile_threads", "cpu_eigen_dots_from_length")
+                    "max_eval_examples", "compile_threads")
   _choice(config, "compile_ahead", (True, False))
   _check_range(config, "max_seq_length", integer=True, low=3,
                note=" ([CLS] text [SEP] needs at least 3 positions)")

@@ -65,10 +65,6 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   # and while the first steps run, in parallel threads; results are bit-identical.
   c.compile_ahead = True
   c.compile_threads = 0    # 0 = half the CPU cores (at least 1)
-  # On CPU, batches of at least this many positions compile with Eigen's dots instead of
-  # YNNPACK's (train/ahead.eigen_dots_from_length: 1.16x at 256, 1.69x at 384 for the
-  # train step; slower at 32). 0 = YNNPACK everywhere. Changes results in the last bits.
-  c.cpu_eigen_dots_from_length = 128
   c.eval_every_epoch = True
   c.write_predictions = True
   c.save_model = True
