@@ -55,7 +55,7 @@ def test_masks_are_jax_random_bernoulli_bit_for_bit():
   with) with straight-line threefry; any difference would change training."""
   for shape in [(1,), (7,), (3, 5), (5, 1, 7), (2, 3, 4, 5), (4, 12, 16, 16)]:
     for seed in (0, 1, 2**31 + 12345):
-      for rate in (0.1, 0.5, 0.9, 1e-5, 0.99999):
+      for rate in (0.1, 0.9, 1e-5, 0.99999):
         keep_prob = 1.0 - dropout_lib.drop_threshold(rate) / 2**16
         expected = np.asarray(jax.random.bernoulli(jax.random.key(seed), keep_prob, shape))
         for key in (jax.random.key(seed), jax.random.PRNGKey(seed)):  # typed and raw keys
