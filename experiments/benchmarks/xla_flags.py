@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from biobert_jax import checkpoints, models
+from biobert_jax import checkpoints, host_memory, models
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 
@@ -130,6 +130,10 @@ def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict
 
 def main(argv):
   del argv
+  # As the mains run. Without it every call re-faults its temp buffer, and variants with
+  # bigger buffers lose more: in session 14 Eigen's dots looked 1.69x faster than
+  # YNNPACK's here at L=384, yet were slower in the trainer, which keeps the buffers.
+  host_memory.keep_host_buffers()
   variants = {v.strip() or "default": parse_variant(v) for v in _VARIANTS.value.split(";")}
   path = ft.default_checkpoint()
   print(f"{common.machine_load()}; jax {jax.__version__}", flush=True)
