@@ -4,11 +4,10 @@ Why: a cold fine-tune compiles one train program per batch shape plus one predic
 per evaluation shape. For MiniLM on a 2-core CPU each train shape costs ~2.5 s of tracing
 and ~8-10 s of XLA (~14 s of CPU), so GAD's 4 + 4 shapes cost ~45 s of a ~12 min run and
 BioASQ's 8 + 4 more; torch pays nothing of the kind. Most runs repeat a program someone
-already compiled: other seeds, another dev/test split, a resumed run, `predict` after
-`finetune`. JAX's persistent cache serves those from disk (MiniLM's L=64 train step:
+already compiled: other seeds, a resumed run, the same annotation on new files. JAX's persistent cache serves those from disk (MiniLM's L=64 train step:
 XLA 8.5 s cold, 1.8 s from the cache; tracing and lowering are still paid).
 
-Safe by construction: JAX keys an entry by the optimised program, the compile options, the
+Safe by construction: JAX keys an entry by the lowered program, the compile options, the
 jax/jaxlib versions and the device kind, so a hit is the executable the compiler would
 have built; results never change. Entries are a few MB on CPU; the directory is bounded
 (`jax_compilation_cache_max_size`, least recently used entries evicted; the bound needs the
