@@ -4,8 +4,9 @@ Why: a cold fine-tune compiles one train program per batch shape plus one predic
 per evaluation shape. For MiniLM on a 2-core CPU each train shape costs ~2.5 s of tracing
 and ~8-10 s of XLA (~14 s of CPU), so GAD's 4 + 4 shapes cost ~45 s of a ~12 min run and
 BioASQ's 8 + 4 more; torch pays nothing of the kind. Most runs repeat a program someone
-already compiled: other seeds, a resumed run, the same annotation on new files. JAX's persistent cache serves those from disk (MiniLM's L=64 train step:
-XLA 8.5 s cold, 1.8 s from the cache; tracing and lowering are still paid).
+already compiled: other seeds, a resumed run, the same annotation on new files. JAX's
+persistent cache serves those from disk (MiniLM's L=64 train step: XLA 8.5 s cold, 1.8 s
+from the cache; tracing and lowering are still paid).
 
 Safe by construction: JAX keys an entry by the lowered program, the compile options, the
 jax/jaxlib versions and the device kind, so a hit is the executable the compiler would

@@ -81,18 +81,18 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
   with p = (2^16 - t) / 2^16 that is bits < (2^16 - t) << 16, an integer compare.
   """
   shape = tuple(int(d) for d in shape)
-  if drop_threshold(rate) <= 0:
+  threshold = drop_threshold(rate)
+  if threshold <= 0:
     return jnp.ones(shape, bool)
-  keep_prob = 1.0 - drop_threshold(rate) / (1 << _BITS)
   data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   if (math.prod(shape) >= 1 << 32 or data.shape != (2,)
       or jax.config.jax_default_prng_impl != "threefry2x32"
       or not jax.config.jax_threefry_partitionable):
     # Beyond a 32-bit index, or another generator or stream layout: JAX's own draw.
-    return jax.random.bernoulli(key, keep_prob, shape)
+    return jax.random.bernoulli(key, 1.0 - threshold / (1 << _BITS), shape)
   data = data.astype(jnp.uint32)
   hi, lo = threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), _flat_index(shape))
-  bound = np.uint32(((1 << _BITS) - drop_threshold(rate)) << (32 - _BITS))
+  bound = np.uint32(((1 << _BITS) - threshold) << (32 - _BITS))
   return (hi ^ lo) < bound
 
 
