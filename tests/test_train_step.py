@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from biobert_jax import models, sharding
-from biobert_jax.train import losses, optim
+from biobert_jax.train import ahead, losses, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 
@@ -182,3 +182,47 @@ def test_nsp_weight_zero_trains_on_mlm_alone():
   assert all(np.array_equal(a, b) for a, b in
              zip(nsp, jax.tree.leaves(params["cls"]["seq_relationship"])))
   assert float(metrics["nsp_loss"]) > 0  # still measured, only not optimised
+
+
+def test_split_train_step_is_the_one_program_step_with_the_update_compiled_once():
+  """finetune's train step: a gradient program per batch shape, one update program."""
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  tx, schedule = optim.make_optimizer(OPT)
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(6, 3)), jnp.float32), "b": jnp.zeros((3,))}
+  specs = {"w": P(None, None), "b": P(None)}
+
+  def loss_fn(p, batch, drop_rng):
+    x = batch["x"] * jax.random.bernoulli(drop_rng, 0.8, batch["x"].shape) / 0.8
+    logits = (x @ p["w"] + p["b"]).mean(axis=1)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, {"accuracy": jnp.mean(logits.argmax(-1) == batch["label"])}
+
+  def batch(n, seed):
+    r = np.random.default_rng(seed)
+    return {"x": r.normal(size=(4, n, 6)).astype(np.float32),
+            "attention_mask": np.ones((4, n), np.int32),
+            "label": r.integers(0, 3, 4).astype(np.int32)}
+
+  batches = [batch(n, seed) for seed, n in enumerate((5, 9, 5, 9, 5))]
+  state, shardings = state_lib.state_from_params(params, specs, tx, mesh, seed=0)
+  split = ahead.SplitTrainStep(
+      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn), shardings, mesh),
+      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh))
+  assert split.compile_ahead((ahead.abstract(state),),
+                             [ahead.abstract(b) for b in batches[:2]], 2) == 2
+  fused = step_lib.jit_train_step(step_lib.make_loss_train_step(loss_fn, tx, schedule),
+                                  shardings, mesh)
+  state_fused, _ = state_lib.state_from_params(params, specs, tx, mesh, seed=0)
+  for b in batches:
+    state, metrics = split(state, b)
+    state_fused, metrics_fused = fused(state_fused, b)
+    metrics, metrics_fused = jax.device_get((metrics, metrics_fused))
+    assert metrics.keys() == metrics_fused.keys() == {
+        "loss", "accuracy", "num_tokens", "grad_norm", "learning_rate", "is_finite"}
+    for k in metrics:
+      np.testing.assert_allclose(metrics[k], metrics_fused[k], rtol=1e-5, err_msg=k)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state_fused)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  assert int(state["step"]) == len(batches) and metrics["loss"] != 0
+  assert split.on_demand == 0 and split.num_compiled == 2 and split.update.num_compiled == 1

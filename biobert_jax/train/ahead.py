@@ -88,6 +88,56 @@ class CompiledByShape:
     return future.result()(*args)
 
 
+class SplitTrainStep:
+  """train_step(state, batch) -> (state, metrics) as two programs: the gradient, compiled
+  per batch shape (a `CompiledByShape`), then the optimiser update, compiled once.
+
+  Why: the update's shapes are the parameters', whatever the batch, yet inside one train
+  program XLA compiles it again for every batch shape: ~2.4 s of the ~8.5 s XLA compile
+  of each MiniLM train shape on 2 cores (12 shapes on BioASQ's 384-piece windows). Split,
+  each further shape compiles the gradient alone. The update reads the gradients from
+  memory either way (the global norm needs all of them before any parameter moves).
+
+  grad_jitted(state, batch) -> (grads, metrics with "loss");
+  update_jitted(state, grads, {"loss": loss}) -> (new_state, metrics); train.step's
+  make_loss_grad_step / make_update_step with jit_grad_step / jit_update_step.
+  """
+
+  def __init__(self, grad_jitted: Callable, update_jitted: Callable):
+    self.grad = CompiledByShape(grad_jitted)
+    self.update = CompiledByShape(update_jitted)
+
+  def compile_ahead(self, leading: tuple, batches: Iterable[dict[str, Any]],
+                    threads: int) -> int:
+    """As CompiledByShape.compile_ahead, leading = (state,): the first batch shape, then
+    the update (needed right after it), then the other shapes. Returns how many batch
+    shapes were started."""
+    (state,), batches = leading, list(batches)
+    started = self.grad.compile_ahead(leading, batches[:1], threads)
+    loss = {"loss": jax.ShapeDtypeStruct((), np.float32)}  # make_loss_grad_step's dtype
+    self.update.compile_ahead((state, abstract(state["params"])), [loss], threads)
+    return started + self.grad.compile_ahead(leading, batches[1:], threads)
+
+  def cancel_pending(self) -> None:
+    self.grad.cancel_pending()
+    self.update.cancel_pending()
+
+  @property
+  def num_compiled(self) -> int:
+    """Batch shapes compiled ahead (the update not counted)."""
+    return self.grad.num_compiled
+
+  @property
+  def on_demand(self) -> int:
+    """Calls that found their program not announced (gradient or update)."""
+    return self.grad.on_demand + self.update.on_demand
+
+  def __call__(self, state: dict, batch: dict[str, Any]) -> tuple[dict, dict]:
+    grads, metrics = self.grad(state, batch)
+    state, update_metrics = self.update(state, grads, {"loss": metrics["loss"]})
+    return state, dict(metrics, **update_metrics)
+
+
 def abstract(tree: Any) -> Any:
   """Arrays -> `jax.ShapeDtypeStruct`s with the same shapes, dtypes and shardings."""
   return jax.tree.map(
@@ -95,4 +145,4 @@ def abstract(tree: Any) -> Any:
       tree)
 
 
-__all__ = ["CompiledByShape", "abstract", "batch_key"]
+__all__ = ["CompiledByShape", "SplitTrainStep", "abstract", "batch_key"]

@@ -1,5 +1,6 @@
 """Train steps: pre-training (with in-step gradient accumulation), a generic mean-loss step
-(fine-tuning), both through `apply_gradients`; the pre-training eval step; jit helpers.
+(fine-tuning: a gradient step and an update step, one function or two programs), all
+through `apply_gradients`; the pre-training eval step; jit helpers.
 
 Pre-training batches use the original BERT feature names: input_ids, input_mask, segment_ids,
 masked_lm_positions, masked_lm_ids, masked_lm_weights, next_sentence_labels.
@@ -106,29 +107,63 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
               jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero_sums))
       (grads, sums), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
 
-    return apply_gradients(state, grads, losses.metrics_from_sums(sums), tx, schedule,
-                           num_tokens=jnp.sum(batch["input_mask"].astype(jnp.float32)))
+    metrics = dict(losses.metrics_from_sums(sums),
+                   num_tokens=jnp.sum(batch["input_mask"].astype(jnp.float32)))
+    return apply_gradients(state, grads, metrics, tx, schedule)
 
   return train_step
 
 
 def apply_gradients(state: dict, grads: Any, metrics: dict[str, jax.Array],
                     tx: optax.GradientTransformation,
-                    schedule: Callable[[jax.Array], jax.Array], *,
-                    num_tokens: jax.Array) -> tuple[dict, dict]:
+                    schedule: Callable[[jax.Array], jax.Array]) -> tuple[dict, dict]:
   """The optimiser update and the metrics every trainer's loop relies on.
 
-  Adds grad_norm, learning_rate (the rate applied at this step), num_tokens and is_finite
-  (loss and gradient norm finite: the loop's NaN guard) to `metrics` (which holds "loss").
+  Adds grad_norm, learning_rate (the rate applied at this step) and is_finite (loss and
+  gradient norm finite: the loop's NaN guard) to `metrics` (which holds "loss").
   """
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   grad_norm = optax.global_norm(grads)
   metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state["step"]),
-                 num_tokens=num_tokens,
                  is_finite=jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm))
   new_state = {"params": optax.apply_updates(state["params"], updates),
                "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
   return new_state, metrics
+
+
+def make_loss_grad_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
+                        *, token_mask_key: str = "attention_mask",
+                        trainable: Sequence[str] = ()) -> Callable:
+  """grad_step(state, batch) -> (grads, metrics) for a mean loss (fine-tuning).
+
+  loss_fn(params, batch, dropout_rng) -> (scalar loss, {name: scalar}); the dropout key is
+  fold_in(state["rng"], state["step"]), as in pre-training, so a resumed run and a run on
+  another mesh draw the same masks. Only state's params, step and rng are read (jit drops
+  the unused optimiser state from the program). metrics: loss_fn's, "loss" (float32) and
+  num_tokens (the sum of `batch[token_mask_key]`). `trainable` as in make_train_step.
+  """
+  def frozen_cut_loss(params, batch, rng):
+    return loss_fn(optim.stop_frozen_gradients(params, trainable), batch, rng)
+
+  def grad_step(state: dict, batch: Batch) -> tuple[Any, dict]:
+    step_rng = jax.random.fold_in(state["rng"], state["step"])
+    (loss, metrics), grads = jax.value_and_grad(frozen_cut_loss, has_aux=True)(
+        state["params"], batch, step_rng)
+    metrics = dict(metrics, loss=loss.astype(jnp.float32),
+                   num_tokens=jnp.sum(batch[token_mask_key].astype(jnp.float32)))
+    return grads, metrics
+
+  return grad_step
+
+
+def make_update_step(tx: optax.GradientTransformation,
+                     schedule: Callable[[jax.Array], jax.Array]) -> Callable:
+  """update_step(state, grads, {"loss": loss}) -> (new_state, metrics): `apply_gradients`
+  as a program of its own. Its shapes are the parameters', whatever the batch, so a
+  fine-tune with many batch shapes compiles it once (train.ahead.SplitTrainStep)."""
+  def update_step(state: dict, grads: Any, scalars: dict) -> tuple[dict, dict]:
+    return apply_gradients(state, grads, scalars, tx, schedule)
+  return update_step
 
 
 def make_loss_train_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
@@ -136,23 +171,16 @@ def make_loss_train_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Ar
                          schedule: Callable[[jax.Array], jax.Array], *,
                          token_mask_key: str = "attention_mask",
                          trainable: Sequence[str] = ()) -> Callable:
-  """train_step(state, batch) -> (new_state, metrics) for a mean loss (fine-tuning).
-
-  loss_fn(params, batch, dropout_rng) -> (scalar loss, {name: scalar}); the dropout key is
-  fold_in(state["rng"], state["step"]), as in pre-training, so a resumed run and a run on
-  another mesh draw the same masks. num_tokens counts `batch[token_mask_key]`.
-  `trainable` as in make_train_step.
-  """
-  def frozen_cut_loss(params, batch, rng):
-    return loss_fn(optim.stop_frozen_gradients(params, trainable), batch, rng)
+  """train_step(state, batch) -> (new_state, metrics): make_loss_grad_step's gradient and
+  make_update_step's update in one function (one program when jitted)."""
+  grad_step = make_loss_grad_step(loss_fn, token_mask_key=token_mask_key,
+                                  trainable=trainable)
+  update_step = make_update_step(tx, schedule)
 
   def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
-    step_rng = jax.random.fold_in(state["rng"], state["step"])
-    (loss, metrics), grads = jax.value_and_grad(frozen_cut_loss, has_aux=True)(
-        state["params"], batch, step_rng)
-    metrics = dict(metrics, loss=loss)
-    return apply_gradients(state, grads, metrics, tx, schedule,
-                           num_tokens=jnp.sum(batch[token_mask_key].astype(jnp.float32)))
+    grads, metrics = grad_step(state, batch)
+    new_state, update_metrics = update_step(state, grads, {"loss": metrics["loss"]})
+    return new_state, dict(metrics, **update_metrics)
 
   return train_step
 
@@ -175,6 +203,27 @@ def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh, *,
   replicated = NamedSharding(mesh, P())
   return jax.jit(train_step,
                  in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, replicated),
+                 donate_argnums=(0,), compiler_options=compiler_options)
+
+
+def jit_grad_step(grad_step: Callable, state_shardings: Any, mesh: Mesh, *,
+                  compiler_options: dict[str, Any] | None = None) -> Callable:
+  """jit for make_loss_grad_step: the gradients come out laid out as the params."""
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(grad_step,
+                 in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+                 out_shardings=(state_shardings["params"], replicated),
+                 compiler_options=compiler_options)
+
+
+def jit_update_step(update_step: Callable, state_shardings: Any, mesh: Mesh, *,
+                    compiler_options: dict[str, Any] | None = None) -> Callable:
+  """jit for make_update_step; the old state is donated (updated in place). The gradients
+  are not: the new state has no room for a fourth parameter-sized tree."""
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(update_step,
+                 in_shardings=(state_shardings, state_shardings["params"], replicated),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,), compiler_options=compiler_options)
 

@@ -178,7 +178,8 @@ def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings:
 def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
                 compiler_options: dict | None,
                 trainable: tuple[str, ...]) -> tuple[Callable, Callable]:
-  """(jitted train_step(state, batch), jitted predict_step(params, batch))."""
+  """(train_step(state, batch): a gradient program per batch shape and one update
+  program, predict_step(params, batch)), both compiled ahead by `compile_ahead`."""
   task, module = setup.task, setup.module
 
   def loss_fn(params, batch, rng):
@@ -190,15 +191,17 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
     outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
     return task.predict_outputs(outputs)
 
-  train_step = step_lib.jit_train_step(
-      step_lib.make_loss_train_step(loss_fn, tx, schedule, trainable=trainable),
-      shardings, mesh, compiler_options=compiler_options)
+  train_step = ahead.SplitTrainStep(
+      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn, trainable=trainable),
+                             shardings, mesh, compiler_options=compiler_options),
+      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
+                               compiler_options=compiler_options))
   predict_step = jax.jit(predict,
                          in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
                          out_shardings=NamedSharding(mesh, P()),
                          compiler_options=compiler_options)
   # Wrapped so that run() can compile every batch shape ahead, in parallel.
-  return ahead.CompiledByShape(train_step), ahead.CompiledByShape(predict_step)
+  return train_step, ahead.CompiledByShape(predict_step)
 
 
 def discard_checkpoints(workdir: str) -> None:
