@@ -80,6 +80,8 @@ def test_a_failed_compilation_is_raised_by_the_call_that_needs_it():
   w, bad = jnp.ones((6, 4)), {"x": np.ones((3, 5), np.float32)}  # 5 != 6: no program
   step.compile_ahead((w,), [bad], 1)
   with pytest.raises(TypeError, match="dot_general"):
+    step.wait()
+  with pytest.raises(TypeError, match="dot_general"):
     step(w, bad)
 
 

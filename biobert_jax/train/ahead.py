@@ -76,6 +76,11 @@ class CompiledByShape:
         if future.cancel():
           del self._futures[key]
 
+  def wait(self) -> None:
+    """Blocks until every announced shape has compiled (raises a failed compilation)."""
+    for future in list(self._futures.values()):
+      future.result()
+
   @property
   def num_compiled(self) -> int:
     return sum(1 for f in self._futures.values() if f.done() and f.exception() is None)
@@ -121,6 +126,10 @@ class SplitTrainStep:
   def cancel_pending(self) -> None:
     self.grad.cancel_pending()
     self.update.cancel_pending()
+
+  def wait(self) -> None:
+    self.grad.wait()
+    self.update.wait()
 
   @property
   def num_compiled(self) -> int:
