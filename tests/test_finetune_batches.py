@@ -52,6 +52,35 @@ def test_predict_lengths_are_the_fed_lengths_in_order(bucket, batch):
   assert fb.predict_lengths(split, batch, bucket) == _first_seen(fed)
 
 
+def test_several_splits_are_predicted_in_one_pass_with_the_same_outputs():
+  splits, fed = [_split(n, 40, seed=n) for n in (13, 7, 22)], []
+
+  def rowwise(params, b):  # each row's output depends on that row only, as a model's does
+    del params
+    fed.append(b["input_ids"].shape)
+    return {"tokens": b["input_ids"] * 2 + b["attention_mask"],
+            "total": b["input_ids"].sum(axis=1)}
+
+  alone = [fb.predict_split(rowwise, None, s, 8, 16) for s in splits]
+  fed.clear()
+  joined = fb.predict_splits(rowwise, None, splits, 8, 16)
+  assert len(joined) == 3
+  for a, j in zip(alone, joined):
+    assert a.keys() == j.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], j[k])
+  assert sum(shape[0] for shape in fed) == 48  # 42 rows in 6 batches (per split: 9 batches)
+  (passed,) = fb.prediction_passes(splits)
+  assert fb.predict_lengths(passed, 8, 16) == _first_seen([shape[1] for shape in fed])
+
+
+def test_splits_of_other_widths_are_predicted_one_by_one():
+  splits = [_split(5, 40, seed=0), _split(6, 24, seed=1)]
+  assert fb.prediction_passes(splits) == splits
+  out = fb.predict_splits(lambda p, b: {"n": b["input_ids"].sum(axis=1)}, None, splits, 4)
+  np.testing.assert_array_equal(out[1]["n"], splits[1].features["input_ids"].sum(axis=1))
+
+
 def test_example_batch_has_the_fed_keys_shapes_and_dtypes():
   split = _split(20, 40, seed=1)
   fed = next(fb.train_batches(split, 8, 2, 0, 0, bucket=16))

@@ -1,4 +1,8 @@
-"""The loop's NaN guard, logging cadence and preemption flag, with a scripted train step."""
+"""The loop's NaN guard, logging cadence and preemption flag, with a scripted train step; the
+metrics writer's TensorBoard files."""
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -84,3 +88,29 @@ def test_preemption_flag_saves_the_current_step_and_returns(tmp_path):
   result, _ = _run(tmp_path, total=10, preemption=flag, preempt_at=3)
   assert result.preempted and result.final_step == 3
   assert CheckpointManager(tmp_path / "ckpt").all_steps() == [2, 3]
+
+
+_TB_SCRIPT = r"""
+import glob, sys
+from biobert_jax.train.metrics_writer import MetricsWriter
+w = MetricsWriter(sys.argv[1], "metrics", tensorboard_dir=sys.argv[1] + "/tb")
+w.write(3, {"loss": 0.5, "learning_rate": 2e-5})
+w.write(6, {"loss": 0.25, "learning_rate": 1e-5})
+w.close()
+print("tensorflow" in sys.modules)
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.util import tensor_util
+(path,) = glob.glob(sys.argv[1] + "/tb/events.out.tfevents.*")
+print([(e.step, v.tag, float(tensor_util.make_ndarray(v.tensor)))
+       for e in event_file_loader.EventFileLoader(path).Load() for v in e.summary.value])
+"""
+
+
+def test_tensorboard_events_are_written_without_importing_tensorflow(tmp_path):
+  """The writer reaches a local directory through tensorboard's TF-free stub (a subprocess:
+  this one may have imported TensorFlow already), and the events read back."""
+  out = subprocess.run([sys.executable, "-c", _TB_SCRIPT, str(tmp_path)], check=True,
+                       capture_output=True, text=True, timeout=120).stdout.splitlines()
+  assert out[-2] == "False"
+  assert out[-1] == str([(3, "loss", 0.5), (3, "learning_rate", float(np.float32(2e-5))),
+                         (6, "loss", 0.25), (6, "learning_rate", float(np.float32(1e-5)))])

@@ -1,13 +1,22 @@
 """Metrics to DIR/<name>.jsonl (one JSON object per logged step) and to TensorBoard.
 
-TensorBoard events are written with tensorboard's own TF-free writer
-(`tensorboard.summary._writer.Writer`), imported lazily, so biobert_jax never imports
-TensorFlow. Only process 0 writes.
+TensorBoard events are written with tensorboard's own writer
+(`tensorboard.summary._writer.Writer`), imported lazily. Only process 0 writes.
+
+That writer reaches files through `tensorboard.compat.tf`, which imports TensorFlow whenever
+it is installed: ~9 s of CPU and ~0.5 GB in a fine-tune that otherwise never loads it, spent
+while the first batch shape compiles. For a local directory, and while TensorFlow is not
+loaded yet, the writer is created with tensorboard's TF-free stub instead (what tensorboard
+uses without TensorFlow; `tensorboard.compat.notf` is its switch). Remote directories
+(gs://, ...) keep TensorFlow's file system.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import types
 from typing import Any, Mapping
 
 import jax
@@ -19,6 +28,24 @@ def _plain(value: Any) -> Any:
   if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "dtype"):
     value = np.asarray(value).item()
   return value
+
+
+_NOTF = "tensorboard.compat.notf"
+
+
+@contextlib.contextmanager
+def _tensorboard_files(directory: str):
+  """Within: tensorboard resolves its file API to the TF-free stub, when `directory` is
+  local and TensorFlow is not imported (tensorboard resolves it once per process; a
+  process that already resolved it keeps its choice)."""
+  if "://" in directory or "tensorflow" in sys.modules or _NOTF in sys.modules:
+    yield
+    return
+  sys.modules[_NOTF] = types.ModuleType(_NOTF)
+  try:
+    yield
+  finally:
+    sys.modules.pop(_NOTF, None)
 
 
 class MetricsWriter:
@@ -42,7 +69,8 @@ class MetricsWriter:
       if tensorboard_dir:
         try:
           from tensorboard.summary import _writer  # pylint: disable=import-outside-toplevel
-          self._tb = _writer.Writer(tensorboard_dir)
+          with _tensorboard_files(tensorboard_dir):
+            self._tb = _writer.Writer(tensorboard_dir)
         except ImportError as e:  # tensorboard is optional for the library.
           logging.warning("TensorBoard writer unavailable (%s); writing %s only", e,
                           self.path)

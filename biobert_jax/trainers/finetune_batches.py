@@ -150,6 +150,33 @@ def predict_lengths(split: SplitData, batch_size: int, bucket: int = 0) -> list[
   return list(seen)
 
 
+def prediction_passes(splits: list[SplitData]) -> list[SplitData]:
+  """What `predict_splits` feeds: the splits' features joined into one split, so that
+  several splits (BioASQ's five test batches) are predicted in one pass. Per split, each
+  pass pads its last batch to the batch size (BioASQ: 798 windows fed as 864 rows at 32)
+  and sorts lengths within the split only. Splits whose feature keys or widths differ are
+  fed one by one."""
+  if len(splits) <= 1:
+    return list(splits)
+  widths = [{k: v.shape[1:] for k, v in s.features.items()} for s in splits]
+  if any(w != widths[0] for w in widths[1:]):
+    return list(splits)
+  return [SplitData({k: np.concatenate([s.features[k] for s in splits])
+                     for k in splits[0].features}, examples=None)]
+
+
+def predict_splits(predict_step: Callable, params: Any, splits: list[SplitData],
+                   batch_size: int, bucket: int = 0) -> list[dict[str, np.ndarray]]:
+  """`predict_split` of each split, computed over `prediction_passes(splits)`."""
+  passes = prediction_passes(splits)
+  if len(passes) == len(splits):
+    return [predict_split(predict_step, params, s, batch_size, bucket) for s in splits]
+  outputs = predict_split(predict_step, params, passes[0], batch_size, bucket)
+  bounds = np.cumsum([s.num_features for s in splits])[:-1]
+  parts = {k: np.split(v, bounds) for k, v in outputs.items()}
+  return [{k: parts[k][i] for k in parts} for i in range(len(splits))]
+
+
 def example_batch(split: SplitData, batch_size: int, length: int) -> dict[str, np.ndarray]:
   """A batch shaped as `train_batches` / `predict_split` feed at `length` (rows are
   arbitrary: only the shapes and dtypes are used, to compile ahead)."""
@@ -215,7 +242,7 @@ def compile_ahead(train_step: Any, predict_step: Any, state: Any, splits: dict[s
   n_train = train_step.compile_ahead((ahead.abstract(state),), shapes, threads)
   eval_size, predicted = int(config.eval_batch_size), []
   for name in ("dev", "test"):
-    for split in _as_list(splits.get(name)):
+    for split in prediction_passes(_as_list(splits.get(name))):
       predicted += [ahead.abstract(example_batch(split, eval_size, n))
                     for n in predict_lengths(split, eval_size, bucket)]
   n_predict = predict_step.compile_ahead((ahead.abstract(state["params"]),), predicted,

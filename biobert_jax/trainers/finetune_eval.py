@@ -13,14 +13,16 @@ import ml_collections
 import numpy as np
 
 from biobert_jax.tasks import SplitData, Task
-from biobert_jax.trainers.finetune_batches import predict_split
+from biobert_jax.trainers.finetune_batches import predict_split, predict_splits
 
 
 def decode_split(task: Task, predict_step: Callable, params: Any,
                  split: SplitData | list[SplitData], config: ml_collections.ConfigDict) -> Any:
   """The task's decoding of `params`' outputs on a split (a list for a list of splits)."""
-  if isinstance(split, (list, tuple)):
-    return [decode_split(task, predict_step, params, s, config) for s in split]
+  if isinstance(split, (list, tuple)):  # predicted in one pass, decoded one by one
+    outputs = predict_splits(predict_step, params, list(split), int(config.eval_batch_size),
+                             int(config.bucket_length))
+    return [task.decode(o, s, config) for o, s in zip(outputs, split)]
   outputs = predict_split(predict_step, params, split, int(config.eval_batch_size),
                           int(config.bucket_length))
   return task.decode(outputs, split, config)
