@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from biobert_jax import sharding as sharding_lib
+from biobert_jax import xla_options
 from biobert_jax.train import losses, optim
 
 Batch = dict[str, jax.Array]
@@ -230,7 +231,12 @@ def jit_update_step(update_step: Callable, state_shardings: Any, mesh: Mesh, *,
 
 def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: Mesh, *,
                   compiler_options: dict[str, Any] | None = None) -> Callable:
+  """jit of a forward-only step(params, batch): outputs replicated, and the options of
+  forward programs (xla_options.inference_options: on CPU, dots through Eigen) under
+  `compiler_options`."""
   replicated = NamedSharding(mesh, P())
+  options = xla_options.merged(compiler_options,
+                               xla_options.inference_options(mesh.devices.flat))
   return jax.jit(eval_step,
                  in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
-                 out_shardings=replicated, compiler_options=compiler_options)
+                 out_shardings=replicated, compiler_options=options)

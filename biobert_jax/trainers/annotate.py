@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import models, sharding
+from biobert_jax import models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
@@ -122,7 +122,7 @@ def _forward_fn(module: Any, single_head: str):
                    jnp.max(jax.nn.softmax(logits.astype(jnp.float32), -1), -1))
             for name, logits in out.items()}
 
-  return jax.jit(forward)
+  return jax.jit(forward, compiler_options=xla_options.inference_options() or None)
 
 
 def sentence_entities(head: Head, tags: np.ndarray, conf: np.ndarray,

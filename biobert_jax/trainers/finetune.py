@@ -35,7 +35,6 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from biobert_jax import checkpoints as checkpoints_lib
 from biobert_jax import models, sharding
@@ -196,10 +195,8 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
                              shardings, mesh, compiler_options=compiler_options),
       step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
                                compiler_options=compiler_options))
-  predict_step = jax.jit(predict,
-                         in_shardings=(shardings["params"], sharding.batch_sharding(mesh)),
-                         out_shardings=NamedSharding(mesh, P()),
-                         compiler_options=compiler_options)
+  predict_step = step_lib.jit_eval_step(predict, shardings["params"], mesh,
+                                        compiler_options=compiler_options)
   # Wrapped so that run() can compile every batch shape ahead, in parallel.
   return train_step, ahead.CompiledByShape(predict_step)
 

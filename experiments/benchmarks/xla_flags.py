@@ -10,9 +10,11 @@ dropout on, AdamW + clipping, every position real) and the eval forward (logits,
 dropout) -- through `jit(...).lower(...).compile(compiler_options=...)`, so the variants
 share one process, one checkpoint and one batch, and take turns (--rounds) as the peers do
 in the other benchmarks. Optionally transformers + torch runs the same two functions
-(--peer, default on). Printed: ms per call and the ratio to `default` (and to torch); the forward's
-logits are compared with `default`'s, since an option that changes the numbers is not a
-free speed-up. Only ratios are meant to be compared across runs.
+(--peer, default on; --kinds=forward times the forward alone). Printed: ms per call and
+the ratios to `default` and to torch; the forward's logits are compared with `default`'s,
+since an option that changes the numbers is not a free speed-up. Only ratios are meant to
+be compared across runs. `default` is XLA's own default: the trainers' forward programs
+add `biobert_jax.xla_options.inference_options()` (Eigen dots on CPU).
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 
 # --seq_lens, --batch_size, --steps, --rounds, --peer, --output: finetune_step's flags.
+_KINDS = flags.DEFINE_list(
+    "kinds", ["step", "forward"],
+    "What to time: the train step, the eval forward, or both (the step at long lengths "
+    "takes ~15-30 s a call on 2 cores).")
 _VARIANTS = flags.DEFINE_string(
     "variants", "default;xla_cpu_experimental_ynn_fusion_type=",
     "';'-separated variants, each ','-separated key=value XLA options; 'default' = none.")
@@ -67,6 +73,33 @@ def compiled_variants(jitted: Any, args: tuple,
   return out
 
 
+def theirs_forward(path: str, num_labels: int) -> Callable[[dict, int], float] | None:
+  """run(batch, n) -> seconds per eval forward of transformers' BertForTokenClassification
+  (eval mode, no_grad, its default attention: SDPA)."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    import transformers  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  model = transformers.BertForTokenClassification.from_pretrained(path, num_labels=num_labels)
+  model.eval()
+  tensors: dict[int, dict[str, Any]] = {}
+
+  def run(batch: dict[str, np.ndarray], n: int) -> float:
+    if id(batch) not in tensors:
+      tensors.clear()
+      tensors[id(batch)] = {k: torch.from_numpy(batch[k].astype(np.int64))
+                            for k in ("input_ids", "token_type_ids", "attention_mask")}
+    b = tensors[id(batch)]
+    t = time.perf_counter()
+    with torch.no_grad():
+      for _ in range(n):
+        model(**b)
+    return (time.perf_counter() - t) / n
+
+  return run
+
+
 def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
   config, pretrained = checkpoints.load(path)
   num_labels = 3
@@ -78,9 +111,10 @@ def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict
     return module.apply({"params": params}, b["input_ids"], b["token_type_ids"],
                         b["attention_mask"], deterministic=True)
 
-  params = state["params"]
-  steps = compiled_variants(step, (state, batch), variants)
-  fwds = compiled_variants(jax.jit(forward), (params, batch), variants)
+  params, kinds = state["params"], set(_KINDS.value)
+  steps = compiled_variants(step, (state, batch), variants) if "step" in kinds else {}
+  fwds = (compiled_variants(jax.jit(forward), (params, batch), variants)
+          if "forward" in kinds else {})
   reference = np.asarray(fwds["default"](params, batch)) if "default" in fwds else None
 
   runners: dict[str, Callable[[int], float]] = {}
@@ -101,13 +135,18 @@ def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict
         out = fwds[name](params, batch)
       jax.block_until_ready(out)
       return (time.perf_counter() - t) / n
-    runners[f"step/{name}"] = run_step
-    runners[f"forward/{name}"] = run_fwd
+    if "step" in kinds:
+      runners[f"step/{name}"] = run_step
+    if "forward" in kinds:
+      runners[f"forward/{name}"] = run_fwd
   if ft._PEER.value:
-    peer = ft.theirs(path, num_labels, "float32")
+    np_batch = common.finetune_batch(config, ft._BATCH.value, seq, num_labels)
+    peer = ft.theirs(path, num_labels, "float32") if "step" in kinds else None
     if peer is not None:
-      np_batch = common.finetune_batch(config, ft._BATCH.value, seq, num_labels)
       runners["step/transformers_torch"] = lambda n: peer(np_batch, n)
+    peer_forward = theirs_forward(path, num_labels) if "forward" in kinds else None
+    if peer_forward is not None:
+      runners["forward/transformers_torch"] = lambda n: peer_forward(np_batch, n)
   for run in runners.values():
     run(1)
   times = common.interleaved(runners, ft._ROUNDS.value, ft._STEPS.value)
@@ -117,14 +156,17 @@ def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict
     row = {"kind": kind, "variant": name, "options": variants.get(name, {}), "seq_len": seq,
            "batch_size": ft._BATCH.value, "ms": 1e3 * common.median(ts),
            "s_rounds": ts, "load": common.machine_load()}
-    if kind == "forward" and reference is not None:
+    if kind == "forward" and reference is not None and name in fwds:
       row["max_abs_diff_vs_default"] = float(np.max(np.abs(
           np.asarray(fwds[name](params, batch)) - reference)))
     rows.append(row)
   base = {r["kind"]: r["ms"] for r in rows if r["variant"] == "default"}
+  peer_ms = {r["kind"]: r["ms"] for r in rows if r["variant"] == "transformers_torch"}
   for row in rows:
     if row["kind"] in base:
       row["speedup_vs_default"] = base[row["kind"]] / row["ms"]
+    if row["kind"] in peer_ms:
+      row["speedup_vs_torch"] = peer_ms[row["kind"]] / row["ms"]
   return rows
 
 
@@ -144,6 +186,7 @@ def main(argv):
       extra = (f" diff {r['max_abs_diff_vs_default']:.1e}"
                if "max_abs_diff_vs_default" in r else "")
       speed = f" {r['speedup_vs_default']:.2f}x default" if "speedup_vs_default" in r else ""
+      speed += f" {r['speedup_vs_torch']:.2f}x torch" if "speedup_vs_torch" in r else ""
       print(f"L={seq:<4d} {r['kind']:8s} {r['variant']:60s} {r['ms']:9.1f} ms{speed}{extra}",
             flush=True)
     all_rows += rows
