@@ -126,7 +126,7 @@ class BertSelfAttention(nn.Module):
       return jax.nn.dot_product_attention(q, k, v, mask=mask)
     # jax.nn.dot_product_attention has no attention-probability dropout, and BERT applies
     # dropout to the probabilities during training, so training uses the explicit path.
-    dropout = Dropout(rate=rate)
+    dropout = Dropout(rate=rate, save_mask=False)
     return explicit_attention(q, k, v, mask, lambda p: dropout(p, deterministic=False))
 
 
