@@ -118,12 +118,17 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, save_mask: bool = True) -
   mask = keep_mask(key, x.shape, rate)
   if save_mask:
     return _masked_scale(x, mask, keep_prob)
+  return _scale_kept(x, mask, keep_prob)
+
+
+def _scale_kept(x: jax.Array, mask: jax.Array, keep_prob: float) -> jax.Array:
+  """Kept elements divided by the keep probability, dropped ones zero."""
   return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _masked_scale(x: jax.Array, mask: jax.Array, keep_prob: float) -> jax.Array:
-  return lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+  return _scale_kept(x, mask, keep_prob)
 
 
 def _masked_scale_fwd(x, mask, keep_prob):
@@ -132,8 +137,7 @@ def _masked_scale_fwd(x, mask, keep_prob):
 
 def _masked_scale_bwd(keep_prob, mask, g):
   # No cotangent for the boolean mask (float0, as JAX expects for integer-like inputs).
-  return (lax.select(mask, g / keep_prob, jnp.zeros_like(g)),
-          np.zeros(mask.shape, jax.dtypes.float0))
+  return (_scale_kept(g, mask, keep_prob), np.zeros(mask.shape, jax.dtypes.float0))
 
 
 _masked_scale.defvjp(_masked_scale_fwd, _masked_scale_bwd)
