@@ -9,12 +9,13 @@ export PYTHONUNBUFFERED = 1
 # pytest-xdist workers: most tests are single-threaded XLA compiles, so one per core.
 TEST_WORKERS ?= 2
 
-.PHONY: venv demo demo-quick test test-fast bench clean
+.PHONY: venv demo demo-quick lint test test-fast bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# setup.cfg declares compatible ranges; constraints.txt is the exact set CI tests.
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,notebook]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,notebook,tpu]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -25,12 +26,16 @@ demo: venv
 demo-quick: venv
 	$(PY) -m experiments.main_job --quick --workdir=$${WORKDIR:-work/main_job_quick}
 
-test: venv
+# Lint first: seconds, and a red lint fails CI before the 15-minute suite.
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist worksteal
 
 # The inner loop: everything but the tests marked slow (subprocesses, notebooks, the main
 # job, corpus-wide checks); a few minutes on the 2-core box.
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest tests -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 clean:
