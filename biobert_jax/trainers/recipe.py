@@ -369,12 +369,17 @@ def format_table(summary: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _seed_list(rs: list) -> str:
+  return ",".join(str(r["seed"]) for r in rs)
+
+
 def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str, list]],
          out_png: str) -> str:
-  """Continuation loss (train + held-out) and per-epoch dev F1 of every fine-tune."""
+  """Continuation loss, and per-epoch dev F1 of every fine-tune: one colour per arm."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")  # headless
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.ticker  # pylint: disable=import-outside-toplevel
 
   fig, axes = plt.subplots(1, 1 + len(runs), figsize=(5 * (1 + len(runs)), 4))
   axes = np.atleast_1d(axes)
@@ -382,24 +387,31 @@ def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str,
   if continuation:
     head, rows = continuation["head_metrics"], continuation["metrics"]
     offset = head[-1]["step"] if head else 0
-    ax.plot([r["step"] for r in head], [r["mlm_loss"] for r in head],
+    ax.plot([r["step"] for r in head], [r["mlm_loss"] for r in head], color="0.6",
             label="MLM loss, heads only")
-    ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows],
+    ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows], color="k",
             label="MLM loss, everything")
     ev = continuation["eval"]  # steps already count the head stage
     if ev:
       ax.plot([r["step"] for r in ev], [r["eval_mlm_loss"] for r in ev], "o-",
-              label="held-out MLM loss")
+              color="C1", label="held-out MLM loss")
     ax.legend()
   ax.set_xlabel("continued pre-training step")
   ax.set_ylabel("loss")
   ax.set_title("Continued pre-training on PubMed")
+  seed_styles = ("o-", "s--", "^:", "D-.")
+  arm_colors = {"general": "C0", "continued": "C3", "scratch": "C2", "random_init": "C7"}
   for ax, (corpus, by_arm) in zip(axes[1:], runs.items()):
     for arm, rs in by_arm.items():
-      for r in rs:
+      color = arm_colors.setdefault(arm, f"C{(len(arm_colors) + 4) % 10}")
+      labelled = False
+      for i, r in enumerate(rs):
         pts = [(h["epoch"], h["dev"]["f1"]) for h in r["history"] if h.get("dev")]
         if pts:
-          ax.plot(*zip(*pts), "o-", label=f"{arm} (seed {r['seed']})")
+          ax.plot(*zip(*pts), seed_styles[i % len(seed_styles)], color=color, alpha=0.8,
+                  label=None if labelled else f"{arm} (seeds {_seed_list(rs)})")
+          labelled = True
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("dev entity F1")
     ax.set_title(corpus)
