@@ -1,7 +1,5 @@
-"""Where the shared benchmark data lives.
-
-`$BIOBERT_DATA_DIR` wins; otherwise `../shared/data` next to the repository root, which is
-where the workplace (and CI) puts it.
+"""Where the shared data lives: `$BIOBERT_DATA_DIR`, else `../shared/data` next to the
+repository root.
 """
 import os
 import pathlib
