@@ -1,25 +1,7 @@
-"""A persistent XLA compilation cache for the command-line mains, on by default.
+"""A persistent XLA compilation cache for the command-line mains, on by default (docs/cpu.md).
 
-Why: a cold fine-tune compiles one train program per batch shape plus one predict program
-per evaluation shape. For MiniLM on a 2-core CPU each train shape costs ~2.5 s of tracing
-and ~8-10 s of XLA (~14 s of CPU), so GAD's 4 + 4 shapes cost ~45 s of a ~12 min run and
-BioASQ's 8 + 4 more; torch pays nothing of the kind. Most runs repeat a program someone
-already compiled: other seeds, a resumed run, the same annotation on new files. JAX's
-persistent cache serves those from disk (MiniLM's L=64 train step: XLA 8.5 s cold, 1.8 s
-from the cache; tracing and lowering are still paid).
-
-Safe by construction: JAX keys an entry by the lowered program, the compile options, the
-jax/jaxlib versions and the device kind, so a hit is the executable the compiler would
-have built; results never change. Entries are a few MB on CPU; the directory is bounded
-(`jax_compilation_cache_max_size`, least recently used entries evicted; the bound needs the
-`filelock` package, which the torch/transformers test stack brings).
-
-Where:
-- `JAX_COMPILATION_CACHE_DIR` (JAX's own variable) or an earlier
-  `jax.config.update("jax_compilation_cache_dir", ...)` wins (the tests and the main job
-  set their own);
-- else `$BIOBERT_JAX_COMPILATION_CACHE`, where `off` disables it;
-- else `$XDG_CACHE_HOME/biobert_jax/xla` (default `~/.cache/biobert_jax/xla`).
+Directory: `JAX_COMPILATION_CACHE_DIR` or an earlier jax config wins, else
+`$BIOBERT_JAX_COMPILATION_CACHE` (`off` disables), else `~/.cache/biobert_jax/xla`.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""BERT model configuration, read from / written to Google's bert_config.json or HF config.json.
-
-`BertConfig` holds exactly the fields of Google's `bert_config.json` plus `layer_norm_eps`
-(Google's code hard-codes 1e-12; HF stores it). Validation happens at construction so a bad
-config fails where it is made, with a message naming the field.
+"""BERT model configuration: Google's bert_config.json fields plus `layer_norm_eps`, read from
+and written to bert_config.json or HF config.json, validated at construction.
 """
 from __future__ import annotations
 

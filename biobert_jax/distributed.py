@@ -1,9 +1,5 @@
-"""Starting JAX's multi-process runtime, the same way for every command.
-
-Pre-training and annotation both take --coordinator_address/--num_processes/--process_id
-(or --jax_distributed for auto-detection on TPU pods and SLURM). Kept apart from the
-trainers so that a command needing only this (annotate) imports neither TensorFlow nor
-ml_collections.
+"""Starting JAX's multi-process runtime the same way for every command (kept apart so that
+annotate imports neither TensorFlow nor ml_collections).
 """
 from __future__ import annotations
 

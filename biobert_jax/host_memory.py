@@ -1,32 +1,7 @@
-"""Keep XLA:CPU's per-step buffers in the heap instead of faulting them in every step.
+"""Keep XLA:CPU's per-step temp buffer in the heap instead of faulting it in every step.
 
-Why: XLA:CPU gives each run of a compiled program one temp buffer for all its intermediates,
-allocated at the start and freed at the end. For the MiniLM fine-tuning step at batch 32 x 32
-tokens it is 357 MB. JAX runs CPU programs on a worker thread. That thread's glibc arena
-holds at most 64 MB per heap, so glibc serves such a block with `mmap` and returns it with
-`munmap` when it is freed. Every step then faults the whole buffer in again, page by page.
-On the 2-core box (strace: one 357 MB mmap/munmap per step) that is ~87k page faults and
-~0.28 s of kernel time per ~0.9 s step; torch's step has almost none.
-
-The fix:
-- `jax_cpu_enable_async_dispatch=False` runs single-device programs inline on the calling
-  (main) thread, whose arena can grow its heap to any size;
-- `mallopt` turns off mmap for large blocks and the trimming of the heap top, so the next step
-  reuses the freed buffer.
-
-Measured (`experiments.benchmarks.finetune_step`, one process per setting): our step is
-1.16x faster at length 32 and 1.28x at 128, with no page faults per step.
-
-What it costs:
-- Freed host memory stays with the process. Compiling in threads (`train/ahead.py`) leaves
-  each compile thread's arena full of freed memory; `release_free_memory()` after each compile
-  hands it back (a 40-step GAD fine-tune: peak RSS 4.3 -> 3.9 GB; 3.5 GB with glibc's defaults).
-- Python no longer runs ahead of the CPU step. The input pipeline has its own threads.
-- Programs that span several devices keep async dispatch: JAX does not run them inline.
-
-This is a process-wide setting, so the command-line mains call `keep_host_buffers()` before
-anything creates JAX's CPU client. In a notebook, call it first, before any JAX computation.
-`BIOBERT_JAX_HOST_MALLOC=system` keeps glibc's and JAX's defaults.
+`keep_host_buffers()` (inline dispatch + mallopt) must run before JAX creates its CPU client;
+`BIOBERT_JAX_HOST_MALLOC=system` opts out. Why and what it costs: docs/cpu.md.
 """
 from __future__ import annotations
 

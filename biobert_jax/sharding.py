@@ -1,16 +1,5 @@
-"""Device mesh, logical-axis rules and the NamedShardings built from them.
-
-This is the ONE place where logical axis names (what a dimension *is*: batch, embed,
-heads, ...) meet mesh axes (how the devices are laid out: data, fsdp, tensor). The model
-only names its dimensions (`biobert_jax.models.logical_axes`); everything that places
-arrays on devices (params, optimizer state, batches) goes through the functions below, so
-the same code runs on 1 CPU device and on a pod slice.
-
-Mesh axes:
-  data:   pure data parallelism (params replicated across it).
-  fsdp:   data parallelism whose params/optimizer state are also sharded across it
-          (ZeRO-3 / FSDP style; XLA all-gathers the weights where they are used).
-  tensor: Megatron-style model parallelism over heads, the MLP and the vocabulary.
+"""Device mesh (data, fsdp, tensor), logical-axis rules and the NamedShardings built from
+them: the one place logical axes meet mesh axes.
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Parameter trees as flat '/'-joined paths, and the one merge of loaded params into fresh.
-
-Every place that combines a checkpoint with freshly initialised params (grafting an
-encoder into a task model, initialising pre-training from a checkpoint, filling params a
-non-strict load did not find) goes through `merge_params`, so shape checks, dtype casts
-and the report of what was loaded, kept fresh or dropped are written once.
+"""Parameter trees as flat '/'-joined paths, and `merge_params`, the one merge of loaded
+params into fresh ones.
 """
 from __future__ import annotations
 

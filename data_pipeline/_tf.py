@@ -1,7 +1,5 @@
-"""The one place data_pipeline imports TensorFlow.
-
-TF is only our input pipeline; JAX owns the accelerators. Hiding GPUs from TF here keeps it
-from reserving device memory that JAX needs.
+"""The one place data_pipeline imports TensorFlow, with GPUs hidden from it so JAX keeps the
+device memory.
 """
 import os
 

@@ -1,15 +1,5 @@
-"""Annotation input features: sentences with offsets -> words -> windows -> length buckets.
-
-A block of documents is split into sentences (within each segment, so a sentence never
-spans title and abstract), every sentence is tokenised with character offsets, and its
-pieces are grouped into BERT words (a piece without "##" starts a word, as
-`biobert_jax.tasks.ner.split_words`). Each sentence becomes one window `[CLS] pieces [SEP]`,
-or, past `max_seq_length - 2` pieces, overlapping windows where each word is predicted
-by the window that gives it the most context (`data_pipeline.tasks.ner.window_owner`).
-
-Windows keep their own length (no padding here); `length_batches` sorts them by length
-and pads each batch only to its longest row rounded up to `bucket`, so a block of short
-sentences costs short sequences.
+"""Annotation features: sentences with offsets -> BERT words -> windows -> length-bucketed
+batches.
 """
 from __future__ import annotations
 

@@ -1,25 +1,5 @@
-"""Documents to annotate: every citation of PubMed/MEDLINE XML, PMC JATS articles, text.
-
-Unlike the pre-training readers (data_pipeline/corpora), which skip citations without an
-abstract, this reader yields a `TextDocument` for EVERY record, because an annotation run
-must account for every PMID: a citation without abstract has its title as text; one with
-neither has the empty text (and no entities). Each document carries
-
-* `text`: PubMed: title + " " + the abstract sections joined by " " (a labelled section
-  as "LABEL: text", as PubMed displays it); PMC: title + " " + the abstract and body
-  paragraphs joined by " "; text inputs: the line (or the JSONL record's "text");
-* `title_end`: the length of the title prefix (0 when there is none), for PubTator's
-  separate title/abstract lines;
-* `segments`: [start, end) spans of title, sections and paragraphs, which sentence
-  splitting never crosses.
-
-Malformed input never stops a run: a record without id is counted and logged with its
-record number, broken XML or gzip ends that file with a logged error (documents read so
-far are kept), an invalid UTF-8 text line is counted and skipped. `<DeleteCitation>`
-PMIDs are collected (an index built from earlier files must drop them).
-
-Streaming: `iterparse` with records cleared after use; `DocumentStream.bytes_read` is
-the position in the (compressed) file, for progress and ETA.
+"""Documents to annotate: every record of PubMed/MEDLINE XML, PMC JATS, text or JSONL, with
+segments and title offsets; malformed input is counted and logged, never fatal.
 """
 from __future__ import annotations
 

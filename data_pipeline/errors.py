@@ -1,8 +1,5 @@
-"""The one error type for bad input data: every reader raises it (or a subclass).
-
-The message starts with where the problem is (`path:line:` or `path: record <id>:`) and
-says what is wrong, so a user sees one clear line. Readers never let a bare
-UnicodeDecodeError, KeyError, json.JSONDecodeError or IndexError escape for bad input.
+"""`InputError`: the one error type for bad input, its message starting with where
+(`path:line:` or `path: record <id>:`).
 """
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Reading task input files as UTF-8 text or JSON, with errors that name file and line.
-
-Every task reader goes through here, so all of them agree on three things: invalid UTF-8
-raises `InputError("path:line: ...")` instead of a bare UnicodeDecodeError; a UTF-8
-byte-order mark at the start of the file is dropped (it used to stick to the first NER
-token and come back in predictions); and lines end at "\\n" only (with an optional "\\r"
-before it), never at U+2028, U+0085, form feeds and the other characters that
-`str.splitlines` and text-mode files also break on, which may occur inside a sentence.
+r"""Reading task input as UTF-8 text or JSON: errors name file and line, a leading BOM is
+dropped, lines end at "\n" only.
 """
 from __future__ import annotations
 

@@ -1,15 +1,5 @@
-"""Vocabulary building: WordPiece (the PubMedBERT route) and SentencePiece (BioBERT-Large).
-
-WordPiece: words are counted with BERT's own BasicTokenizer (`tokenization_wordpiece`,
-so the vocabulary is learnt over exactly the words the tokenizer later sees; tf-text's
-`bert_vocab_from_dataset` would count with tf-text's BasicTokenizer, whose lowercasing
-differs from BERT's) and the vocabulary is learnt by tf-text's WordPiece learner
-(`wordpiece_tokenizer_learner_lib.learn`, the top-down algorithm of the BERT repo).
-The file starts with BERT's special tokens: [PAD] [UNK] [CLS] [SEP] [MASK], then
-[unused0]..[unusedK-1] (slots for later domain tokens), then the learnt pieces.
-
-SentencePiece: a model whose ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK] (pad, unk and
-three control symbols), so `load_tokenizer(path.model)` exposes the same special ids.
+"""Vocabulary building: WordPiece over BERT's own word splitter (the PubMedBERT route) and
+SentencePiece with BERT's special ids 0-4 (BioBERT-Large).
 """
 import collections
 import glob

@@ -1,14 +1,7 @@
-r"""Annotates PubMed/PMC/text at scale with fine-tuned NER models, resumably.
+r"""Annotates PubMed/PMC/text with fine-tuned NER models, resumably, on every local device.
 
-  python -m experiments.annotate --models=work/ncbi/model,work/multi/model \
-    --input='pubmed/baseline/pubmed26n*.xml.gz' --output=annotations/
-
-One output file per input (`<stem>.jsonl`, or `.pubtator` with --format=pubtator), one
-line per document: {"id", "text", "entities": [{"start", "end", "text", "type",
-"score"}]}. Re-running the same command skips finished files (a killed job resumes);
-summary.json in --output has the counts. Multi-host: start the same command on every host
-with --coordinator_address/--num_processes/--process_id (or --jax_distributed); hosts
-take disjoint files. Library: biobert_jax/trainers/annotate.py.
+  python -m experiments.annotate --models=work/ncbi,work/multi_ner \
+    --input='pubmed/baseline/*.xml.gz' --output=annotations/
 """
 from absl import app, flags
 

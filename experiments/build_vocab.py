@@ -2,11 +2,6 @@ r"""Builds a WordPiece vocabulary or a SentencePiece model from corpus text file
 
   python -m experiments.build_vocab --input='../shared/data/pretrain/*.txt' \
       --output=/tmp/pubmed_vocab.txt --vocab_size=30000 --kind=wordpiece
-
-Input files hold one document (or sentence) per line, UTF-8. `--kind=sentencepiece`
-writes `<output without suffix>.model` (+ `.vocab`). With `--report`, prints pieces per
-word of the new vocabulary next to `--compare_vocab` (default: BERT-base cased) on the
-input text, as JSON.
 """
 import json
 import time

@@ -1,12 +1,6 @@
-r"""Converts a BERT checkpoint between formats.
+r"""Converts a BERT checkpoint between formats (any `checkpoints.load` input to hf|tf1|native).
 
-  python -m experiments.convert_checkpoint --input=PATH --output=DIR --format=hf|tf1|native
-
---input: anything `biobert_jax.checkpoints.load` reads (HF directory, TF1 checkpoint directory
-or prefix, native directory / pre-training workdir). --format=tf1 writes DIR/model.ckpt
-(+ bert_config.json); hf writes DIR/config.json + model.safetensors; native writes
-DIR/bert_config.json + DIR/params/. Task heads other than the pre-training heads ("cls") are
-dropped for hf/tf1 (they have no standard name there) and kept for native.
+  python -m experiments.convert_checkpoint --input=PATH --output=DIR --format=hf
 """
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
-r"""Static pre-training data: TFRecord shards in the format of original BERT.
+r"""Writes static pre-training data: TFRecord shards in original BERT's format.
 
-  python -m experiments.create_pretraining_data \
-      --input_files='/data/pubmed/*.xml.gz' --file_format=pubmed_xml \
-      --output_dir=/data/tfrecords --num_shards=64 --max_seq_length=128 \
-      --max_predictions_per_seq=20 --dupe_factor=10
-
-Writes `<output_dir>/pretrain-<i>-of-<n>.tfrecord` (readable by the original BERT
-run_pretraining.py and by data_pipeline.pretraining with file_format="tfrecord") and
-prints the reader counters. Held-out documents (--holdout_every) are left out, so the
-held-out evaluation of the corpus stays unseen.
+  python -m experiments.create_pretraining_data --input_files='/data/pubmed/*.xml.gz' \
+      --file_format=pubmed_xml --output_dir=/data/tfrecords --num_shards=64
 """
 import os
 import sys

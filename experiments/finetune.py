@@ -1,18 +1,7 @@
-r"""Fine-tunes a BERT checkpoint on NER, RE or QA.
+r"""Fine-tunes a BERT checkpoint on NER, RE, QA or multi-task NER (docs/finetuning.md).
 
   python -m experiments.finetune --config=experiments/configs/finetune.py:ner \
-    --config.data_dir=../shared/data/ner/NCBI-disease --config.init_checkpoint=PATH \
-    --config.num_epochs=3 --workdir=/tmp/ncbi
-
-Runs on the device mesh `--config.mesh.data/fsdp/tensor` (default: data parallel over all
-devices). Re-running the same command on the same workdir resumes from its last checkpoint
-(every --config.checkpoint_every steps and every epoch end); a different config refuses
-to run there unless --config.overwrite=True. SIGTERM saves a checkpoint and exits 0.
-
-Writes to --workdir: config.json, surgery_report.json, checkpoints/, checkpoints_best/,
-metrics.jsonl, eval_metrics.jsonl, tensorboard/, and when done eval_results.json,
-predictions_{dev,test}.* and model/ (the best epoch, for experiments.predict). The trainer
-is biobert_jax/trainers/finetune.py; the task adapters are biobert_jax/tasks.
+    --config.init_checkpoint=PATH --workdir=/tmp/ncbi
 """
 import sys
 

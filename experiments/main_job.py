@@ -1,11 +1,6 @@
-r"""The main job, BioBERT's own recipe (logic: biobert_jax/trainers/recipe.py).
+r"""The main job, BioBERT's recipe at CPU scale (logic: biobert_jax/trainers/recipe.py).
 
-  python -m experiments.main_job --workdir=work/main_job        # 3 seeds, ~24 min, 2 cores
-  python -m experiments.main_job --workdir=work/quick --quick   # smoke run, 1 seed
-
-MiniLM-L6 (or --checkpoint) -> continued MLM on PubMed (+ NER training sentences) ->
-general vs continued fine-tuned on NCBI-disease and BC5CDR-chem; one table, summary.json,
-curves.png, TensorBoard logs in --workdir. README "At scale" has the BERT-base command.
+  python -m experiments.main_job --workdir=work/main_job [--quick]
 """
 from __future__ import annotations
 

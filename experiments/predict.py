@@ -1,13 +1,7 @@
-r"""Predicts with a fine-tuned model on raw text.
+r"""Predicts with a fine-tuned NER model on raw text (one text per line, or JSONL with "text").
 
   python -m experiments.predict --task=ner --checkpoint=WORKDIR_OR_MODEL_DIR \
     --input=texts.txt --output=entities.jsonl
-
---input: one text per line, or a .jsonl file with a "text" field per record (other fields
-are carried through). --output: one JSON record per input, with the task's predictions
-added (NER: "entities": [{"type", "start", "end", "text", "score"}], character offsets
-into the original text). A task supports this when its adapter module defines
-`predict_records(model_dir, records) -> records`.
 """
 from absl import app, flags
 

@@ -1,14 +1,6 @@
-r"""Writes BioBERT-format ChemProt TSVs (train/dev/test.tsv) from the raw release.
+r"""Writes BLUE-layout ChemProt TSVs from the raw release (fine-tuning does not need it).
 
-  python -m experiments.prepare_chemprot --raw_dir=../shared/data/re/chemprot/raw \
-      --out_dir=/tmp/chemprot_tsv
-
-The files have BLUE's layout (`index<TAB>sentence<TAB>label` with a header; index =
-`<pmid>.<chemical id>.<gene id>`), so `--config.re.dataset=biobert_tsv
---config.data_dir=<out_dir>` trains on them exactly like on the raw release. Prints the
-per-split statistics (examples, labels, gold relations lost across sentences) as JSON and
-writes them to <out_dir>/stats.json. The fine-tuning launcher does not need this step: it
-preprocesses a raw release in memory.
+  python -m experiments.prepare_chemprot --raw_dir=RAW --out_dir=/tmp/chemprot_tsv
 """
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
-r"""BERT/BioBERT pre-training (masked LM + next sentence) on a device mesh.
+r"""BERT/BioBERT pre-training (masked LM + next sentence) on a device mesh; resumes on re-run.
 
   python -m experiments.pretrain --config=experiments/configs/pretrain.py:tiny \
-      --workdir=work/pretrain_tiny --config.total_steps=200 --config.mesh.fsdp=-1
-
-Re-running the same command on the same workdir resumes from its latest checkpoint
-(params, optimizer state, rng, step and the data iterator's position). A re-run whose
-config differs from the workdir's config.json (other than total_steps, the mesh and
-logging/checkpoint cadence) stops before writing anything and lists the differing keys;
---config.overwrite=True deletes the old run and starts afresh. Multi-host: start
-the same command on every host with --coordinator_address=HOST:PORT --num_processes=N
---process_id=i, or --jax_distributed where jax detects them (TPU pods, SLURM).
-Progress lines count NON-PAD tokens per second (input_mask), over the global batch.
-
-Workdir: bert_config.json, vocab.txt, checkpoints/<step>/, metrics.jsonl,
-eval_metrics.jsonl, tensorboard/, and at the end export/ (bert_config.json + params/ +
-vocab.txt), which experiments/finetune.py takes as --config.init_checkpoint.
+      --workdir=work/pretrain_tiny --config.total_steps=200
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Small, composable recipes shared by the main job and the ablation notebooks.
-
-Each recipe is one call into the library's public entry points (the pre-training launcher's
-`train`, the fine-tuning loop's `run`, the native checkpoint writer), with the knobs a
-budget-bound ablation turns. Nothing here re-implements training: a notebook that uses
-these stays short and never copies a training loop.
+"""Small recipes shared by the main job and the notebooks: one call each into the library's
+public entry points, never a copy of a training loop.
 """
 from __future__ import annotations
 

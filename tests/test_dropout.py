@@ -81,7 +81,7 @@ def test_threefry_matches_the_published_known_answers():
 
 def _encoder_gradient(save_masks: bool):
   """The gradient program of a one-layer encoder + token head; `save_masks=False` makes
-  every site recompute its mask, as all did before session 17."""
+  every site recompute its mask."""
   config = BertConfig(vocab_size=64, hidden_size=128, num_hidden_layers=1,
                       num_attention_heads=4, intermediate_size=512)
   module = models.BertForTokenClassification(config, num_labels=3)

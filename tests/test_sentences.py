@@ -44,7 +44,7 @@ def test_fixture_precision_recall(testdata):
   recall = true_pos / (true_pos + false_neg)
   f1 = 2 * precision * recall / (precision + recall)
   # Measured 1.000/1.000 (210 boundaries); the rules were tuned on this set, a held-out
-  # check of 12 other abstracts gave P=0.992, R=1.0 (see WORKSPACE_NOTES.md).
+  # check of 12 other abstracts gave P=0.992, R=1.0 (docs/results.md).
   assert precision >= 0.97 and recall >= 0.97 and f1 >= 0.98, (precision, recall)
 
 

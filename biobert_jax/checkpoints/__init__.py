@@ -1,8 +1,7 @@
-"""Checkpoint import/export: HF (safetensors / torch), Google TF1, and our native format.
+"""Checkpoint import/export (HF, Google TF1, native): `load(path)` detects the format.
 
-`load(path)` detects the format and returns `(config, params)` with params
-`{"encoder": <BertEncoder tree>}` plus `"cls"` (pre-training heads) when the checkpoint has
-them. Layers are always returned unstacked (`layer_{i}`); `stack_layers` gives the nn.scan form.
+Returns `(config, params)` with `{"encoder": ...}` plus `"cls"` when the checkpoint has
+pre-training heads; layers always unstacked (`layer_{i}`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Format-independent core of checkpoint import/export: match named tensors to the rule table.
-
-`assemble` turns {external name: array} into our params tree, checking every shape against
-the shapes the model with `config` has, and reports what was loaded, new, unused and ignored.
-`disassemble` is the inverse (our params -> {external name: array}).
+"""Format-independent checkpoint conversion: `assemble` / `disassemble` named tensors
+through the rule table, checking every shape and reporting loaded/new/unused/ignored.
 """
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""Pre-training checkpoints with orbax: async, atomic, keep-last-N + keep-every-K, reshardable.
-
-Layout under `directory` (orbax's): `<step>/state/` (the train-state pytree: params,
-opt_state, step, rng) and `<step>/data/` (the data iterator's JSON state). Orbax writes a
-step into a temporary directory and renames it when every item (and every process) is
-done, so a process killed mid-save leaves only a tmp dir that `latest_step()` ignores: the
-previous complete step stays the latest (tests/test_checkpoint_manager.py checks this).
-
-Restore takes a target with shardings (ShapeDtypeStructs), so a checkpoint written on one
-mesh is read straight into another one's layout.
+"""Pre-training checkpoints with orbax: async, atomic, keep-last-N + keep-every-K, restored
+onto any mesh. A killed save leaves only a tmp dir that `latest_step()` ignores.
 """
 from __future__ import annotations
 

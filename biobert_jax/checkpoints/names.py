@@ -1,14 +1,5 @@
-"""The one renaming table between our parameter tree, HF (PyTorch) names and Google's TF1 names.
-
-Each `Rule` maps one of our leaves to its HF and TF1 name and says how the array changes:
-* TF1 stores every dense kernel as [in, out] 2-D; HF stores torch Linear weights [out, in]
-  (`hf_transposed`). The one exception is TF1's `cls/seq_relationship/output_weights`, which
-  Google stored [2, H] like a torch weight (`tf_transposed`).
-* Our attention kernels are 3-D ([H, N, D] for query/key/value, [N, D, H] for the attention
-  output) and their biases 2-D ([N, D]); `layout` says how to fold them to the 2-D TF1 form.
-
-Also here: `flatten`/`unflatten` ('/'-joined paths) and `stack_layers`/`unstack_layers`
-(nn.scan form `encoder/encoder/layer/...` with a leading layers axis <-> `layer_{i}`).
+"""The one renaming table between our parameter tree, HF (PyTorch) and Google TF1 names,
+with the transposes and 3-D attention reshapes; also flatten/unflatten and (un)stack_layers.
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Our own checkpoint format: `bert_config.json` + an orbax tree of the params at `params/`.
-
-`load_native` also reads a pre-training workdir (experiments/pretrain.py's `--workdir`):
-`bert_config.json` there plus the params of the latest complete step under
-`checkpoints/` (the optimizer state is not read). Layers are stored unstacked
-(`layer_{i}`), like every checkpoint on disk.
+"""Our checkpoint format (`bert_config.json` + an orbax tree at `params/`); `load_native`
+also reads a pre-training workdir's latest step.
 """
 from __future__ import annotations
 

@@ -1,16 +1,5 @@
-"""Parameter-tree surgery: put a pre-trained encoder into a task model, resize tables, freeze.
-
-Everything works on plain nested dicts of arrays (what `biobert_jax.checkpoints.load` and
-`biobert_jax.models.init_params` return) addressed by '/'-joined paths such as
-`encoder/encoder/layer_3/attention/self/query/kernel`.
-
-* `graft_encoder` copies the pre-trained `encoder/...` leaves into freshly initialised task
-  params, drops what the task has no use for (the pre-training heads `cls/...`, a pooler the
-  task model lacks), leaves the task head fresh, and re-initialises subtrees on request.
-  It returns a `SurgeryReport` listing every path.
-* `extend_position_embeddings` / `extend_vocab` grow the embedding tables of a checkpoint
-  *before* grafting, so that shape checks still catch every accidental mismatch.
-* `trainable_patterns_top_k` produces regexes for `make_optimizer`'s `trainable` field.
+"""Parameter-tree surgery on '/'-joined paths: graft a pre-trained encoder into a task model,
+grow embedding tables before grafting, freeze by pattern.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Google's TF1 BERT checkpoints (bert_config.json + model.ckpt-N.{index,data-*}).
-
-TensorFlow is imported lazily here only (biobert_jax must not need TF otherwise), with GPUs
-hidden from it so it never takes device memory from JAX. Optimizer slots (adam_m/adam_v, ...)
-and bookkeeping variables (global_step, beta1_power, ...) are skipped by name, never read.
+"""Google's TF1 BERT checkpoints (bert_config.json + model.ckpt-N); the only place the core
+imports TensorFlow (lazily). Optimizer slots and bookkeeping variables are never read.
 """
 from __future__ import annotations
 

@@ -1,22 +1,7 @@
-"""BioASQ Task B factoid measures, as the official evaluator defines them.
+"""BioASQ Task B factoid measures as the official evaluator defines them (strict/lenient
+accuracy, MRR over the top 5; lower-cased whole-string match against any synonym).
 
-The official evaluator (BioASQ/Evaluation-Measures, `EvaluatorTask1b -phaseB`, challenge
-version >= 5) reads every exact answer string through Java's `String.toLowerCase()` and
-compares *whole strings* with `equals` (no trimming, no punctuation or whitespace
-normalisation). Golden factoid answers are a list of answer entities, each a list of
-synonyms; a submission is a ranked list of up to 5 answers (only the first synonym of each
-submitted entry is read). Per question:
-
-* strict accuracy = 1 if the first submitted answer equals any synonym of any golden entity;
-* lenient accuracy = 1 if any submitted answer does;
-* reciprocal rank = 1 / rank of the first submitted answer that does, 0 if none.
-
-The set-level figures are the means over factoid questions. One deliberate difference: the
-official evaluator skips golden questions missing from the submission; here they count as
-wrong (score 0) so that the denominator is always the number of golden factoid questions in
-the batch. (With the BioBERT pipeline every golden factoid question gets a prediction, so
-both agree.) We also keep only the first `top_k` (5) answers, which the submission rules
-require and the evaluator assumes.
+One deliberate difference: a golden question without a prediction counts as wrong.
 """
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Entity-level NER scores with conlleval semantics (pure Python, no seqeval at runtime).
-
-A chunk (entity) starts and ends exactly where conlleval.pl's `startOfChunk` / `endOfChunk`
-say, for IOB1/IOB2/IOE/IOBES tags (`B-X`, `I-X`, `E-X`, `S-X`, `O`; bare `B`/`I` have the
-type "_" as in seqeval). In particular an `I-X` after `O` or after another type starts a new
-entity (it is not an error), and `B-X I-Y` is two entities. Sentences never share an entity.
-An entity counts as correct when the prediction has an entity with the same type, start and
-end. Precision/recall/F1 are micro-averaged over entities, overall and per type; 0 when the
-denominator is 0 (conlleval prints 0.00). Token accuracy counts every token, O included.
+"""Entity-level NER scores with conlleval's chunk semantics (IOB1/IOB2/IOE/IOBES; an `I-X`
+after `O` starts an entity), micro P/R/F1 overall and per type, plus token accuracy.
 """
 from __future__ import annotations
 

@@ -1,22 +1,5 @@
-"""N-best answer-span decoding for extractive QA, and BioBERT's per-question aggregation.
-
-Pure numpy. Per (question, context) example, as BERT's run_squad / BioBERT's run_factoid:
-candidate (start, end) pairs come from the `n_best` highest start logits x the `n_best`
-highest end logits of every window; a pair is kept when both ends are context pieces of
-that window, start <= end, the span is at most `max_answer_length` pieces and the start
-piece has its maximum context in this window. Score = start logit + end logit. The text is
-cut from the original context with the pieces' character offsets (so it is an exact
-substring) with whitespace runs collapsed to one space as BERT's `get_final_text` does;
-each window keeps only its `n_best` distinct texts (`window_nbest`: nothing else can reach
-the final list), spans with the same text keep their best score (so overlapping windows
-that find the same answer are merged by max), and the surviving top `n_best` get softmax
-probabilities over their scores.
-
-Per BioASQ question (ids `<qid>_<nnn>`, one per context), BioBERT's
-transform_n2b_factoid.py pools the n-best lists of all its contexts, cleans each text
-(`clean_answer`), drops empty or >100-character ones, merges texts that are equal
-ignoring case and ranks; its merge *sums* the probabilities of duplicates
-(`merge="sum"`, default); `merge="max"` keeps the maximum instead.
+"""N-best answer-span decoding for extractive QA (BERT's run_squad) and BioBERT's
+per-question pooling of the n-best lists of all contexts (`merge="sum"` or `"max"`).
 """
 from __future__ import annotations
 

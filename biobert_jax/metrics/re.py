@@ -1,13 +1,5 @@
-"""Relation-extraction scores as the BioBERT paper reports them.
-
-* GAD / EU-ADR (binary): precision, recall and F1 of the positive class (label 1), i.e.
-  sklearn's `precision_recall_fscore_support(..., average="binary", pos_label=1)`.
-* ChemProt: micro-averaged precision/recall/F1 over the five evaluated CPR groups with
-  the negative class ("false") excluded, i.e. sklearn's `average="micro"` restricted to
-  `labels=[CPR:3, CPR:4, CPR:5, CPR:6, CPR:9]`; plus per-class scores.
-
-Every ratio with a zero denominator is 0.0 (sklearn's `zero_division=0`), so an all-negative
-prediction gives precision 0 rather than NaN. Pure numpy; labels may be ints or strings.
+"""Relation-extraction scores as BioBERT reports them: binary P/R/F1 of class 1 (GAD, EU-ADR),
+micro P/R/F1 over CPR:3/4/5/6/9 plus per class (ChemProt); a zero denominator gives 0.
 """
 from __future__ import annotations
 

@@ -1,26 +1,7 @@
-"""Dropout with the masks of `jax.random.bernoulli`, computed in one fused pass.
+"""Dropout with exactly `jax.random.bernoulli`'s masks, threefry written out so XLA fuses it.
 
-The masks are bit for bit those of `jax.random.bernoulli(key, keep_prob, shape)` (flax's
-Dropout draw, partitionable threefry): each element's 32 random bits are threefry2x32 of
-the key and the element's flat index, the two output words XORed, and an element is kept
-when those bits, read as a uniform float in [0, 1), fall below the keep probability.
-
-Why not call `jax.random.bernoulli`: on CPU, JAX lowers threefry2x32 as a loop of five
-steps, each reading and writing whole counter arrays the size of the mask. Written out
-here as the 20 rounds of plain integer ops, XLA fuses the hash into the select that
-applies it: one pass, in registers. One [32, 12, 128, 128] attention mask alone: 250-290 ms
--> 30-50 ms on the 2-core box. MiniLM's fine-tuning step (batch 32, one process, same
-params after 9 steps to the bit): L=128 3.92 -> 3.46 s, L=64 1.70 -> 1.67 s, L=32 unchanged;
-the gain grows with the [B, N, L, L] attention masks, so QA's 384-piece windows gain most.
-
-History (WORKSPACE_NOTES, issues 12 and 14): sessions 2-11 drew the masks from a cheap
-counter hash (lowbias32 of the flat index), which passed every statistical check yet
-trained worse on ChemProt (three seeds 0.314-0.319 against 0.338-0.346 with Bernoulli
-masks); session 13 tried four 16-bit draws per threefry block (ChemProt 0.3232 on one
-seed). Both were other random streams. This module keeps the Bernoulli stream exactly.
-
-The drop probability is rounded to a multiple of 2^-16 and kept values are divided by the
-exact keep probability, so the output is unbiased.
+Hidden-state sites hand their mask to the backward pass (`save_mask`). Why Bernoulli and
+nothing cheaper: WORKSPACE_NOTES.md, "Models and numerics"; figures: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -105,8 +86,8 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, save_mask: bool = True) -
   select, the backward select and both operands of the next dense layer's gradient dots,
   four threefry hashes per site. With it, two (forward and backward). MiniLM, batch 32, one
   process: the gradient program compiles ~0.5-0.9 s faster per shape and steps 7% (L=64),
-  2.5% (L=128), 0.5% (L=384) faster; gradients are equal to the bit
-  (WORKSPACE_NOTES, issue 12, session 17). The attention probabilities' site passes False:
+  2.5% (L=128), 0.5% (L=384) faster; gradients are equal to the bit (docs/cpu.md).
+  The attention probabilities' site passes False:
   there it changes nothing (two hashes per layer either way).
   """
   threshold = drop_threshold(rate)

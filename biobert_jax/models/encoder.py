@@ -1,11 +1,5 @@
-"""The BERT encoder (embeddings, post-LN transformer layers, pooler) in Flax linen.
-
-Module and parameter names mirror the original TF1 `bert/` scope (see WORKSPACE_NOTES.md,
-"Parameter tree"), so checkpoint conversion is a renaming table plus reshapes.
-
-Precision: `dtype` is the compute dtype, `param_dtype` the storage dtype. The embedding sum,
-every LayerNorm and the attention softmax run in float32 whatever `dtype` is (bf16 LayerNorm
-statistics and softmax over long rows lose too much precision); matmuls run in `dtype`.
+"""The BERT encoder (embeddings, post-LN layers, pooler) in Flax linen, with the TF1 `bert/`
+scope names; LayerNorm, the embedding sum and softmax run in float32 whatever `dtype` is.
 """
 from __future__ import annotations
 

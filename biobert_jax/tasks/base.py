@@ -1,53 +1,4 @@
-"""The task-adapter interface of the fine-tuning trainer (NER, RE, QA).
-
-`biobert_jax/trainers/finetune.py` is one trainer for every task family; everything task
-specific lives in an adapter implementing `Task` (biobert_jax/tasks/{ner,re,qa}.py). The
-trainer calls, in this order:
-
-1. `task.extra_tokens(config)` -> tokens added to the tokenizer (`load_tokenizer(...,
-   extra_tokens=...)`) and to the embedding table (`surgery.extend_vocab`); `[]` when the
-   task needs none (NER, QA); RE returns e.g. `["@GENE$", "@DISEASE$"]`.
-2. `task.load(config, tokenizer) -> TaskData(splits, labels)`. `splits` maps "train",
-   "dev"?, "test"? to `SplitData` ("test" may be a list of SplitData: QA's BioASQ batches;
-   the trainer then reports each plus `{"batches": [...], "average": {...}}`). `labels`
-   are the output classes in id order ([] for QA). Adapters keep no state: everything a
-   later call needs is in TaskData or the config. `config.max_train_examples` /
-   `config.max_eval_examples` (0 = all) cap the *examples* read, not the features.
-3. `task.make_model(bert_config, config, labels, dtype) -> flax.linen.Module` whose params
-   are `{"encoder": <BertEncoder tree>, "<head>": ...}`; initialised with
-   `biobert_jax.models.init_params(module, rng)` (its dummy inputs trace every param),
-   then the pre-trained encoder is grafted in (`surgery.graft_encoder`).
-4. Training: `task.model_inputs(batch)` -> kwargs for `module.apply` besides params,
-   `deterministic` and `rngs`. `task.loss(outputs, batch) -> (scalar mean loss, {name:
-   scalar})` with `outputs` exactly what `module.apply` returned. Both are traced inside
-   `jax.jit`: jnp only, no Python control flow on values.
-5. Evaluation, per split: the trainer runs the model over all features (padding the last
-   batch and cutting the padding off) and calls `task.predict_outputs(outputs)` (inside
-   jit) -> a dict of arrays concatenated over the split into numpy. Then, on the host:
-   `decoded = task.decode(outputs, split, config)` ONCE (tags per word, labels per row,
-   ranked answers per question), `task.evaluate(decoded, split, config) -> dict`
-   (JSON-able, holding `task.primary_metric`, higher is better, used for best-epoch
-   selection on dev) and `task.write_predictions(decoded, split, out_path_prefix) ->
-   list[str]` (files written, e.g. `<prefix>.conll`).
-6. `task.export_info(config, labels) -> dict` is merged into `<workdir>/model/task.json`
-   next to the native checkpoint, so prediction can rebuild the model.
-7. Optional, for `experiments.predict`: a module-level function
-   `predict_records(model_dir, records: list[dict]) -> list[dict]` in the adapter module
-   (records carry "text"; returned records add the task's predictions).
-
-Trainer details an adapter may rely on: training batches are `batch_size` rows (the
-remainder of an epoch is dropped: one compiled shape); evaluation batches are padded to
-`eval_batch_size`. When `config.bucket_length > 0` (the NER preset sets 32), every
-[B, max_seq_length, ...] feature array of a batch is cut to the batch's longest
-attention_mask row rounded up to a multiple of bucket_length, evaluation runs sorted by
-length, and [B, length, ...] outputs are padded back to max_seq_length with zeros (and
-returned in feature order). Leave it 0 for a task whose features cannot be trimmed.
-
-Each adapter module defines a module-level `TASK` (an instance implementing `Task`);
-`biobert_jax.tasks.get_task(name)` imports the module lazily and returns it.
-Config: `experiments/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
-settings in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
-"""
+"""The task-adapter interface of the fine-tuning trainer (`Task`; call order in its docstring)."""
 from __future__ import annotations
 
 import dataclasses
@@ -92,7 +43,52 @@ class TaskData:
 
 
 class Task(Protocol):
-  """What the trainer needs from a task family; see the module docstring for the flow."""
+  """What the trainer (`trainers/finetune.py`) needs from a task family. It calls, in this order:
+
+  1. `task.extra_tokens(config)` -> tokens added to the tokenizer (`load_tokenizer(...,
+     extra_tokens=...)`) and to the embedding table (`surgery.extend_vocab`); `[]` when the
+     task needs none (NER, QA); RE returns e.g. `["@GENE$", "@DISEASE$"]`.
+  2. `task.load(config, tokenizer) -> TaskData(splits, labels)`. `splits` maps "train",
+     "dev"?, "test"? to `SplitData` ("test" may be a list of SplitData: QA's BioASQ batches;
+     the trainer then reports each plus `{"batches": [...], "average": {...}}`). `labels`
+     are the output classes in id order ([] for QA). Adapters keep no state: everything a
+     later call needs is in TaskData or the config. `config.max_train_examples` /
+     `config.max_eval_examples` (0 = all) cap the *examples* read, not the features.
+  3. `task.make_model(bert_config, config, labels, dtype) -> flax.linen.Module` whose params
+     are `{"encoder": <BertEncoder tree>, "<head>": ...}`; initialised with
+     `biobert_jax.models.init_params(module, rng)` (its dummy inputs trace every param),
+     then the pre-trained encoder is grafted in (`surgery.graft_encoder`).
+  4. Training: `task.model_inputs(batch)` -> kwargs for `module.apply` besides params,
+     `deterministic` and `rngs`. `task.loss(outputs, batch) -> (scalar mean loss, {name:
+     scalar})` with `outputs` exactly what `module.apply` returned. Both are traced inside
+     `jax.jit`: jnp only, no Python control flow on values.
+  5. Evaluation, per split: the trainer runs the model over all features (padding the last
+     batch and cutting the padding off) and calls `task.predict_outputs(outputs)` (inside
+     jit) -> a dict of arrays concatenated over the split into numpy. Then, on the host:
+     `decoded = task.decode(outputs, split, config)` ONCE (tags per word, labels per row,
+     ranked answers per question), `task.evaluate(decoded, split, config) -> dict`
+     (JSON-able, holding `task.primary_metric`, higher is better, used for best-epoch
+     selection on dev) and `task.write_predictions(decoded, split, out_path_prefix) ->
+     list[str]` (files written, e.g. `<prefix>.conll`).
+  6. `task.export_info(config, labels) -> dict` is merged into `<workdir>/model/task.json`
+     next to the native checkpoint, so prediction can rebuild the model.
+  7. Optional, for `experiments.predict`: a module-level function
+     `predict_records(model_dir, records: list[dict]) -> list[dict]` in the adapter module
+     (records carry "text"; returned records add the task's predictions).
+
+  Trainer details an adapter may rely on: training batches are `batch_size` rows (the
+  remainder of an epoch is dropped: one compiled shape); evaluation batches are padded to
+  `eval_batch_size`. When `config.bucket_length > 0` (the NER preset sets 32), every
+  [B, max_seq_length, ...] feature array of a batch is cut to the batch's longest
+  attention_mask row rounded up to a multiple of bucket_length, evaluation runs sorted by
+  length, and [B, length, ...] outputs are padded back to max_seq_length with zeros (and
+  returned in feature order). Leave it 0 for a task whose features cannot be trimmed.
+
+  Each adapter module defines a module-level `TASK` (an instance implementing `Task`);
+  `biobert_jax.tasks.get_task(name)` imports the module lazily and returns it.
+  Config: `experiments/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
+  settings in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
+  """
 
   name: str            # "ner" | "re" | "qa"
   primary_metric: str  # key of evaluate()'s result used for best-epoch selection

@@ -1,18 +1,5 @@
-"""Multi-task NER adapter: one encoder, one token-classification head per corpus.
-
-`config.ner.corpora` names the corpora (e.g. ("NCBI-disease", "BC5CDR-chem")), read from
-`<data>/ner/<corpus>` (or `<config.data_dir>/<corpus>`). Every corpus keeps its own label
-set and its own head (`BertForMultiTokenClassification`, heads named after the corpora
-with non-alphanumerics as "_"). Each split concatenates the corpora's windows with a
-`corpus_id` feature (the head's position in sorted head order), so the trainer's shuffled
-batches mix the corpora in proportion to their sizes. The loss of an example is its own
-head's cross-entropy; all heads' tokens are averaged together (each labelled token counts
-once, as in single-task NER).
-
-Evaluation scores each head on its own corpus with conlleval rules; the primary "f1" is
-the mean over corpora, and `per_corpus` holds each corpus's full scores (plus flat
-`f1_<head>` keys for the logs). Labels travel through the trainer as "<head>/<tag>".
-The exported task.json lists the heads, which experiments/annotate.py runs all at once.
+"""Multi-task NER adapter: one encoder, one token-classification head per corpus
+(`config.ner.corpora`); each corpus scored on its own tags, primary `f1` = their mean.
 """
 from __future__ import annotations
 

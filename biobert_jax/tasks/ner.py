@@ -1,13 +1,5 @@
-"""The NER task adapter (biobert_jax/tasks/base.py) and raw-text tagging.
-
-Training/evaluation: sentences from `<data_dir>/{train,devel,test}.tsv` (IOB2 after reading),
-one label per word on its first piece, windows for long sentences, conlleval entity F1.
-
-Raw text: `tag_texts(model_dir_or_predictor, texts)` splits each text into words the way
-BERT's basic tokenizer does (a piece without "##" starts a word, so punctuation is its own
-word), predicts with the same windows, and returns entities with character offsets into the
-original text and a score (mean over the entity's words of the max softmax probability at
-the word's first piece).
+"""The NER task adapter (first-piece labels, windows, conlleval F1) and raw-text tagging
+(`tag_texts`: entities with character offsets and scores).
 """
 from __future__ import annotations
 

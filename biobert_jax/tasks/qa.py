@@ -1,20 +1,5 @@
-"""BioASQ factoid QA adapter for experiments/finetune.py (BioBERT's setup).
-
-Train on `config.qa.train_file` (SQuAD layout); evaluate each BioASQ test batch
-(`config.qa.test_files`, no answers inside) against its golden file
-(`config.qa.golden_files`, same order) with the official factoid measures. BioBERT has no
-dev split for BioASQ (it fine-tunes with fixed hyper-parameters), so by default neither do
-we: "test" is a list of batches and the launcher reports each plus their macro average
-(the mean over batches, as BioBERT reports). `config.qa.dev_file` optionally adds a dev
-split with answers, scored against its own answers.
-
-Evaluation of a batch: every window is decoded into spans (biobert_jax.metrics.qa_decoding,
-n-best over start x end logits, answers cut from the context through the tokenizer's
-character offsets), the spans of each (question, context) example are merged over its
-windows, and the n-best lists of all contexts of a BioASQ question are pooled, cleaned and
-ranked (BioBERT's transform_n2b_factoid); the top 5 are scored (biobert_jax.metrics.bioasq).
-`max_train_examples` / `max_eval_examples` cap *questions* (all contexts of a kept
-question are kept); a capped test batch is scored on its kept questions only.
+"""BioASQ factoid QA adapter (BioBERT's setup): train on a SQuAD-layout file, score each 6b
+test batch against its golden file; no dev split unless `config.qa.dev_file`.
 """
 from __future__ import annotations
 

@@ -1,22 +1,5 @@
-"""Relation-extraction adapter for experiments/finetune.py (GAD, EU-ADR, ChemProt).
-
-Data (`config.re.dataset`, "auto" detects from the directory):
-* "chemprot": a raw ChemProt release (a directory holding chemprot_training/, or its parent
-  with raw/), preprocessed in memory by data_pipeline.tasks.chemprot (BLUE's recipe);
-* "biobert_tsv": BioBERT-format train.tsv / dev.tsv / test.tsv (GAD, EU-ADR, or ChemProt
-  TSVs written by experiments/prepare_chemprot.py).
-
-Splits: GAD and EU-ADR ship no dev set. As in BioBERT (fixed hyper-parameters, test-only
-reporting), we evaluate test only unless `config.re.dev_fraction` > 0, which carves a dev
-slice of distinct train sentences with the fixed `config.re.dev_seed` (duplicates stay on
-one side). `max_train_examples` / `max_eval_examples` keep a seeded random subset (by
-`config.seed`) in file order, since the GAD files are sorted by label.
-
-Metrics: labels {"0", "1"} -> binary P/R/F1 of class "1" (the paper's GAD/EU-ADR scores);
-otherwise micro P/R/F1 over every label except the negative one ("false" or "0") plus
-per-class scores (ChemProt). Model: BertForSequenceClassification with
-`config.re.pooling` "cls" (BioBERT) or "entity_start" (hidden states at the two
-anonymisation tokens); the tokens are added to the vocabulary via `extra_tokens()`.
+"""Relation-extraction adapter (GAD, EU-ADR, ChemProt from BioBERT TSVs or the raw release),
+with `[CLS]` or entity-start pooling.
 """
 from __future__ import annotations
 

@@ -1,17 +1,5 @@
-"""A jitted step compiled ahead of time, one executable per batch shape, in worker threads.
-
-Why: a fine-tune feeds a few batch shapes (one per length bucket: 4 for NER/GAD at
-bucket 32, 12 for BioASQ's 384-piece windows), and jit compiles each when it first
-appears: ~2.5 s of tracing plus ~10 s of XLA for MiniLM on a 2-core CPU, one after the
-other, while the rest of the machine waits. The run knows every shape before its first
-step (the epoch orders and the bucket rule are fixed by the seed), so `compile_ahead`
-lowers and compiles them all up front in a thread pool: XLA's compiler releases the GIL,
-so the shapes compile in parallel, and those needed later compile while the first steps
-run. Calls dispatch on the batch's shapes to the executable compiled for them; a shape
-nobody announced falls back to the jitted function (compiled on first use, as before).
-
-The executables are the jitted function's own programs (`jitted.lower(...).compile()`:
-same HLO, same options), so results are bit-identical to calling `jitted`.
+"""A jitted step compiled ahead of time, one executable per batch shape, in worker threads;
+results are bit-identical to calling the jitted function (docs/cpu.md).
 """
 from __future__ import annotations
 

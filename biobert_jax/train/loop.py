@@ -1,12 +1,5 @@
 """The training loop of both trainers: steps, logging, evaluation, checkpoints, NaN guard,
-preemption.
-
-Everything model-, data- and config-specific is passed in (biobert_jax/trainers wires it),
-so this module stays TF-free and testable with any step function and iterator.
-
-Host-device sync: step s's metrics are fetched after step s+1 has been dispatched (one
-step of lag), so the host never idles the accelerator just to read a loss, yet no state
-is ever saved before its step's loss and gradient norm were checked to be finite.
+preemption. Metrics are read one step late; nothing unchecked is ever saved.
 """
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Pre-training losses and metrics as sums, so (micro)batches combine exactly.
-
-Original BERT (run_pretraining.py):
-  masked LM:  sum(w * nll) / (sum(w) + 1e-5) over the gathered positions,
-  next sentence: mean nll over the batch (label 0 = IsNext).
-Returning the numerators separately lets gradient accumulation divide by the FULL batch's
-denominators, which makes k microbatches give exactly the big-batch gradient.
+"""Pre-training losses (BERT's MLM and NSP) as sums, so k microbatches divided by the full
+batch's denominators give exactly the big-batch gradient.
 """
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""Metrics to DIR/<name>.jsonl (one JSON object per logged step) and to TensorBoard.
-
-TensorBoard events are written with tensorboard's own writer
-(`tensorboard.summary._writer.Writer`), imported lazily. Only process 0 writes.
-
-That writer reaches files through `tensorboard.compat.tf`, which imports TensorFlow whenever
-it is installed: ~9 s of CPU and ~0.5 GB in a fine-tune that otherwise never loads it, spent
-while the first batch shape compiles. For a local directory, and while TensorFlow is not
-loaded yet, the writer is created with tensorboard's TF-free stub instead (what tensorboard
-uses without TensorFlow; `tensorboard.compat.notf` is its switch). Remote directories
-(gs://, ...) keep TensorFlow's file system.
+"""Metrics to DIR/<name>.jsonl and TensorBoard (process 0 only); local directories are
+written without importing TensorFlow.
 """
 from __future__ import annotations
 

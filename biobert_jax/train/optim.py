@@ -1,19 +1,5 @@
-"""Optimisers as BERT trains: AdamW / LAMB, no decay on LayerNorm and biases, warmup+decay.
-
-Both trainers build theirs with `optimizer_from_config(config, total_steps)`, which reads
-the same flat config keys in both (optimizer, learning_rate, warmup_steps or
-warmup_proportion, weight_decay, b1, b2, eps, clip_norm, trainable).
-
-`make_optimizer(cfg)` reads these cfg fields (any object with attributes or a mapping):
-  optimizer      "adamw" | "lamb"
-  learning_rate  peak learning rate
-  warmup_steps   linear warmup from 0 over this many steps
-  total_steps    linear decay to 0 at this step (original BERT's polynomial decay, power 1)
-  weight_decay   decoupled weight decay (0.01 in BERT), never on LayerNorm params/biases
-  b1, b2, eps    Adam moments (BERT: 0.9, 0.999, 1e-6)
-  clip_norm      global-norm clipping of the gradients (BERT: 1.0); 0 = off
-  trainable      regexes over '/'-joined param paths; empty = everything trains, otherwise
-                 the rest gets exactly zero updates (optax.set_to_zero) and no moments.
+"""Optimisers as BERT trains: AdamW / LAMB, warmup + linear decay, no decay on LayerNorm and
+biases, `trainable` patterns; `optimizer_from_config` serves both trainers.
 """
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The train state: a plain dict {"params", "opt_state", "step", "rng"} and its shardings.
-
-A dict (not a flax TrainState class) keeps it a plain pytree that orbax saves and
-restores as is, and that jit shards leaf by leaf.
-"""
+"""The train state: a plain dict {"params", "opt_state", "step", "rng"} and its shardings."""
 from __future__ import annotations
 
 from typing import Any, Callable

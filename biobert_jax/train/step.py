@@ -1,9 +1,5 @@
-"""Train steps: pre-training (with in-step gradient accumulation), a generic mean-loss step
-(fine-tuning: a gradient step and an update step, one function or two programs), all
-through `apply_gradients`; the pre-training eval step; jit helpers.
-
-Pre-training batches use the original BERT feature names: input_ids, input_mask, segment_ids,
-masked_lm_positions, masked_lm_ids, masked_lm_weights, next_sentence_labels.
+"""Train steps (pre-training with in-step accumulation; fine-tuning as gradient + update),
+the eval step, and their jit helpers.
 """
 from __future__ import annotations
 

@@ -1,24 +1,5 @@
-"""Annotating literature at scale: the library behind experiments/annotate.py.
-
-Per input file (PubMed baseline/update XML, PMC JATS, text or JSONL; see
-data_pipeline.annotate_input) one output file `<output>/<stem>.jsonl` with one line per
-document: {"id", "text", "entities": [{"start", "end", "text", "type", "score"}]}
-(character offsets into "text"), or PubTator (`output_format="pubtator"`).
-
-Flow: a reader thread streams documents in blocks, splits sentences (offsets kept) and
-tokenises them for every model (data_pipeline.annotate_features); the main thread runs
-each model's jit'd forward over length-sorted, bucket-padded batches sharded over all of
-this process's devices (batch over data+fsdp, params placed by the logical-axis rules),
-dispatching a block's batches before reading any result back, then decodes entities and
-writes. A model directory with several heads (multi_ner) runs its encoder once and every
-head on the output; separate model directories run in turn on the same block.
-
-Resumable: a file is written as `<name>.partial` and renamed when complete, after its
-statistics (`_stats/<stem>.json`); an existing output is skipped and never rewritten, so a
-killed job re-run with the same command redoes only unfinished files. Processes
-(jax.distributed) take files `i::process_count`, each with a mesh of its local devices
-(inference needs no cross-host collectives). Summary: `summary.json` (or
-`summary.<i>-of-<n>.json` per process) with documents, entities per type, skipped records.
+"""Annotating literature at scale (library of experiments/annotate.py): one resumable
+JSONL/PubTator output per input file, every local device, several models per pass.
 """
 from __future__ import annotations
 

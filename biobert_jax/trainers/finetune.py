@@ -1,27 +1,6 @@
-"""The fine-tuning trainer shared by NER, RE and QA (task adapters: biobert_jax/tasks).
+"""The fine-tuning trainer shared by NER, RE, QA and multi-task NER: `run(config, workdir)`.
 
-`run(config, workdir)`: checkpoint + tokenizer -> task extra tokens (vocab surgery) -> task
-data -> task model, init, graft the pre-trained encoder -> the optimiser both trainers
-build (train/optim.optimizer_from_config) -> train steps on the device mesh, dev
-evaluation at every epoch end, best epoch kept -> final dev/test evaluation of the best
-params, predictions, eval_results.json and `<workdir>/model/` (trainers/model_dir).
-
-It is the pre-training trainer's sibling and shares its parts: the train state dict
-{params, opt_state, step, rng} (train/state), the jitted step with explicit shardings and
-dropout key fold_in(rng, step) (train/step), and the loop (train/loop: metrics read one
-step late, loss and gradient norm checked finite before any save, SIGTERM saves and
-returns).
-
-Resume: a checkpoint every `checkpoint_every` steps and at every epoch end holds the
-state and, as JSON, the per-epoch loss sums, the history and the best-so-far (score,
-epoch, step). The best epoch's params are their own checkpoint (`checkpoints_best/`).
-Each epoch's batch order is derived from (seed, epoch), so the position in the data is
-just the step. Re-running the same command after a kill continues where the last
-checkpoint left off and ends with the same eval_results.json as an uninterrupted run.
-
-Workdir (trainers/workdir): a re-run with a different config refuses before writing
-anything; results (eval_results.json, predictions_*, model/) are staged in
-`results.tmp/` and moved into place when all are complete, eval_results.json last.
+Resumable and mesh-sharded like pre-training; what it writes: docs/finetuning.md.
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """Fine-tuning batches: per-epoch order from (seed, epoch), length grouping and padding
-trimming, prediction over a whole split in feature order, and the shapes a run will feed
-(to compile them ahead).
-
-The batch order of epoch e depends on (seed, e) alone, so a resumed run recomputes exactly
-the batches an uninterrupted run would have seen from any step on.
+trimming, whole-split prediction, and the shapes a run will feed (to compile them ahead).
 """
 from __future__ import annotations
 

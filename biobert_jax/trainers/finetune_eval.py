@@ -1,8 +1,5 @@
-"""Evaluation of a fine-tuned model on a split: predict once, decode, score, write.
-
-Split in two so that a decoding can be scored again without predicting again: the trainer
-keeps the best epoch's dev decoding and its final evaluation scores that one (the best
-params restored from `checkpoints_best/` are the same values).
+"""Evaluation of a split in two parts, predict + decode, then score + write, so the best
+epoch's dev decoding can be scored again without predicting again.
 """
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Pre-training as a library: `train(config, workdir)` and its helpers.
-
-experiments/pretrain.py is the absl main around this; notebooks, the main job and tests
-call `train` directly (importing the main would define its flags twice).
-"""
+"""Pre-training as a library: `train(config, workdir)` (experiments/pretrain.py is its main)."""
 from __future__ import annotations
 
 import os

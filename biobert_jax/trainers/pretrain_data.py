@@ -1,9 +1,5 @@
-"""Batch sources for experiments/pretrain.py: the real corpus pipeline or synthetic batches.
-
-Both yield this process's numpy batches (global batch // process_count rows) with BERT's
-feature names and have get_state() / set_state() for exact resume. The synthetic source
-needs no TensorFlow (fast subprocess tests, benchmarks); the corpus source is
-data_pipeline.pretraining (imported lazily: it imports TensorFlow).
+"""Pre-training batch sources with exact resume: the corpus pipeline, or synthetic batches
+that need no TensorFlow.
 """
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""BioBERT's own recipe as one library call, at any scale.
+"""BioBERT's recipe as one library call (the main job): continue a general checkpoint on
+PubMed, fine-tune the general and the continued encoder on each NER corpus, report the gain.
 
-general-domain checkpoint (MiniLM-L6 by default, any HF/TF1/native checkpoint by flag)
-  -> continued MLM pre-training on PubMed text, with the checkpoint's vocabulary and casing
-  -> fine-tune the general and the continued encoder on each NER corpus, same budget, same
-     seeds; report P/R/F1 mean ± std per corpus and arm and the gain.
-
-The trainers are injected (`pretrain`, `finetune`, `random_init`: the functions of
-experiments/recipes.py), because their configs live in experiments/ and the library must
-not import experiments/ (layering). Every stage and every (corpus, arm, seed) has its own
-workdir; a re-run resumes pre-training and re-does only the missing fine-tunes.
-
-Continuation is two stages. A sentence-transformers checkpoint has no pre-training heads,
-so the MLM transform/LayerNorm and the NSP classifier are fresh: stage 1 trains only the
-heads (`trainable=^cls/`, encoder frozen), so the random head never sends noise into the
-encoder, and its held-out MLM loss is the *general* encoder's in-domain loss ("before").
-Stage 2 continues everything from there ("after"). NSP: the trainer's loss is MLM + NSP,
-so a fresh NSP head trains alongside (weight 1). It is kept only because the data pipeline
-and loss are BERT's; RoBERTa found NSP unnecessary, and an NSP weight in the loss would be
-the clean way to drop it. Measured on MiniLM: after the 40 head-only steps the NSP accuracy
-was still 0.48 (chance), MLM loss 11.7 -> 8.2 (accuracy 0.03).
+Design and why: WORKSPACE_NOTES.md, "The main job"; figures: docs/results.md.
 """
 from __future__ import annotations
 
@@ -41,23 +24,22 @@ DEFAULT_ARMS = ("general", "continued")
 DEFAULT_CORPORA = ("NCBI-disease", "BC5CDR-chem")
 
 # Budgets for `make demo` (3 seeds x 2 corpora x 2 arms) on a 2-core CPU, where every step
-# is compute-bound (WORKSPACE_NOTES.md, "Main job", has the figures and what was tried).
-# Fine-tuning lr 3e-4, chosen on dev F1 (session 4): at 1e-4 the short fine-tunes had not
+# is compute-bound (why: WORKSPACE_NOTES.md, "The main job"; figures: docs/results.md).
+# Fine-tuning lr 3e-4, chosen on dev F1: at 1e-4 the short fine-tunes had not
 # converged and the continued encoder, further from a tagger at the start, lost.
 # Fine-tuning: the first 1000 training sentences x 2 epochs at batch 32 (62 steps), dev/test
 # capped at their first 500 sentences; continuation 150 steps. This is the cheapest budget
 # measured whose mean test-F1 gain is positive on both corpora (+0.026 NCBI-disease, +0.028
-# BC5CDR-chem, seeds 0-2; the runs are deterministic, reproduced to 1e-4 on two CPU models).
-# Cheaper budgets tried on dev (session 6: batch 16 over 500 sentences, caps 250,
-# continuation 120, also with frozen word embeddings; session 8: the same at batch 8, with
-# whole-word masking, nsp_weight 0, continuation lr 5e-5, 200 head steps) all lose on
-# BC5CDR-chem.
-# Job time: 13.2 min on a 2-core AMD EPYC (AVX-512), 41 min on the 2-core Intel AVX2 box
-# of session 5. `continue_trainable` takes regexes of the leaves the continuation trains
-# (() = all). Continuation at sequence length 64: NER sentences are short (NCBI ~40
-# pieces), and it halves the cost of a step against 128. Fine-tuning uses the first N
-# training sentences (the same ones for every arm and seed) and the first M dev/test
-# sentences.
+# BC5CDR-chem, seeds 0-2, on a 2-core AMD EPYC; deterministic on one CPU model, and the
+# figures move by up to 0.02 on another: docs/results.md).
+# Cheaper budgets tried on dev (batch 16 over 500 sentences, caps 250, continuation 120,
+# also with frozen word embeddings; the same at batch 8, with whole-word masking,
+# nsp_weight 0, continuation lr 5e-5, 200 head steps) all lose on BC5CDR-chem.
+# Job time: docs/performance.md. `continue_trainable` takes regexes of the leaves the
+# continuation trains (() = all). Continuation at sequence length 64: NER sentences are
+# short (NCBI ~40 pieces), and it halves the cost of a step against 128. Fine-tuning uses
+# the first N training sentences (the same ones for every arm and seed) and the first M
+# dev/test sentences.
 FULL = dict(
     head_steps=40, head_learning_rate=1e-3,
     continue_steps=150, continue_learning_rate=1e-4, continue_warmup_steps=15,
@@ -369,12 +351,17 @@ def format_table(summary: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def _seed_list(rs: list) -> str:
+  return ",".join(str(r["seed"]) for r in rs)
+
+
 def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str, list]],
          out_png: str) -> str:
-  """Continuation loss (train + held-out) and per-epoch dev F1 of every fine-tune."""
+  """Continuation loss, and per-epoch dev F1 of every fine-tune: one colour per arm."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")  # headless
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import matplotlib.ticker  # pylint: disable=import-outside-toplevel
 
   fig, axes = plt.subplots(1, 1 + len(runs), figsize=(5 * (1 + len(runs)), 4))
   axes = np.atleast_1d(axes)
@@ -382,24 +369,31 @@ def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str,
   if continuation:
     head, rows = continuation["head_metrics"], continuation["metrics"]
     offset = head[-1]["step"] if head else 0
-    ax.plot([r["step"] for r in head], [r["mlm_loss"] for r in head],
+    ax.plot([r["step"] for r in head], [r["mlm_loss"] for r in head], color="0.6",
             label="MLM loss, heads only")
-    ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows],
+    ax.plot([r["step"] + offset for r in rows], [r["mlm_loss"] for r in rows], color="k",
             label="MLM loss, everything")
     ev = continuation["eval"]  # steps already count the head stage
     if ev:
       ax.plot([r["step"] for r in ev], [r["eval_mlm_loss"] for r in ev], "o-",
-              label="held-out MLM loss")
+              color="C1", label="held-out MLM loss")
     ax.legend()
   ax.set_xlabel("continued pre-training step")
   ax.set_ylabel("loss")
   ax.set_title("Continued pre-training on PubMed")
+  seed_styles = ("o-", "s--", "^:", "D-.")
+  arm_colors = {"general": "C0", "continued": "C3", "scratch": "C2", "random_init": "C7"}
   for ax, (corpus, by_arm) in zip(axes[1:], runs.items()):
     for arm, rs in by_arm.items():
-      for r in rs:
+      color = arm_colors.setdefault(arm, f"C{(len(arm_colors) + 4) % 10}")
+      labelled = False
+      for i, r in enumerate(rs):
         pts = [(h["epoch"], h["dev"]["f1"]) for h in r["history"] if h.get("dev")]
         if pts:
-          ax.plot(*zip(*pts), "o-", label=f"{arm} (seed {r['seed']})")
+          ax.plot(*zip(*pts), seed_styles[i % len(seed_styles)], color=color, alpha=0.8,
+                  label=None if labelled else f"{arm} (seeds {_seed_list(rs)})")
+          labelled = True
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("dev entity F1")
     ax.set_title(corpus)

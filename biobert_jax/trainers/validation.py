@@ -1,14 +1,5 @@
-"""Config checks that run before any work: one line naming the key, the value, the rule.
-
-`validate_pretrain_config(config)` and `validate_finetune_config(config)` are the first
-call of `pretrain.train` and `finetune.run`: a negative batch size used to train 0 steps
-and exit 0 with "results", a zero one to die in a ZeroDivisionError, a bad mesh deep in
-jax. Only keys the config has are checked (configs may move keys, e.g. into a sub-config
-`optim`), and unknown `--config.` keys keep failing in ml_collections itself.
-
-`check_splits(splits, config)` runs right after the task data is loaded: empty or
-missing dev/test splits become a decision stated in the log and in eval_results.json,
-never a crash after training.
+"""Config checks that run before any work (one line naming the key, the value, the rule),
+and the handling of empty or missing dev/test splits.
 """
 from __future__ import annotations
 

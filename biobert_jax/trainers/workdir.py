@@ -1,13 +1,5 @@
-"""Workdirs that never mix two runs and never look finished when they are not.
-
-* `check_or_record_config(workdir, config, ignore=...)`: the first run records
-  `config.json`; a re-run with a different config stops *before writing anything*, with
-  one message listing every differing key (`config.overwrite=True` removes the old run's
-  files and starts afresh). Keys in `ignore` may differ (e.g. log cadence, the mesh: a
-  resumed run may use other devices); the record is then updated.
-* `atomic_path(final)`: write a file or directory under a temporary name and rename it
-  into place only when complete, so a failure (or a kill) never leaves a half-written
-  result under its final name.
+"""Workdirs that never mix two runs and never look finished when they are not: recorded
+configs (`check_or_record_config`) and atomic writes (`atomic_path`).
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Corpus readers for pre-training: PubMed XML, PMC JATS, plain text.
-
-`read_documents(path, file_format, on_error, stats)` dispatches on `file_format`:
-"pubmed_xml", "pmc", "text_doc_per_line", "text_bert". Every reader streams, yields
-`Document(doc_id, sentences)` and counts into a `ReadStats`; see records.py for the
-error policy.
+"""Corpus readers for pre-training (PubMed XML, PMC JATS, text): `read_documents` dispatches
+on `file_format`.
 """
 from __future__ import annotations
 

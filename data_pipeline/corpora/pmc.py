@@ -1,13 +1,5 @@
-"""Streaming reader of PMC full text in JATS XML (`.nxml`, `.xml`, optionally `.gz`).
-
-A document is the article title, the abstract and the body paragraphs (`<p>`), each
-paragraph split into sentences. Left out, because they are not running prose: the
-back matter (references, acknowledgements), tables (`<table-wrap>`), figures and their
-captions (`<fig>`), display formulas, supplementary material, section titles. Inline
-markup and citation markers inside paragraphs keep their text.
-
-Works for one `<article>` per file (PMC OA) and for `<pmc-articleset>` wrappers with many;
-each article is processed at its end tag and then cleared. Errors as in pubmed_xml.
+"""Streaming reader of PMC full text in JATS XML: title, abstract and body paragraphs (no
+back matter, tables, figures or formulas).
 """
 from __future__ import annotations
 

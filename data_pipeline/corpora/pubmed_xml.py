@@ -1,17 +1,5 @@
-"""Streaming reader of PubMed/MEDLINE baseline XML (`.xml` or `.xml.gz`).
-
-Both layouts are handled: the current `<PubmedArticleSet><PubmedArticle><MedlineCitation>`
-and the older (<= 2016) `<MedlineCitationSet><MedlineCitation>`. A document is the
-article title followed by the abstract; each `<AbstractText>` section is split into
-sentences on its own, and a labelled section ("BACKGROUND", "METHODS", ...) gets its label
-as prefix of its first sentence ("BACKGROUND: ..."), as PubMed displays it. Inline markup
-(`<i>`, `<sup>`, ...) is flattened to its text; `<CopyrightInformation>` is left out.
-
-Memory stays flat: `iterparse` with each citation and the root's children cleared after
-use. Citations without abstract and `<DeleteCitation>` entries are counted skips.
-Broken XML, invalid UTF-8 and truncated gzip end the file with an error naming the
-file and line (or, under on_error="skip", a counted skip; documents already read are
-kept). A citation without PMID is a record-level error (raise, or skip that record).
+"""Streaming reader of PubMed/MEDLINE baseline XML (both layouts): title + abstract sections,
+labelled sections prefixed as PubMed shows them.
 """
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""What every corpus reader yields and counts: documents, read statistics, error policy.
-
-Readers never drop input silently. A malformed record or file either raises
-`CorpusError` (policy "raise", naming file and line/record) or is skipped, counted in
-`ReadStats` and logged (policy "skip"). Records that are well formed but carry no usable
-text (a MEDLINE citation without abstract, a `DeleteCitation`) are legitimate data, not
-errors: they are always counted as skips, under both policies.
+"""What every corpus reader yields and counts: documents, read statistics, error policy
+(raise `CorpusError`, or skip and count).
 """
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Plain-text corpora: one document per line, or the original BERT format.
-
-* `text_doc_per_line`: every non-empty line is one document; sentences are split here.
-* `text_bert`: one sentence per line, a blank line between documents (the input format
-  of the original BERT create_pretraining_data.py); no sentence splitting is done.
-
-Invalid UTF-8 is reported with file and line number (policy "raise") or the offending
-line is skipped and counted (policy "skip"); for `text_bert` a bad line drops only that
-sentence. A truncated gzip raises (or, under "skip", ends the file early and counts it).
+"""Plain-text corpora: one document per line (`text_doc_per_line`) or BERT's format
+(`text_bert`: a sentence per line, blank lines between documents).
 """
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Pre-training examples (MLM + NSP) as a streaming tf.data pipeline; see dataset.py.
-
-Modules: `dataset` (the pipeline, iterator with exact resume), `sources` (corpus readers
-into tf.data), `instances` (BERT's pairing algorithm), `masking` (vectorised MLM masking),
-`static_examples` (BERT's TFRecord feature format), `static_writer` (writes shards),
-`workers` (the pipeline over several worker processes, config.num_workers).
+"""Pre-training examples (MLM + NSP) as a streaming, resumable tf.data pipeline; see
+dataset.py.
 """
 from data_pipeline.pretraining.dataset import (CORPUS_FORMATS, FILE_FORMATS, STATE_VERSION,
                                                PretrainingIterator, config_fingerprint,

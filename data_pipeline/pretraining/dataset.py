@@ -1,41 +1,7 @@
-"""The pre-training input pipeline: MLM + NSP batches as tf.data, streaming, resumable.
+"""The pre-training input pipeline: MLM + NSP batches as tf.data, streaming and resumable.
 
-Dynamic mode (corpus formats "text_doc_per_line", "text_bert", "pubmed_xml", "pmc"):
-
-  files -> host shard -> shuffled, repeated, interleaved readers (Python, streaming)
-  -> document shuffle -> hold-out filter -> tokenization in blocks (in graph)
-  -> BERT segment pairs + NSP (Python, pretraining_instances.py)
-  -> example shuffle -> example index -> padded batch(drop_remainder) -> MLM masking of
-  the whole batch (in graph, stateless random seeded by [seed, index of the batch's first
-  example], so every epoch masks anew) -> prefetch.
-
-Static mode ("tfrecord"): shards written by static_examples.py / the original BERT
-create_pretraining_data.py are read, shuffled, parsed and batched.
-
-Every batch is a dict of numpy arrays (after `.as_numpy_iterator()`): input_ids,
-input_mask, segment_ids [B, max_seq_length] int32; masked_lm_positions, masked_lm_ids
-[B, max_predictions_per_seq] int32; masked_lm_weights [..] float32;
-next_sentence_labels [B] int32 (0 = IsNext, 1 = random, original BERT convention).
-B = config.batch_size is the PER-PROCESS batch (global batch // process_count); a batch
-goes straight into `jax.make_array_from_process_local_data(sharding, batch[name])`.
-
-Resuming (how the trainer uses it):
-
-  it = make_iterator(config, jax.process_index(), jax.process_count())
-  batch = next(it)                     # numpy dict
-  ckpt_extra = it.get_state()          # small JSON-able dict, save it with the checkpoint
-  ...
-  it = make_iterator(config, jax.process_index(), jax.process_count())
-  it.set_state(ckpt_extra)             # continues with the next unseen batch
-
-The state is the number of batches this process has consumed: the pipeline is
-deterministic for a given seed and config, so set_state rebuilds it and skips that many
-examples before batching and masking. Why not tf.train.Checkpoint of the iterator:
-the readers are Python generators (XML parsing, BERT's pair algorithm), whose state TF
-cannot save, and a saved iterator would also hold the shuffle buffers (hundreds of MB).
-The price is replay time at resume (reading and pairing, not masking, of the skipped
-examples; see experiments/benchmarks/pipeline.py for the rate); the state stays ~100 bytes.
-A changed config (files, seed, batch size) invalidates the state: set_state checks it.
+The iterator's state is the number of batches consumed: `set_state` rebuilds the
+deterministic pipeline and skips (Python stages cannot be checkpointed by TF).
 """
 from __future__ import annotations
 

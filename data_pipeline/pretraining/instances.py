@@ -1,19 +1,5 @@
-"""Segment pairs with NSP labels, as `create_instances_from_document` of original BERT.
-
-Runs in Python (it is a sequential algorithm with "put back" of unused sentences) over a
-stream of tokenized documents, block by block. Where BERT draws the random "next" segment
-from all documents held in memory, we draw it from a rolling pool of the last
-`pool_size` documents of the (already shuffled) stream, the current block included, so
-memory stays bounded on any corpus.
-
-A tokenized document keeps its pieces flat (`ids`, int32, and `word_start`, True on the
-first piece of each word: the word level of the ragged tokenizer output) with sentence
-boundaries `bounds`; segments are then contiguous slices, which keeps this single-threaded
-stage cheap: instances are `InstanceSpec` slices, and `flatten_instances` turns a block
-of them into flat arrays for tf.data: `tokens` ([CLS] A [SEP] B [SEP]), `segment_ids`,
-`word_flag` (word start / continuation / special; whole-word masking groups pieces by
-it) and `next_sentence_labels` (0 = IsNext, 1 = random, the convention of original
-BERT).
+"""Segment pairs with NSP labels, as original BERT's `create_instances_from_document`, with
+random segments drawn from a rolling pool of recent documents.
 """
 from __future__ import annotations
 

@@ -1,24 +1,5 @@
-"""Masked-LM masking of a padded batch, in graph, vectorised, with stateless randomness.
-
-`mask_batch(batch, seed, ...)` turns a padded batch of instances (tokens, segment_ids,
-word_flag, next_sentence_label, length; see pretraining_instances.py) into the feature
-dict of original BERT: input_ids, input_mask, segment_ids, masked_lm_positions,
-masked_lm_ids, masked_lm_weights, next_sentence_labels. Working on whole batches costs
-a few dozen ops per batch instead of per example (measured ~15x faster than a
-per-example map). The randomness is a pure function of `seed` (a [2] int tensor: the
-config seed and the index of the batch's first example), so the same batch gets the same
-masks whenever the pipeline is rebuilt (exact resume), and a repeated pass over the data
-gets fresh masks because its examples have new indices (dynamic masking).
-
-As BERT: num_to_predict = min(max_predictions_per_seq, max(1, round(n * masked_lm_prob)));
-positions are picked in random order; each picked position becomes [MASK] with
-probability 0.8, a random vocabulary id with 0.1 (uniform over the whole vocabulary, as
-BERT) and stays unchanged with 0.1; [CLS]/[SEP] are never picked. Deviations: n counts
-the maskable tokens only (BERT counts [CLS]/[SEP] too, which adds ~2% at length 128);
-with whole-word masking, words are taken in random order while they fit
-(cumulative size <= num_to_predict) and the first word that does not fit ends the
-selection (BERT skips it and keeps trying shorter words), so WWM masks slightly fewer
-tokens than BERT; it never splits a word.
+"""Masked-LM masking of a whole padded batch, in graph, with stateless randomness (see
+`mask_batch` for the deviations from BERT).
 """
 from __future__ import annotations
 
@@ -74,7 +55,21 @@ def mask_batch(batch: dict[str, tf.Tensor], seed: tf.Tensor, *,
                max_predictions_per_seq: int, masked_lm_prob: float,
                whole_word_masking: bool, vocab_size: int,
                mask_id: int) -> dict[str, tf.Tensor]:
-  """Masks a padded batch ([B, max_seq_length] int32 ids; float32 weights)."""
+  """Masks a padded batch ([B, max_seq_length] int32 ids; float32 weights).
+
+  `seed` is [config seed, index of the batch's first example]: the same batch gets the same
+  masks whenever the pipeline is rebuilt, a repeated pass gets fresh ones.
+
+  As BERT: num_to_predict = min(max_predictions_per_seq, max(1, round(n * masked_lm_prob)));
+  positions are picked in random order; each picked position becomes [MASK] with
+  probability 0.8, a random vocabulary id with 0.1 (uniform over the whole vocabulary, as
+  BERT) and stays unchanged with 0.1; [CLS]/[SEP] are never picked. Deviations: n counts
+  the maskable tokens only (BERT counts [CLS]/[SEP] too, which adds ~2% at length 128);
+  with whole-word masking, words are taken in random order while they fit
+  (cumulative size <= num_to_predict) and the first word that does not fit ends the
+  selection (BERT skips it and keeps trying shorter words), so WWM masks slightly fewer
+  tokens than BERT; it never splits a word.
+  """
   tokens = tf.cast(batch["tokens"], tf.int32)
   word_flag = tf.cast(batch["word_flag"], tf.int32)  # padding carries -1
   num_rows, length = tf.shape(tokens)[0], tf.shape(tokens)[1]

@@ -1,13 +1,5 @@
-"""Documents for pre-training as tf.data: file sharding, reading, hold-out, tokenization.
-
-Sharding across hosts is by file (file i goes to host i % process_count) when there are
-at least as many files as hosts; otherwise every host reads every file and keeps the
-documents whose per-file index d satisfies d % process_count == process_index. Either
-way the hosts see disjoint documents.
-
-The hold-out (evaluation) split is a hash of the document id: crc32(doc_id) %
-holdout_every == 0 goes to evaluation, every other document to training; 0 disables it.
-It does not depend on file order, sharding or seed, so it is stable across runs.
+"""Documents for pre-training as tf.data: host sharding (by file, else by document index),
+reading, hold-out by crc32 of the document id, tokenisation.
 """
 from __future__ import annotations
 

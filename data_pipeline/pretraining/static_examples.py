@@ -1,14 +1,4 @@
-"""Static pre-training examples: TFRecord shards in the format of original BERT.
-
-`write_static_examples(config, output_pattern, num_shards)` runs the same instance
-creation and masking as the dynamic pipeline, `config.dupe_factor` times over the corpus
-(each pass draws new segments and masks, as BERT's dupe_factor), and writes
-tf.train.Examples with BERT's feature names: int64 lists for input_ids, input_mask,
-segment_ids, masked_lm_positions, masked_lm_ids, next_sentence_labels ([1]) and a float
-list for masked_lm_weights, round-robin over the shards as BERT does. The original
-BERT `_decode_record` with `name_to_features(max_seq_length, max_predictions_per_seq)`
-below reads them.
-"""
+"""Static pre-training examples: TFRecord shards in original BERT's feature format."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,5 @@
-"""Writes static pre-training examples (BERT's TFRecord format) from a corpus.
-
-Runs the dynamic pipeline's instance creation and masking `config.dupe_factor` times over
-the corpus and serialises with `static_examples.serialize_example`. A shard with no
-example is never left behind: a training run reading it would have nothing to repeat.
+"""Writes static pre-training examples (BERT's TFRecord format) from a corpus; never leaves
+an empty shard.
 """
 from __future__ import annotations
 

@@ -1,25 +1,5 @@
-"""The dynamic pipeline on several cores: worker processes, each one virtual host.
-
-Dynamic masking is limited by its Python stages (reading, sentence splitting, BERT's
-pairing), which hold the GIL: tf.data threads do not make them faster. With
-`config.num_workers = K > 1` this process starts K worker processes; worker k runs the
-whole pipeline as virtual process `process_index * K + k` of `process_count * K`
-(`dataset.make_dataset`, unchanged), so the workers read disjoint documents by the same
-sharding rules hosts use (by file when there are enough files, else by document index),
-each with its own pairing pool, random streams and mask seeds. The main process takes
-batch i from worker i % K.
-
-What stays as it was: token ids, masking statistics, the batch layout, determinism (a
-config gives one batch sequence), and exact resume. The state is still the number of
-batches consumed, N; worker k then skips the ceil((N - k) / K) batches it had delivered.
-K is part of the config fingerprint (only when > 1, so states saved before this option
-existed stay valid): another K is another batch sequence.
-
-Costs: each worker imports TensorFlow (~0.5 GB RSS); with a single file and K workers
-every worker reads the whole file and keeps its 1/K of the documents (reading is the
-cheap stage; tokenising and pairing are split). A finite pass (`repeat=False`) ends when
-the first worker's stream ends. Workers ignore SIGINT/SIGTERM (the trainer decides about
-preemption) and exit when the main process is gone or `close()` is called.
+"""The dynamic pipeline over K worker processes, each one virtual host of the same sharding;
+exact resume and determinism are kept (WORKSPACE_NOTES.md, "Data pipeline").
 """
 from __future__ import annotations
 

@@ -1,27 +1,5 @@
-"""ChemProt (BioCreative VI track 5) raw release -> BioBERT/BLUE sentence-level RE examples.
-
-What BLUE (ncbi-nlp/BLUE_Benchmark, create_chemprot_bert.py) did, and BioBERT's ChemProt
-files inherit, re-implemented from its description:
-
-1. Document text = title + one separator character + abstract (the entity offsets index into
-   exactly that; we use a space), split into sentences. BLUE used spaCy plus a merge rule;
-   we use `data_pipeline.corpora.sentences.split_sentences` over the whole text (so a title
-   without final punctuation runs into the first abstract sentence, as in BLUE), and we
-   additionally never cut inside an annotated mention (a boundary falling inside one is
-   dropped), so a split error cannot destroy a mention.
-2. A mention belongs to a sentence when it lies entirely inside it.
-3. One example per (CHEMICAL, GENE-Y|GENE-N) mention pair within a sentence; the two target
-   mentions are replaced by `@CHEMICAL$` and `@GENE$`, every other mention stays as text.
-   When the two mentions overlap or touch (BLUE's inclusive test, e.g. the same span
-   annotated as both types, or a gene nested in a chemical name), the union of both spans
-   is replaced by the single token `@CHEM-GENE$`.
-4. Label = the pair's CPR group from `*_gold_standard.tsv` (CPR:3/4/5/6/9), else "false".
-   Pairs with two gold labels: `multi_label="both"` (BLUE, default) writes one row per
-   label (identical text); "first" keeps the first gold row's label.
-5. Gold relations whose two mentions are not in one sentence cannot become sentence
-   examples; they are counted in the stats ("cross_sentence") and dropped.
-
-Tabs and newlines inside a sentence become spaces so the output stays one row per line.
+"""ChemProt (BioCreative VI) raw release -> sentence-level RE examples with BLUE's recipe
+(`@CHEMICAL$`/`@GENE$`, `@CHEM-GENE$` for overlaps, CPR group or "false").
 """
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
-"""NER input: token-per-line readers, tag-scheme conversion, word->piece alignment, windows.
-
-Files are CoNLL-like: one `token<TAB>tag` per line (whitespace-separated also accepted), a
-blank line between sentences, `-DOCSTART-` lines ignored. Tags may be typed (`B-Disease`) or
-bare (`B`, `I`, `O`) in IOB2, IOB1 or IOBES; everything is converted to IOB2 on reading.
-
-Alignment follows BERT's NER recipe: each word is WordPiece-tokenised on its own, its first
-piece carries the word's label and the other pieces get label -100 (ignored by the loss and
-by prediction). A word that yields no piece (e.g. a lone control character) is mapped to
-[UNK] so that it still gets a prediction and no word is ever dropped from evaluation.
-
-Sentences longer than `max_seq_length - 2` pieces are cut into overlapping windows; every
-word is predicted by the window where its first piece is farthest from a window edge (most
-context on both sides, as BERT's SQuAD `_check_is_max_context`), so each word is owned by
-exactly one window.
+"""NER input: CoNLL-like readers (IOB1/IOB2/IOBES -> IOB2), first-piece labels (-100 on the
+rest), and windows where each word is owned by the window giving it most context.
 """
 from __future__ import annotations
 

@@ -1,18 +1,5 @@
-"""Extractive QA input (SQuAD v1.1 layout, as BioBERT ships BioASQ factoid data) and its
-featurisation into doc_stride windows.
-
-BioASQ in SQuAD form: one QA per paragraph; ids `<24-hex question id>_<nnn>` because each
-BioASQ question is paired with several contexts (snippets or abstracts). Training files
-carry `answers` (`text`, `answer_start`); the 6b test batches carry none (gold answers live
-in the BioASQ golden files, see biobert_jax.metrics.bioasq).
-
-Features follow Google BERT's run_squad: `[CLS] question [SEP] context window [SEP]`,
-token_type_ids 0 for the question part and 1 for the context part; a context longer than
-the room left is cut into windows starting every `doc_stride` pieces; each window's
-start/end positions point at the answer's first/last piece when the whole answer lies in
-the window, else at 0 ([CLS]). Answers are mapped to pieces with the tokenizer's character
-offsets, and back to the original context text the same way (see
-biobert_jax.metrics.qa_decoding).
+"""Extractive QA input (SQuAD v1.1 layout, as BioBERT ships BioASQ) and its featurisation
+into run_squad's doc_stride windows.
 """
 from __future__ import annotations
 

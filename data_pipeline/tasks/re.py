@@ -1,18 +1,5 @@
-"""Relation extraction input in BioBERT's sentence format, and its featurisation.
-
-BioBERT's RE files hold one candidate pair per row: a sentence whose two target mentions
-are anonymised (`@GENE$`/`@DISEASE$` for GAD and EU-ADR, `@CHEMICAL$`/`@GENE$` for
-ChemProt) and a label. Two layouts exist and a corpus may mix them (GAD fold 1 does):
-
-* no header, 2 columns: `sentence<TAB>label` (GAD train.tsv);
-* header `index<TAB>sentence<TAB>label`, 3 columns (GAD test.tsv, BLUE's ChemProt files).
-
-The layout is detected per file from its first line. Duplicate rows are kept: GAD fold 1
-has 177 duplicated train sentences and 5 test sentences that also occur in train, inherited
-from BioBERT's split; removing them would make our numbers incomparable with the paper's.
-
-A ChemProt *raw* release (a directory with `chemprot_training/`) is turned into the same
-examples by `data_pipeline.tasks.chemprot`.
+"""Relation extraction input in BioBERT's sentence format (both TSV layouts, detected per
+file; duplicates kept as BioBERT), and its featurisation.
 """
 from __future__ import annotations
 

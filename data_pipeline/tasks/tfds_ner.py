@@ -1,14 +1,5 @@
-"""tensorflow-datasets builders for the biomedical NER corpora (local files via manual_dir).
-
-  import data_pipeline.tasks.tfds_ner  # registers "biobert_ner"
-  ds = tfds.load("biobert_ner/ncbi_disease", split="validation", data_dir=...,
-                 download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(
-                     manual_dir=str(paths.data_path("ner")))})
-
-manual_dir is the folder holding the corpus folders (`NCBI-disease/`, `BC5CDR-chem/`,
-`BC5CDR-disease/`, each with train/devel/test.tsv), i.e. `<shared data>/ner`. Examples are
-sentences: {"tokens": [str], "tags": [ClassLabel]} with IOB2 tags, read by
-`data_pipeline.tasks.ner.read_conll` (so malformed lines fail with file:line).
+"""tensorflow-datasets builders for the biomedical NER corpora (local files via manual_dir):
+`tfds.load("biobert_ner/ncbi_disease", ...)` after importing this module.
 """
 from __future__ import annotations
 

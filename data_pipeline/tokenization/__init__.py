@@ -1,14 +1,5 @@
-"""BERT tokenisation: one tokenizer, two faces (Python lists and in-graph tf.data).
-
-`load_tokenizer(path)` returns a `Tokenizer`:
-* a WordPiece vocabulary (`vocab.txt`, one piece per line) gives BERT's tokenizer with
-  its full semantics (`wordpiece` for Python, `ingraph` in-graph);
-* a SentencePiece model (`*.model`) gives the same interface over SentencePiece
-  (`sentencepiece_model`).
-
-Extra tokens (e.g. `@GENE$` for relation extraction) are matched in the raw text before
-any other step, like HuggingFace "added tokens", never split, and get ids
-`len(base vocab) + i`; `tokenizer.vocab` lists them at the end.
+"""BERT tokenisation: one tokenizer, two faces (Python and in-graph tf.data) with identical
+ids; `load_tokenizer` takes a WordPiece vocab.txt or a SentencePiece model.
 """
 import pathlib
 from collections.abc import Sequence

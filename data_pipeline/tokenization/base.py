@@ -1,8 +1,5 @@
-"""The Tokenizer interface, vocab/text readers, and the WordPiece tokenizer (see __init__).
-
-TensorFlow is imported only by the in-graph face (`tokenize_tf`, module `ingraph`): the
-Python face (fine-tuning features, predict, annotate) then loads where TensorFlow is
-absent, e.g. the accelerator image, and does not pay its import time.
+"""The Tokenizer interface, vocab/text readers and the WordPiece tokenizer; TensorFlow is
+imported only by the in-graph face.
 """
 from __future__ import annotations
 

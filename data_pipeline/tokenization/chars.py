@@ -1,9 +1,5 @@
-"""Character classes of BERT's BasicTokenizer, shared by the Python and in-graph tokenizers.
-
-Both faces must agree character for character, so the classes are computed once from
-Python's `unicodedata` (the same tables the original BERT tokenizer uses) and handed to
-the in-graph face as RE2 character classes. That also covers what RE2 cannot name
-itself, e.g. unassigned code points (`Cn`), which BERT's `_clean_text` drops.
+"""Character classes of BERT's BasicTokenizer from `unicodedata`, shared by the Python and
+in-graph faces so they agree character for character.
 """
 import functools
 import sys

@@ -1,14 +1,5 @@
-"""In-graph BERT tokenisation (the tf.data face), built from tensorflow-text ops.
-
-We do not use tf-text's BertTokenizer/FastBertTokenizer normaliser: its lower_case mode
-case-folds with NFKC-style mappings (`™`->`tm`, `²`->`2`, micro sign -> mu), which BERT's
-BasicTokenizer does not (~0.7% of PubMed abstracts tokenised differently). Instead, the
-BasicTokenizer steps are spelled out with RE2 regexes over the exact character classes
-Python's `unicodedata` gives (`tokenization_chars`), `tf.strings.lower` (ICU full
-lowercasing, like Python's str.lower(), final sigma included) and NFD; only the WordPiece
-step is tf-text's FastWordpieceTokenizer.
-
-All ops are graph-safe, so these functions work inside `tf.data.Dataset.map`.
+"""In-graph BERT tokenisation (the tf.data face) from tensorflow-text ops, without tf-text's
+BERT normaliser (its lowercasing differs from BERT's).
 """
 from collections.abc import Sequence
 

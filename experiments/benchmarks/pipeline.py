@@ -1,21 +1,6 @@
-r"""Pre-training input pipeline throughput: examples/s and tokens/s, one core and all cores.
+r"""Pre-training input pipeline throughput (dynamic, static, XML), one core and all cores.
 
-  nice python -m experiments.benchmarks.pipeline                 # both thread settings
-  python -m experiments.benchmarks.pipeline --threads=1          # one setting only
-  python -m experiments.benchmarks.pipeline --train_step_s=0.12  # vs a measured step
-
-Modes measured on pretrain/pubmed_abstracts.txt with the cased vocab:
-  dynamic: corpus -> sentences -> tokens -> NSP pairs -> masking -> batches (default path);
-           with all cores also over --workers worker processes (config.num_workers)
-  static:  TFRecords written by static_examples.py -> parse -> batches
-  xml:     PubMed XML reader alone (documents/s on the MEDLINE 2016 sample)
-Tokens = non-padding positions of the batches; each rate is the best of 3 windows. One core = TF intra/inter-op threads and
-the tf.data private pool set to 1 (the Python stages use one core anyway). Each setting
-runs in a fresh subprocess (TF thread settings are fixed at start-up).
-
-What a train step consumes: batch / step_time examples/s. Without --train_step_s we
-estimate a BERT-base step from FLOPs: 6 * params * tokens per example (forward+backward)
-at --device_tflops * --mfu. The target is pipeline rate >= 5x that. Prints figures only.
+  python -m experiments.benchmarks.pipeline --batches=20 --workers=2
 """
 import json
 import os

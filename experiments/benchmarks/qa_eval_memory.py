@@ -1,12 +1,6 @@
-r"""Peak RSS of evaluating the BioASQ 6b batches (featurise, predict, decode, score).
+r"""Peak RSS of evaluating the BioASQ 6b batches, stage by stage.
 
-  python -m experiments.benchmarks.qa_eval_memory [--checkpoint=<dir>] [--eval_batch_size=N] \
-      [--batches=1,5]
-
-Default model: a randomly initialised `tiny` BERT over MiniLM's vocabulary (the decoding
-cost does not depend on the model; a random model gives the most diverse candidates).
-Prints RSS after each stage and the process peak (ru_maxrss), so the stage that grows
-memory is visible.
+  python -m experiments.benchmarks.qa_eval_memory [--checkpoint=DIR] [--eval_batch_size=N]
 """
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-r"""transformers + torch reference for BioASQ factoid QA.
+r"""transformers + torch reference for BioASQ factoid QA, on our adapter's windows and metrics.
 
-Trains transformers' BertForQuestionAnswering from the same checkpoint on the same SQuAD-style
-windows our QA adapter builds (max_seq_length, doc_stride, max_query_length, question caps),
-with the same optimiser settings, then decodes with our n-best decoding and scores each 6b
-batch with our BioASQ measures: only the model and the training loop differ.
-
-  python -m experiments.finetune --config=experiments/configs/finetune.py:qa \
-    --config.max_train_examples=100 --config.num_epochs=1 --workdir=/tmp/qa_ours
   python -m experiments.benchmarks.qa_reference --config=experiments/configs/finetune.py:qa \
-    --config.max_train_examples=100 --config.num_epochs=1 \
-    --ours=/tmp/qa_ours/eval_results.json
-
-The loss is the mean of the start and end cross-entropies over all positions (transformers'
-own loss; ours also masks padding positions out of the softmax, which changes nothing once
-the model has learnt that padding is never an answer).
+    <the same --config flags as our run> --ours=W/eval_results.json
 """
 from __future__ import annotations
 

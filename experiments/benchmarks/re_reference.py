@@ -1,17 +1,7 @@
-r"""transformers + torch reference for relation extraction (GAD, ChemProt).
+r"""transformers + torch reference for relation extraction, on our adapter's features and metric.
 
-Trains transformers' BertForSequenceClassification ([CLS] pooling, as BioBERT) from the same
-checkpoint on the same features our RE adapter builds (our readers, ChemProt preprocessing,
-marker handling `re.markers`, windows, subsets) with the same optimiser settings, and scores
-it with the adapter's own metric. Our run and the reference take the same config overrides:
-
-  python -m experiments.finetune --config=experiments/configs/finetune.py:re \
-    --config.re.corpus=gad --config.num_epochs=1 --workdir=/tmp/gad_ours
   python -m experiments.benchmarks.re_reference --config=experiments/configs/finetune.py:re \
-    --config.re.corpus=gad --config.num_epochs=1 --ours=/tmp/gad_ours/eval_results.json
-
-The checkpoint must be a HF directory (`config.init_checkpoint`, default MiniLM). Prints
-test P/R/F1 and training wall time of both sides; `--out` writes the comparison as JSON.
+    <the same --config flags as our run> --ours=W/eval_results.json
 """
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
-r"""The fine-tuning train step as one program vs two (gradient per shape + update once).
+r"""The fine-tuning train step as one program vs gradient + update: compile and step time.
 
   python -m experiments.benchmarks.split_step --seq_lens=64,128 --rounds=5
-
-Both variants are built from the trainer's pieces (train.step's make_loss_train_step /
-make_loss_grad_step + make_update_step, train.ahead's CompiledByShape / SplitTrainStep) on
-the MiniLM-L6 token classifier (or --checkpoint), batch --batch_size, dropout on, the
-benchmarks' AdamW. Printed: the wall time to compile every --seq_lens shape ahead with one
-compile thread (what a cold fine-tune pays on a 2-core box), the step time per length
-(the variants take turns, first round not timed), their ratio, and the largest parameter
-difference after the same steps (~0: the same arithmetic, cut in two, fused a little
-differently).
 """
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
 r"""Tokenizer throughput: our in-graph and Python faces vs HF `tokenizers`, same text.
 
-  nice python -m experiments.benchmarks.tokenize            # one core, then all cores
-  python -m experiments.benchmarks.tokenize --threads=1     # one configuration only
-
-Text: every document of pretrain/pubmed_abstracts.txt. Tokens = WordPiece pieces
-produced (no [CLS]/[SEP]). Each figure is the best of `--repeats` passes. Thread limits
-must be set before TF / the Rayon pool start, so each configuration runs in a fresh
-subprocess. Prints figures only (no assertions).
+  python -m experiments.benchmarks.tokenize [--threads=1]
 """
 import json
 import os

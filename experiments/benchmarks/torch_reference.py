@@ -1,10 +1,5 @@
 """What the transformers + torch references share: data through our adapters, BERT's
-optimiser in torch, and the side-by-side report.
-
-Only the model code and the training loop differ from biobert-jax: the references take the
-features our task adapters build (same readers, windows, markers, subsets) and score with
-the adapters' own `decode` / `evaluate`, so a gap between the two figures is the model or
-the training, never the data or the metric.
+optimiser and schedule in torch, and the side-by-side report.
 """
 from __future__ import annotations
 
@@ -135,7 +130,7 @@ def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: i
   - "transformers": `get_linear_schedule_with_warmup`, lr * (total - step) / (total - warmup)
     after warmup. It peaks at lr where BERT's is already at lr * (1 - warmup / total), so it
     runs 1 / (1 - warmup_proportion) (1.11x at 0.1) higher through the whole decay, i.e.
-    a larger budget than ours; the references before session 10 used it.
+    a larger budget than ours.
   """
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel

@@ -1,21 +1,7 @@
-r"""Train-step throughput and MFU: ours vs transformers' FlaxBertForPreTraining.
+r"""Pre-training step throughput and MFU: ours vs transformers' FlaxBertForPreTraining.
 
   python -m experiments.benchmarks.train_step --sizes=tiny,small --seq_lens=128 \
-      --batch_size=32 --steps=10
-  python -m experiments.benchmarks.train_step --sizes=base --seq_lens=512 \
-      --batch_size=32 --dtype=bfloat16 --steps=20          # on a GPU/TPU
-
-Both models get the same BertConfig, batch, AdamW (biobert_jax.train.optim, clipping and
-decay mask included), dropout on, and one jitted step each; they run alternately
-(--rounds) so machine noise hits both. Reported:
-  tokens/s     ALL tokens of the batch (B * L, padding included) per second.
-  model TFLOP/s  analytic model FLOPs (6 * matmul params per token + attention, MLM
-               projection on the P masked positions as in original BERT) / step time.
-               The same FLOP count is used for both implementations, so the extra work
-               transformers does (projecting every position onto the vocabulary) shows as
-               lower MFU, not as more FLOPs.
-  MFU          model FLOP/s / peak. CPU: peak = a measured large float32 matmul.
-               GPU/TPU: the chip's dense bf16 peak (common.PEAK_FLOPS by device_kind).
+      --batch_size=32 --steps=5 --rounds=3
 """
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
-r"""XLA CPU compiler options on the fine-tuning step and the forward pass, in one process.
+r"""XLA CPU compiler options on the fine-tuning step and forward, in one process, beside torch.
 
   python -m experiments.benchmarks.xla_flags --seq_lens=32,128 --rounds=3 \
       --variants='default;xla_cpu_experimental_ynn_fusion_type='
-
-Each variant is a ';'-separated entry of ','-separated `key=value` XLA DebugOptions (the
-names XLA_FLAGS takes, without `--`); `default` is no override. Every variant compiles the
-same two jitted functions -- the fine-tuning train step of finetune_step.py (MiniLM-L6,
-dropout on, AdamW + clipping, every position real) and the eval forward (logits, no
-dropout) -- through `jit(...).lower(...).compile(compiler_options=...)`, so the variants
-share one process, one checkpoint and one batch, and take turns (--rounds) as the peers do
-in the other benchmarks. Optionally transformers + torch runs the same two functions
-(--peer, default on; --kinds=forward times the forward alone). Printed: ms per call and
-the ratios to `default` and to torch; the forward's logits are compared with `default`'s,
-since an option that changes the numbers is not a free speed-up. Only ratios are meant to
-be compared across runs. `default` is XLA's own default: the trainers' forward programs
-add `biobert_jax.xla_options.inference_options()` (Eigen dots on CPU).
 """
 from __future__ import annotations
 
@@ -173,7 +160,7 @@ def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict
 def main(argv):
   del argv
   # As the mains run. Without it every call re-faults its temp buffer, and variants with
-  # bigger buffers lose more: in session 14 Eigen's dots looked 1.69x faster than
+  # bigger buffers lose more: without it Eigen's dots once looked 1.69x faster than
   # YNNPACK's here at L=384, yet were slower in the trainer, which keeps the buffers.
   host_memory.keep_host_buffers()
   variants = {v.strip() or "default": parse_variant(v) for v in _VARIANTS.value.split(";")}

@@ -1,12 +1,7 @@
-"""Fine-tuning configs: `--config=experiments/configs/finetune.py:ner` (or `re`, `qa`).
+"""Fine-tuning configs: `--config=experiments/configs/finetune.py:<ner|re|qa|multi_ner>`.
 
-Common keys are shared by every task (experiments/finetune.py reads them); per-task keys
-live in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
-Empty strings mean "work it out": `data_dir` defaults per task under the shared data,
-`init_checkpoint` defaults to the MiniLM checkpoint when the test package is installed,
-`vocab_path` to the checkpoint's vocab.txt, `lowercase` (-1 = auto) to the vocab's casing.
-The optimiser keys have the same names as pre-training's (biobert_jax.train.optim.
-optimizer_from_config), except that warmup is a proportion of the total steps here.
+Per-task keys live in `config.ner` / `config.re` / `config.qa`; empty strings mean "work it
+out" (data_dir, init_checkpoint, vocab_path; lowercase -1 = auto).
 """
 from __future__ import annotations
 

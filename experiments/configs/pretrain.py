@@ -1,10 +1,5 @@
-"""Pre-training configs: `--config=experiments/configs/pretrain.py:<preset>`.
-
-Presets are model sizes (tiny, mini, small, medium, base, large; see
-biobert_jax.config.BertConfig.preset); every field below can be overridden on the command
-line, e.g. `--config.total_steps=1000 --config.mesh.fsdp=-1 --config.batch_size=256`.
-The defaults follow BERT/BioBERT pre-training (AdamW 1e-4, 10k warmup, wd 0.01, seq 128,
-20 predictions) scaled to the preset.
+"""Pre-training configs: `--config=experiments/configs/pretrain.py:<preset>` (tiny, mini,
+small, medium, base, large), BERT/BioBERT's defaults scaled to the preset.
 """
 from __future__ import annotations
 
