@@ -12,7 +12,8 @@ Sections:
               matmul precision "highest") vs torch on the CPU: max |diff| of both outputs.
   pretrain    BertForPreTraining (base; --small: tiny) train step, f32 and bf16, lengths 128
               and 512: tokens/s and MFU (analytic FLOPs / the chip's dense bf16 peak).
-  finetune    token classification train step (base, length 128, f32/bf16): examples/s, MFU.
+  finetune    the fine-tuning trainer's train step (train.step.make_finetune_step) on a
+              token classifier (base, length 128, f32/bf16): examples/s, MFU.
   predict     deterministic forward + softmax (base, bf16/f32): sequences/s and tokens/s.
   annotate    `trainers.annotate` end to end (random BERT-base + NER head, a WordPiece
               vocab built from tests/testdata/pt_sentences.txt, its abstracts repeated)
@@ -23,9 +24,12 @@ image provides); nothing here imports TensorFlow or ml_collections.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pathlib
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -91,6 +95,7 @@ def environment() -> dict[str, Any]:
 
 def parity() -> dict[str, Any]:
   """Our encoder on the accelerator vs transformers' BertModel (torch, CPU), same weights."""
+  # Heavy and only needed here and in the annotate section (see annotate_throughput).
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -181,7 +186,7 @@ def finetune() -> list[dict[str, Any]]:
       if _over_budget():
         rows.append({"seq_len": seq, "dtype": dtype_name, "skipped": "budget"})
         continue
-      step, state = common.finetune_train_step(c, None, 3, models.compute_dtype(dtype_name))
+      step, state = common.finetune_step(c, None, 3, models.compute_dtype(dtype_name))
       compile_s, t = _measure(step, state, batch)
       rows.append({"preset": sizes()["preset"], "seq_len": seq, "batch_size": batch_size,
                    "dtype": dtype_name, "compile_s": compile_s, "step_ms": 1e3 * t,
@@ -231,9 +236,6 @@ def _annotate_inputs(work: str) -> tuple[str, list[str]]:
   The vocabulary holds BERT's special tokens, every character (alone and as "##c") and
   the 3,000 most frequent lower-cased words, so WordPiece splits like a real vocab.
   """
-  import collections  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
-
   path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "testdata",
                       "pt_sentences.txt")
   abstracts, current = [], []
@@ -262,8 +264,8 @@ def _annotate_inputs(work: str) -> tuple[str, list[str]]:
 
 def annotate_throughput() -> dict[str, Any]:
   """Documents/s of our annotate command vs transformers' pipeline, same model and texts."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-
+  # torch (and the annotate benchmark, which imports it) only in the sections that use
+  # them: a section that cannot import them records the error, the others still run.
   import torch  # pylint: disable=import-outside-toplevel
 
   from experiments.benchmarks import annotate as annotate_bench  # pylint: disable=import-outside-toplevel

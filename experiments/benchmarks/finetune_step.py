@@ -7,9 +7,9 @@ Both sides: token classification on the MiniLM-L6 checkpoint of the gt_all_minil
 package (or --checkpoint), batch --batch_size, dropout on (the checkpoint's rates, 0.1),
 AdamW (BERT's: eps 1e-6, weight decay 0.01 except LayerNorm and biases, linear warmup and
 decay) with global-norm clipping at 1.0, every position real (no padding, every label
-counted). Ours is built from the public pieces the fine-tuning trainer uses
-(biobert_jax.models, biobert_jax.train.optim/state, checkpoints.surgery; the loss is the
-tasks' masked_cross_entropy with every label counted);
+counted). Ours is the fine-tuning trainer's own step (train.step.make_finetune_step:
+a gradient program and an update program, as trainers/finetune runs it) on
+BertForTokenClassification with the mean token cross-entropy (common.finetune_step);
 theirs is `transformers.BertForTokenClassification` as its users run it (default attention
 implementation, torch.optim.AdamW, clip_grad_norm_, get_linear_schedule_with_warmup;
 bf16 = torch.autocast). The two take turns (--rounds) inside one process, so load from
@@ -51,13 +51,15 @@ def default_checkpoint() -> str:
 
 
 def ours(path: str, num_labels: int, dtype: Any) -> tuple[BertConfig, Callable, dict]:
-  """(config, jitted step(state, batch) -> (state, loss), state) on the checkpoint at path."""
+  """(config, the trainer's step(state, batch) -> (state, metrics), state) on the
+  checkpoint at path."""
   config, pretrained = checkpoints.load(path)
-  return (config,) + common.finetune_train_step(config, pretrained, num_labels, dtype)
+  return (config,) + common.finetune_step(config, pretrained, num_labels, dtype)
 
 
 def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int], float] | None:
   """run(batch, n) -> seconds per step of transformers' BertForTokenClassification."""
+  # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
@@ -110,8 +112,8 @@ def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict
     t = time.perf_counter()
     s = holder["state"]
     for _ in range(n):
-      s, loss = step(s, batch)
-    jax.block_until_ready((s, loss))
+      s, metrics = step(s, batch)
+    jax.block_until_ready((s, metrics))
     holder["state"] = s
     return (time.perf_counter() - t) / n
 
