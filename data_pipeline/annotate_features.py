@@ -3,7 +3,7 @@
 A block of documents is split into sentences (within each segment, so a sentence never
 spans title and abstract), every sentence is tokenised with character offsets, and its
 pieces are grouped into BERT words (a piece without "##" starts a word, as
-`biobert_jax.tasks.ner.split_words`). Each sentence becomes one window `[CLS] pieces [SEP]`,
+`biobert_jax.trainers.predict.split_words`). Each sentence becomes one window `[CLS] pieces [SEP]`,
 or, past `max_seq_length - 2` pieces, overlapping windows where each word is predicted
 by the window that gives it the most context (`data_pipeline.tasks.ner.window_owner`).
 

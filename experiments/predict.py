@@ -6,8 +6,8 @@ r"""Predicts with a fine-tuned model on raw text.
 --input: one text per line, or a .jsonl file with a "text" field per record (other fields
 are carried through). --output: one JSON record per input, with the task's predictions
 added (NER: "entities": [{"type", "start", "end", "text", "score"}], character offsets
-into the original text). A task supports this when its adapter module defines
-`predict_records(model_dir, records) -> records`.
+into the original text). A task supports this when it has an entry in
+`biobert_jax.trainers.predict.RECORD_PREDICTORS`.
 """
 from absl import app, flags
 
