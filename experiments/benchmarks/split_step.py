@@ -5,11 +5,11 @@ r"""The fine-tuning train step as one program vs two (gradient per shape + updat
 Both variants are the trainer's builder, train.step.make_finetune_step (split=False: one
 program per shape; split=True, the trainer's: train.ahead.SplitTrainStep), on the
 MiniLM-L6 token classifier's shape (or --checkpoint's; random init), batch --batch_size,
-dropout on, the benchmarks' AdamW (common.finetune_step). Printed: the wall time to compile every --seq_lens shape ahead with one
-compile thread (what a cold fine-tune pays on a 2-core box), the step time per length
-(the variants take turns, first round not timed), their ratio, and the largest parameter
-difference after the same steps (~0: the same arithmetic, cut in two, fused a little
-differently).
+dropout on, the benchmarks' AdamW (common.finetune_step). Printed: the wall time to
+compile every --seq_lens shape ahead with one compile thread (what a cold fine-tune pays
+on a 2-core box), the step time per length (the variants take turns, first round not
+timed), their ratio, and the largest parameter difference after the same steps (~0: the
+same arithmetic, cut in two, fused a little differently).
 """
 from __future__ import annotations
 
