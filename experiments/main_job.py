@@ -4,13 +4,13 @@ r"""The main job, BioBERT's recipe at CPU scale (logic: biobert_jax/trainers/rec
 """
 from __future__ import annotations
 
-import ast
 import os
 
 import jax
 from absl import app, flags, logging
 
 from biobert_jax import host_memory
+from biobert_jax.configs import overrides
 from biobert_jax.trainers import recipe
 from experiments import recipes
 
@@ -29,17 +29,17 @@ _PRETRAIN = flags.DEFINE_multi_string("pretrain", [], "Pre-training config overr
 
 
 def _parse(pairs: list[str], base: dict | None) -> dict:
+  """KEY=VALUE pairs (values as Python literals: 1e-4, True, (1, 2); else strings)."""
   out = {}
   for pair in pairs:
-    key, sep, raw = pair.partition("=")
-    if not sep or (base is not None and key not in base):
+    try:
+      out.update(overrides.parse_assignments([pair]))
+      known = base is None or pair.partition("=")[0] in base
+    except ValueError:
+      known = False
+    if not known:
       raise app.UsageError(f"bad override {pair!r}: expected KEY=VALUE"
                            + (f" with KEY in {sorted(base)}" if base is not None else ""))
-    try:
-      value = ast.literal_eval(raw)  # 1e-4, True, (1, 2); anything else stays a string
-    except (ValueError, SyntaxError):
-      value = raw
-    out[key] = value
   return out
 
 

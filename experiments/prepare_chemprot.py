@@ -9,6 +9,7 @@ import os
 
 from absl import app, flags
 
+from data_pipeline import paths
 from data_pipeline.tasks import chemprot
 from data_pipeline.tasks import re as re_data
 
@@ -21,7 +22,6 @@ _MULTI = flags.DEFINE_enum("multi_label", "both", ["both", "first"],
 
 def main(argv):
   del argv
-  from data_pipeline import paths  # pylint: disable=import-outside-toplevel
   raw = _RAW.value or str(paths.data_path("re", "chemprot", "raw"))
   raw_dir = re_data.chemprot_raw_dir(raw)
   if raw_dir is None:

@@ -3,9 +3,7 @@ public entry points, never a copy of a training loop.
 """
 from __future__ import annotations
 
-import json
 import os
-import pathlib
 import shutil
 from typing import Any, Mapping
 
@@ -14,8 +12,11 @@ import ml_collections
 
 from biobert_jax import models
 from biobert_jax.checkpoints import native
+from biobert_jax.configs.overrides import apply_overrides
+from biobert_jax.train.metrics_writer import read_jsonl
 from biobert_jax.trainers import finetune as finetune_lib
 from biobert_jax.trainers import pretrain as pretrain_lib
+from biobert_jax.trainers import recipe
 from data_pipeline import paths
 from experiments.configs import finetune as finetune_configs
 from experiments.configs import pretrain as pretrain_configs
@@ -34,29 +35,9 @@ def ner_corpus(name: str = "NCBI-disease") -> str:
   return str(paths.data_path("ner", name))
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  with path.open(encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _apply(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
-  """Dotted-key overrides (`"mesh.fsdp": -1`), failing loudly on an unknown key."""
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"unknown config key {dotted!r}")
-    node[leaf] = value
-
-
 def pretrain_config(preset: str = "mini", **overrides: Any) -> ml_collections.ConfigDict:
   config = pretrain_configs.get_config(preset)
-  _apply(config, overrides)
+  apply_overrides(config, overrides)
   return config
 
 
@@ -67,8 +48,8 @@ def pretrain(workdir: str | os.PathLike, preset: str = "mini",
   config = pretrain_config(preset, **overrides)
   pretrain_lib.train(config, workdir)
   return {"export": os.path.join(workdir, "export"),
-          "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl")),
-          "eval": read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"))}
+          "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl"), missing_ok=True),
+          "eval": read_jsonl(os.path.join(workdir, "eval_metrics.jsonl"), missing_ok=True)}
 
 
 def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
@@ -92,7 +73,7 @@ def random_init_checkpoint(out_dir: str | os.PathLike, preset: str = "mini", *,
 
 def finetune_config(task: str = "ner", **overrides: Any) -> ml_collections.ConfigDict:
   config = finetune_configs.get_config(task)
-  _apply(config, overrides)
+  apply_overrides(config, overrides)
   return config
 
 
@@ -106,7 +87,6 @@ def finetune(workdir: str | os.PathLike, init_checkpoint: str, task: str = "ner"
 def biobert_recipe(workdir: str | os.PathLike, settings: Mapping[str, Any],
                    **kwargs: Any) -> dict[str, Any]:
   """The main job (biobert_jax.trainers.recipe.run) wired to these recipes' trainers."""
-  from biobert_jax.trainers import recipe  # pylint: disable=import-outside-toplevel
   kwargs.setdefault("pubmed_files", pubmed_text())
   return recipe.run(str(workdir), settings, pretrain=pretrain, finetune=finetune,
                     random_init=random_init_checkpoint, ner_corpus=ner_corpus, **kwargs)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from biobert_jax.config import BertConfig
+from biobert_jax.configs.overrides import apply_overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,13 +72,7 @@ def tiny_run_config(data_dir, **overrides: Any):
   from experiments.configs import pretrain as pretrain_configs
   config = pretrain_configs.get_config("tiny")
   config.vocab_path = str(data_dir / "vocab" / "bert-base-cased-vocab.txt")
-  for key, value in {**TINY_RUN, **overrides}.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config
+  return apply_overrides(config, {**TINY_RUN, **overrides})
 
 
 def launcher_args(data_dir, workdir, **overrides: Any) -> list[str]:

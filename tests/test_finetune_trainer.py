@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from biobert_jax.configs.overrides import apply_overrides
 from biobert_jax.train import loop
 from biobert_jax.train.metrics_writer import read_jsonl
 from biobert_jax.trainers import finetune as finetune_lib
@@ -55,14 +56,7 @@ def _overrides(task, data_dir, vocab):
 
 
 def _config(task, data_dir, vocab, **overrides):
-  config = get_config(task)
-  for dotted, value in {**_overrides(task, data_dir, vocab), **overrides}.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return apply_overrides(get_config(task), {**_overrides(task, data_dir, vocab), **overrides})
 
 
 def _losses(workdir):

@@ -1,7 +1,11 @@
-"""The layering rules: the core imports no TensorFlow and no data_pipeline.
+"""The layering rules: the core imports no TensorFlow and no data_pipeline; no import
+runs up from the core to tasks or trainers; data_pipeline has no import circles.
 
-The checks run in a fresh interpreter, since this pytest process has TF loaded already.
+The module-loading checks run in a fresh interpreter, since this pytest process has TF
+loaded already; the import-graph checks read the source.
 """
+import ast
+import pathlib
 import subprocess
 import sys
 
@@ -66,3 +70,108 @@ def test_annotate_and_python_tokenizer_load_without_tensorflow():
                  "biobert_jax.trainers.annotate", "experiments.annotate",
                  "biobert_jax.distributed"], GPU_IMAGE_LACKS)
   assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+# ---- static import graph: circles and upward imports -------------------------------------
+# Read from the source (module- and function-level imports alike: a lazy import that runs
+# back up is still a circle), so these checks cost no interpreter start.
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _module_name(path: pathlib.Path, root: pathlib.Path) -> str:
+  parts = list(path.relative_to(root).with_suffix("").parts)
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(root: pathlib.Path, package: str) -> dict[str, set[str]]:
+  """{module: the modules of `package` it imports}. `from P import x` counts as P.x when
+  that is a module of the package, else as P."""
+  files = {_module_name(p, root): p for p in (root / package).rglob("*.py")}
+  graph: dict[str, set[str]] = {}
+  for name, path in files.items():
+    is_package = path.name == "__init__.py"
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+      if isinstance(node, ast.Import):
+        targets.update(a.name for a in node.names)
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:  # relative: resolve against this module's package
+          here = name.split(".") if is_package else name.split(".")[:-1]
+          base = ".".join(here[:len(here) - node.level + 1] + ([base] if base else []))
+        targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                       for a in node.names)
+    graph[name] = {t for t in targets if t in files and t != name}
+  return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The import circles: strongly connected components of more than one module."""
+  index: dict[str, int] = {}
+  low: dict[str, int] = {}
+  stack: list[str] = []
+  on_stack: set[str] = set()
+  found: list[list[str]] = []
+
+  def visit(v: str) -> None:
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in sorted(graph.get(v, ())):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      component = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        component.append(w)
+        if w == v:
+          break
+      if len(component) > 1:
+        found.append(sorted(component))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return found
+
+
+def test_data_pipeline_has_no_import_circles():
+  assert _cycles(_import_graph(_ROOT, "data_pipeline")) == []
+
+
+def test_the_circle_check_can_fail(tmp_path):
+  pkg = tmp_path / "pkg"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "a.py").write_text("from pkg import b\n")
+  (pkg / "b.py").write_text("def f():\n  from pkg import a\n")  # lazy, still a circle
+  (pkg / "c.py").write_text("import pkg.a\n")
+  assert _cycles(_import_graph(tmp_path, "pkg")) == [["pkg.a", "pkg.b"]]
+
+
+# The library's tiers, lowest first: a module may import its own tier and the ones below.
+_TIERS = ("core", "biobert_jax.tasks", "biobert_jax.trainers")
+
+
+def _tier(module: str) -> int:
+  for i, prefix in enumerate(_TIERS[1:], start=1):
+    if module == prefix or module.startswith(prefix + "."):
+      return i
+  return 0
+
+
+def test_no_import_runs_up_the_library():
+  """Core (models, train, checkpoints, metrics, ...) imports neither tasks nor trainers;
+  tasks do not import trainers."""
+  graph = _import_graph(_ROOT, "biobert_jax")
+  upward = sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if _tier(t) > _tier(m))
+  assert upward == []
+  assert _tier("biobert_jax.trainers.model_dir") > _tier("biobert_jax.tasks.ner") > _tier(
+      "biobert_jax.train.step")  # the rule itself can tell the tiers apart

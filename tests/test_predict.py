@@ -11,7 +11,6 @@ from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForTokenClassification, init_params
 from data_pipeline.tokenization import read_vocab
 from biobert_jax.trainers import predict
-from biobert_jax.tasks import ner
 
 LABELS = ["O", "B-Disease", "I-Disease"]
 TEXTS = [
@@ -49,11 +48,11 @@ def workdir(tmp_path_factory, minilm_dir):
 
 @pytest.fixture(scope="module")
 def predictor(workdir):
-  return ner.NerPredictor(workdir, batch_size=4)
+  return predict.NerPredictor(workdir, batch_size=4)
 
 
 def test_every_word_an_entity_matches_bert_basic_tokenizer(predictor):
-  results = ner.tag_texts(predictor, TEXTS)
+  results = predict.tag_texts(predictor, TEXTS)
   assert results[1] == []
   expected_score = np.exp(3.0) / (np.exp(3.0) + 2)
   basic = BasicTokenizer(do_lower_case=True)

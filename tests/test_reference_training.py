@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers
 
-from biobert_jax import BertConfig, checkpoints, models
+from biobert_jax import BertConfig, checkpoints, models, sharding
 from biobert_jax.tasks.base import SplitData
 from biobert_jax.tasks.re import TASK as RE
 from biobert_jax.train import optim, state as state_lib, step as step_lib
@@ -64,8 +64,10 @@ def _ours(params, split, config, module):
                            rngs={"dropout": rng})
     return RE.loss(outputs, batch)
 
-  train_step = jax.jit(step_lib.make_loss_train_step(loss_fn, tx, schedule))
-  state = state_lib.init_state(params, tx, seed=0)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  state, shardings = state_lib.state_from_params(params, models.logical_axes(module), tx,
+                                                 mesh, seed=0)
+  train_step = step_lib.make_finetune_step(loss_fn, tx, schedule, shardings, mesh)
   losses = []
   for batch in ref.our_batches(split, config):
     state, metrics = train_step(state, {k: jnp.asarray(v) for k, v in batch.items()})

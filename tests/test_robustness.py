@@ -28,6 +28,7 @@ import pytest
 from biobert_jax import checkpoints
 from biobert_jax.checkpoints import CheckpointError, native
 from biobert_jax.checkpoints.manager import CheckpointManager, CheckpointWriteError
+from biobert_jax.configs.overrides import set_dotted
 from biobert_jax.train import loop
 from biobert_jax.train.metrics_writer import MetricsWriter
 from biobert_jax.trainers import predict, pretrain_data, validation
@@ -258,11 +259,7 @@ def test_sigterm_stops_pretraining_waiting_on_a_fifo(tmp_path, vocab):
 ])
 def test_pretrain_config_errors_name_key_value_and_rule(key, value, message):
   config = pretrain_configs.get_config("tiny")
-  *parents, leaf = key.split(".")
-  target = config
-  for parent in parents:
-    target = target[parent]
-  target[leaf] = value
+  set_dotted(config, key, value)
   with pytest.raises(validation.ConfigError) as error:
     validation.validate_pretrain_config(config)
   assert message in str(error.value)
@@ -317,11 +314,7 @@ def test_pretrain_batch_must_divide_over_the_mesh():
 ])
 def test_finetune_config_errors_name_key_value_and_rule(task, key, value, message):
   config = finetune_configs.get_config(task)
-  *parents, leaf = key.split(".")
-  target = config
-  for parent in parents:
-    target = target[parent]
-  target[leaf] = value
+  set_dotted(config, key, value)
   with pytest.raises(validation.ConfigError) as error:
     validation.validate_finetune_config(config)
   assert message in str(error.value)

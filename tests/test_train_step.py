@@ -206,13 +206,11 @@ def test_split_train_step_is_the_one_program_step_with_the_update_compiled_once(
 
   batches = [batch(n, seed) for seed, n in enumerate((5, 9, 5, 9, 5))]
   state, shardings = state_lib.state_from_params(params, specs, tx, mesh, seed=0)
-  split = ahead.SplitTrainStep(
-      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn), shardings, mesh),
-      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh))
+  split = step_lib.make_finetune_step(loss_fn, tx, schedule, shardings, mesh)
+  assert isinstance(split, ahead.SplitTrainStep)
   assert split.compile_ahead((ahead.abstract(state),),
                              [ahead.abstract(b) for b in batches[:2]], 2) == 2
-  fused = step_lib.jit_train_step(step_lib.make_loss_train_step(loss_fn, tx, schedule),
-                                  shardings, mesh)
+  fused = step_lib.make_finetune_step(loss_fn, tx, schedule, shardings, mesh, split=False)
   state_fused, _ = state_lib.state_from_params(params, specs, tx, mesh, seed=0)
   for b in batches:
     state, metrics = split(state, b)

@@ -72,9 +72,9 @@ class Task(Protocol):
      list[str]` (files written, e.g. `<prefix>.conll`).
   6. `task.export_info(config, labels) -> dict` is merged into `<workdir>/model/task.json`
      next to the native checkpoint, so prediction can rebuild the model.
-  7. Optional, for `experiments.predict`: a module-level function
-     `predict_records(model_dir, records: list[dict]) -> list[dict]` in the adapter module
-     (records carry "text"; returned records add the task's predictions).
+  7. Optional, for `experiments.predict`: raw-text prediction lives in
+     `biobert_jax.trainers.predict` (`RECORD_PREDICTORS[task](model_dir, records)`), which
+     reads the model directory that adapters do not import.
 
   Trainer details an adapter may rely on: training batches are `batch_size` rows (the
   remainder of an epoch is dropped: one compiled shape); evaluation batches are padded to

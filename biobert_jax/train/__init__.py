@@ -1,3 +1,1 @@
-"""Training primitives shared by both trainers: optimizer, losses, state, steps, compile
-ahead, loop.
-"""
+"""Training primitives shared by both trainers: optimizer, losses, state, steps, loop."""

@@ -103,7 +103,10 @@ class MetricsWriter:
       self._tb = None
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """All rows of a metrics .jsonl file."""
+def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+  """All rows of a metrics .jsonl file. A missing file raises FileNotFoundError, or with
+  `missing_ok` reads as no rows (a run that never evaluated has no eval_metrics.jsonl)."""
+  if missing_ok and not os.path.exists(path):
+    return []
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]

@@ -1,5 +1,5 @@
-"""Train steps (pre-training with in-step accumulation; fine-tuning as gradient + update),
-the eval step, and their jit helpers.
+"""Train steps (pre-training with in-step accumulation; fine-tuning as gradient + update,
+`make_finetune_step` the trainer's), the eval step, and their jit helpers.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from biobert_jax import sharding as sharding_lib
 from biobert_jax import xla_options
-from biobert_jax.train import losses, optim
+from biobert_jax.train import ahead, losses, optim
 
 Batch = dict[str, jax.Array]
 
@@ -163,23 +163,39 @@ def make_update_step(tx: optax.GradientTransformation,
   return update_step
 
 
-def make_loss_train_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
-                         tx: optax.GradientTransformation,
-                         schedule: Callable[[jax.Array], jax.Array], *,
-                         token_mask_key: str = "attention_mask",
-                         trainable: Sequence[str] = ()) -> Callable:
-  """train_step(state, batch) -> (new_state, metrics): make_loss_grad_step's gradient and
-  make_update_step's update in one function (one program when jitted)."""
+def make_finetune_step(loss_fn: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]],
+                       tx: optax.GradientTransformation,
+                       schedule: Callable[[jax.Array], jax.Array], state_shardings: Any,
+                       mesh: Mesh, *, trainable: Sequence[str] = (),
+                       token_mask_key: str = "attention_mask",
+                       compiler_options: dict[str, Any] | None = None,
+                       split: bool = True) -> ahead.SplitTrainStep | ahead.CompiledByShape:
+  """The fine-tuning trainer's train step; the trainer, the tests and the benchmarks all
+  build it here, so what they time and check is what fine-tuning runs.
+
+  step(state, batch) -> (new_state, metrics): make_loss_grad_step's gradient, then
+  make_update_step's update (metrics: loss_fn's, loss, num_tokens, grad_norm,
+  learning_rate, is_finite), with `compile_ahead(...)`, `wait()` and `cancel_pending()`.
+  split=True (the trainer's): two programs, the gradient compiled per batch shape and the
+  update once (ahead.SplitTrainStep). split=False: both in one program per batch shape,
+  the form split is measured and checked against.
+  """
   grad_step = make_loss_grad_step(loss_fn, token_mask_key=token_mask_key,
                                   trainable=trainable)
   update_step = make_update_step(tx, schedule)
+  if split:
+    return ahead.SplitTrainStep(
+        jit_grad_step(grad_step, state_shardings, mesh, compiler_options=compiler_options),
+        jit_update_step(update_step, state_shardings, mesh,
+                        compiler_options=compiler_options))
 
   def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
     grads, metrics = grad_step(state, batch)
     new_state, update_metrics = update_step(state, grads, {"loss": metrics["loss"]})
     return new_state, dict(metrics, **update_metrics)
 
-  return train_step
+  return ahead.CompiledByShape(jit_train_step(train_step, state_shardings, mesh,
+                                              compiler_options=compiler_options))
 
 
 def make_eval_step(model: Any) -> Callable[[Any, Batch], dict]:

@@ -169,11 +169,9 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
     outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
     return task.predict_outputs(outputs)
 
-  train_step = ahead.SplitTrainStep(
-      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn, trainable=trainable),
-                             shardings, mesh, compiler_options=compiler_options),
-      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
-                               compiler_options=compiler_options))
+  train_step = step_lib.make_finetune_step(loss_fn, tx, schedule, shardings, mesh,
+                                          trainable=trainable,
+                                          compiler_options=compiler_options)
   predict_step = step_lib.jit_eval_step(predict, shardings["params"], mesh,
                                         compiler_options=compiler_options)
   # Wrapped so that run() can compile every batch shape ahead, in parallel.

@@ -17,7 +17,6 @@ from data_pipeline.corpora import CorpusError, ReadStats, check_on_error
 from data_pipeline.pretraining import masking, sources
 from data_pipeline.pretraining.instances import InstanceMaker, flatten_instances
 from data_pipeline.pretraining.static_examples import parse_examples
-from data_pipeline.pretraining.workers import ParallelPretrainingIterator
 from data_pipeline.tokenization import load_tokenizer
 
 CORPUS_FORMATS = ("text_doc_per_line", "text_bert", "pubmed_xml", "pmc")
@@ -66,7 +65,7 @@ def _load_tokenizer(config):
   return load_tokenizer(config.vocab_path, lowercase=config.lowercase)
 
 
-def _validate(config) -> None:
+def validate_config(config) -> None:
   if config.file_format not in FILE_FORMATS:
     raise ValueError(f"config.file_format must be one of {FILE_FORMATS}, "
                      f"got {config.file_format!r}")
@@ -143,7 +142,7 @@ def corpus_batches(config, process_index: int = 0, process_count: int = 1, *,
   `skip_examples` must be a multiple of `batch_size` for the batches after it to equal
   those of an uninterrupted run (masks are seeded by each batch's first example index).
   """
-  _validate(config)
+  validate_config(config)
   if config.file_format not in CORPUS_FORMATS:
     raise ValueError(f"corpus_batches needs a corpus format, got {config.file_format!r}")
   tokenizer = tokenizer or _load_tokenizer(config)
@@ -239,7 +238,7 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *,
       from config.vocab_path when None.
     stats: optional ReadStats, filled by the readers as they finish files.
   """
-  _validate(config)
+  validate_config(config)
   skip_examples = skip_batches * config.batch_size
   if config.file_format == "tfrecord":
     batches = _tfrecord_batches(config, process_index, process_count, skip_examples)
@@ -257,7 +256,7 @@ def make_eval_dataset(config, process_index: int = 0, process_count: int = 1, *,
   Same batches every call (fixed masks), disjoint from training documents. The last
   partial batch is dropped so shapes stay fixed.
   """
-  _validate(config)
+  validate_config(config)
   if config.file_format == "tfrecord":
     if not config.eval_files:
       raise ValueError("file_format='tfrecord' has no document ids to hold out: "
@@ -334,17 +333,3 @@ class PretrainingIterator:
     check_state(state, self._process, self._fingerprint)
     self._consumed = int(state["batches_consumed"])
     self._iterator = None
-
-
-def make_iterator(config, process_index: int = 0, process_count: int = 1,
-                  tokenizer=None, stats: ReadStats | None = None) -> Any:
-  """A resumable batch iterator: in this process, or over config.num_workers workers."""
-  _validate(config)
-  workers = config.get("num_workers", 1)
-  if workers == 1:
-    return PretrainingIterator(config, process_index, process_count, tokenizer, stats)
-  if stats is not None or tokenizer is not None:
-    raise ValueError("with config.num_workers > 1 the workers load the tokenizer from "
-                     "config.vocab_path and keep their read statistics: pass neither a "
-                     "tokenizer object nor stats (or use num_workers=1)")
-  return ParallelPretrainingIterator(config, process_index, process_count, workers)

@@ -1,5 +1,5 @@
-"""The dynamic pipeline over K worker processes, each one virtual host of the same sharding;
-exact resume and determinism are kept (WORKSPACE_NOTES.md, "Data pipeline").
+"""The resumable iterator (`make_iterator`): in this process or over K worker processes, each
+one virtual host; exact resume and determinism are kept (WORKSPACE_NOTES.md, "Data pipeline").
 """
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+
+from data_pipeline.corpora import ReadStats
+from data_pipeline.pretraining import dataset
 
 _QUEUE_BATCHES = 4      # read-ahead per worker
 _POLL_SECONDS = 0.5     # how often a blocked side checks that the other is alive
@@ -38,7 +41,6 @@ def _serve(config_dict: dict, virtual_index: int, virtual_count: int, skip_batch
     return False
 
   try:
-    from data_pipeline.pretraining import dataset  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(config_dict)
     config.num_workers = 1
     if not config.num_threads:
@@ -63,7 +65,6 @@ class ParallelPretrainingIterator:
 
   def __init__(self, config: ml_collections.ConfigDict, process_index: int = 0,
                process_count: int = 1, num_workers: int = 2):
-    from data_pipeline.pretraining import dataset  # pylint: disable=import-outside-toplevel
     if num_workers < 2:
       raise ValueError(f"num_workers={num_workers}: use dataset.PretrainingIterator")
     self._config = config
@@ -146,7 +147,21 @@ class ParallelPretrainingIterator:
 
   def set_state(self, state: dict[str, Any]) -> None:
     """Continues after the last batch consumed when `state` was taken."""
-    from data_pipeline.pretraining import dataset  # pylint: disable=import-outside-toplevel
     dataset.check_state(state, self._process, self._fingerprint)
     self.close()
     self._consumed = int(state["batches_consumed"])
+
+
+def make_iterator(config, process_index: int = 0, process_count: int = 1,
+                  tokenizer=None, stats: ReadStats | None = None) -> Any:
+  """A resumable batch iterator: in this process, or over config.num_workers workers."""
+  dataset.validate_config(config)
+  workers = config.get("num_workers", 1)
+  if workers == 1:
+    return dataset.PretrainingIterator(config, process_index, process_count, tokenizer,
+                                       stats)
+  if stats is not None or tokenizer is not None:
+    raise ValueError("with config.num_workers > 1 the workers load the tokenizer from "
+                     "config.vocab_path and keep their read statistics: pass neither a "
+                     "tokenizer object nor stats (or use num_workers=1)")
+  return ParallelPretrainingIterator(config, process_index, process_count, workers)

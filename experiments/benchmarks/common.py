@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from biobert_jax import models
+from biobert_jax import models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
 from biobert_jax.train import optim, state as state_lib
+from biobert_jax.train import step as step_lib
 
 # The fine-tuning optimiser of both sides of finetune_step (BERT's AdamW, clipping at 1.0).
 FINETUNE_OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,
@@ -164,33 +165,37 @@ def finetune_batch(c: BertConfig, batch: int, seq: int, num_labels: int) -> dict
           "labels": rng.integers(0, num_labels, (batch, seq), dtype=np.int32)}
 
 
-def finetune_train_step(config: BertConfig, pretrained: Any, num_labels: int,
-               dtype: Any) -> tuple[Callable, dict]:
-  """The fine-tuning step from the public pieces; `pretrained` None = random init.
+def token_classification_loss(module: Any) -> Callable:
+  """loss_fn(params, batch, dropout_rng) -> (loss, {}) of a token classifier: the mean
+  token cross-entropy, i.e. the NER adapter's masked_cross_entropy with every label
+  counted. Written with optax here so that this module imports where the tasks'
+  dependencies (ml_collections, TensorFlow) are not installed, e.g. the GPU image."""
+  def loss_fn(params, batch, rng):
+    logits = module.apply({"params": params}, input_ids=batch["input_ids"],
+                          token_type_ids=batch["token_type_ids"],
+                          attention_mask=batch["attention_mask"], deterministic=False,
+                          rngs={"dropout": rng})
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["labels"])), {}
+  return loss_fn
 
-  The loss is the tasks' masked_cross_entropy with every label counted, i.e. the mean
-  token cross-entropy; it is written out with optax here so that this module imports on
-  machines without the tasks' dependencies (ml_collections, TensorFlow), e.g. the GPU box.
-  """
+
+def finetune_step(config: BertConfig, pretrained: Any, num_labels: int, dtype: Any, *,
+                  compiler_options: dict[str, Any] | None = None,
+                  split: bool = True) -> tuple[Callable, dict]:
+  """(step, state): the fine-tuning trainer's step (train.step.make_finetune_step, what
+  trainers/finetune runs) on a token classifier, on one device; `pretrained` None =
+  random init. step(state, batch) -> (state, metrics); the first call of a batch shape
+  compiles it (or call `step.compile_ahead` first)."""
   module = models.BertForTokenClassification(config, num_labels=num_labels, dtype=dtype)
   params = models.init_params(module, jax.random.key(0))
   if pretrained is not None:
     params, _ = surgery.graft_encoder(params, pretrained)
-  tx, _ = optim.make_optimizer(FINETUNE_OPT)
-
-  def step(state, batch):
-    rng = jax.random.fold_in(state["rng"], state["step"])
-
-    def loss_fn(p):
-      logits = module.apply({"params": p}, batch["input_ids"], batch["token_type_ids"],
-                            batch["attention_mask"], deterministic=False,
-                            rngs={"dropout": rng})
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-          logits.astype(jnp.float32), batch["labels"]))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-            "step": state["step"] + 1, "rng": state["rng"]}, loss
-
-  return jax.jit(step, donate_argnums=0), state_lib.init_state(params, tx, seed=1)
+  tx, schedule = optim.make_optimizer(FINETUNE_OPT)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  state, shardings = state_lib.state_from_params(
+      jax.device_get(params), models.logical_axes(module), tx, mesh, seed=1)
+  step = step_lib.make_finetune_step(token_classification_loss(module), tx, schedule,
+                                     shardings, mesh, compiler_options=compiler_options,
+                                     split=split)
+  return step, state

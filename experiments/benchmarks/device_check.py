@@ -3,9 +3,12 @@ through device_check.sh; `--small` runs every section at toy sizes on a CPU.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pathlib
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -71,6 +74,7 @@ def environment() -> dict[str, Any]:
 
 def parity() -> dict[str, Any]:
   """Our encoder on the accelerator vs transformers' BertModel (torch, CPU), same weights."""
+  # Heavy and only needed here and in the annotate section (see annotate_throughput).
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -161,7 +165,7 @@ def finetune() -> list[dict[str, Any]]:
       if _over_budget():
         rows.append({"seq_len": seq, "dtype": dtype_name, "skipped": "budget"})
         continue
-      step, state = common.finetune_train_step(c, None, 3, models.compute_dtype(dtype_name))
+      step, state = common.finetune_step(c, None, 3, models.compute_dtype(dtype_name))
       compile_s, t = _measure(step, state, batch)
       rows.append({"preset": sizes()["preset"], "seq_len": seq, "batch_size": batch_size,
                    "dtype": dtype_name, "compile_s": compile_s, "step_ms": 1e3 * t,
@@ -211,9 +215,6 @@ def _annotate_inputs(work: str) -> tuple[str, list[str]]:
   The vocabulary holds BERT's special tokens, every character (alone and as "##c") and
   the 3,000 most frequent lower-cased words, so WordPiece splits like a real vocab.
   """
-  import collections  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
-
   path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "testdata",
                       "pt_sentences.txt")
   abstracts, current = [], []
@@ -242,8 +243,8 @@ def _annotate_inputs(work: str) -> tuple[str, list[str]]:
 
 def annotate_throughput() -> dict[str, Any]:
   """Documents/s of our annotate command vs transformers' pipeline, same model and texts."""
-  import pathlib  # pylint: disable=import-outside-toplevel
-
+  # torch (and the annotate benchmark, which imports it) only in the sections that use
+  # them: a section that cannot import them records the error, the others still run.
   import torch  # pylint: disable=import-outside-toplevel
 
   from experiments.benchmarks import annotate as annotate_bench  # pylint: disable=import-outside-toplevel

@@ -35,13 +35,15 @@ def default_checkpoint() -> str:
 
 
 def ours(path: str, num_labels: int, dtype: Any) -> tuple[BertConfig, Callable, dict]:
-  """(config, jitted step(state, batch) -> (state, loss), state) on the checkpoint at path."""
+  """(config, the trainer's step(state, batch) -> (state, metrics), state) on the
+  checkpoint at path."""
   config, pretrained = checkpoints.load(path)
-  return (config,) + common.finetune_train_step(config, pretrained, num_labels, dtype)
+  return (config,) + common.finetune_step(config, pretrained, num_labels, dtype)
 
 
 def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int], float] | None:
   """run(batch, n) -> seconds per step of transformers' BertForTokenClassification."""
+  # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
@@ -94,8 +96,8 @@ def bench(path: str, seq: int, dtype_name: str, peaks: list[float]) -> list[dict
     t = time.perf_counter()
     s = holder["state"]
     for _ in range(n):
-      s, loss = step(s, batch)
-    jax.block_until_ready((s, loss))
+      s, metrics = step(s, batch)
+    jax.block_until_ready((s, metrics))
     holder["state"] = s
     return (time.perf_counter() - t) / n
 

@@ -11,6 +11,10 @@ import time
 
 from absl import app, flags
 
+from data_pipeline import paths
+from data_pipeline.corpora.pubmed_xml import read_pubmed_xml
+from data_pipeline.tokenization import load_tokenizer
+
 _THREADS = flags.DEFINE_integer("threads", -1, "1: one core; 0: all cores; -1: run both")
 _BATCHES = flags.DEFINE_integer("batches", 40, "batches timed per mode (after warm-up)")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "per-process batch")
@@ -20,6 +24,8 @@ _TFLOPS = flags.DEFINE_float("device_tflops", 989.0, "accelerator peak (H100 bf1
 _MFU = flags.DEFINE_float("mfu", 0.4, "assumed model FLOPs utilisation for the estimate")
 _WORKERS = flags.DEFINE_list("workers", ["2"], "config.num_workers settings (> 1) measured "
                              "with all cores: the dynamic pipeline in worker processes")
+_TEXT = flags.DEFINE_string("text", "", "corpus of the dynamic and static modes "
+                            "('' = the shared pretrain/pubmed_abstracts.txt)")
 _BASE_PARAMS = 110e6  # BERT-base
 
 
@@ -41,18 +47,17 @@ def _rate(iterator, batches: int, windows: int = 3) -> tuple[float, float]:
 
 
 def _measure(threads: int) -> dict:
+  # TensorFlow only in the measuring child processes, not in the parent that starts them.
   # pylint: disable=import-outside-toplevel
-  from data_pipeline import paths, pretraining
+  from data_pipeline import pretraining
   from data_pipeline._tf import tf
-  from data_pipeline.corpora.pubmed_xml import read_pubmed_xml
   from data_pipeline.pretraining.static_writer import write_static_examples
-  from data_pipeline.tokenization import load_tokenizer
 
   if threads == 1:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
   config = pretraining.default_config()
-  config.train_files = str(paths.data_path("pretrain", "pubmed_abstracts.txt"))
+  config.train_files = _TEXT.value or str(paths.data_path("pretrain", "pubmed_abstracts.txt"))
   config.vocab_path = str(paths.data_path("vocab", "bert-base-cased-vocab.txt"))
   config.batch_size = _BATCH.value
   config.max_seq_length = _SEQ.value
@@ -114,7 +119,7 @@ def main(argv):
     args = [sys.executable, "-m", "experiments.benchmarks.pipeline", f"--threads={threads}"]
     args += [f"--{f}={flags.FLAGS[f].value}" for f in ("batches", "batch_size",
                                                        "max_seq_length")]
-    args += [f"--workers={','.join(_WORKERS.value)}"]
+    args += [f"--workers={','.join(_WORKERS.value)}", f"--text={_TEXT.value}"]
     env = dict(os.environ, _PIPELINE_BENCH_CHILD="1")
     result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     r = json.loads(result.stdout.strip().splitlines()[-1])

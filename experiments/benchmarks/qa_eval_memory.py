@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from biobert_jax.trainers import finetune
+from biobert_jax.trainers.finetune_batches import predict_split
 from experiments.configs import finetune as finetune_configs
 
 FLAGS = flags.FLAGS
@@ -63,7 +64,7 @@ def main(argv):
   results = []
   for split in batches:
     t = time.time()
-    outputs = finetune.predict_split(predict_step, params, split, config.eval_batch_size)
+    outputs = predict_split(predict_step, params, split, config.eval_batch_size)
     after_predict = _rss_mb()
     decoded = task.decode(outputs, split, config)
     result = task.evaluate(decoded, split, config)

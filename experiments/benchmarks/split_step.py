@@ -9,13 +9,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app
 
-from biobert_jax import checkpoints, host_memory, models, sharding
-from biobert_jax.train import ahead, optim
-from biobert_jax.train import state as state_lib
-from biobert_jax.train import step as step_lib
+from biobert_jax import checkpoints, host_memory
+from biobert_jax.train import ahead
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 
@@ -23,37 +20,16 @@ from experiments.benchmarks import finetune_step as ft
 _SEQ_LENS, _BATCH, _ROUNDS, _CHECKPOINT = ft._SEQ_LENS, ft._BATCH, ft._ROUNDS, ft._CHECKPOINT  # pylint: disable=protected-access
 
 
-def _variants(module, tx, schedule, shardings, mesh):
-  def loss_fn(params, batch, rng):
-    logits = module.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
-                          batch["attention_mask"], deterministic=False,
-                          rngs={"dropout": rng})
-    labels = batch["labels"]
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels)), {}
-
-  one = ahead.CompiledByShape(step_lib.jit_train_step(
-      step_lib.make_loss_train_step(loss_fn, tx, schedule), shardings, mesh))
-  split = ahead.SplitTrainStep(
-      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn), shardings, mesh),
-      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh))
-  return {"one_program": one, "split": split}
-
-
 def main(argv):
   del argv
   host_memory.keep_host_buffers()  # as the mains run
   config, _ = checkpoints.load(_CHECKPOINT.value or ft.default_checkpoint())
-  module = models.BertForTokenClassification(config, num_labels=3)
-  params = models.init_params(module, jax.random.key(0))
-  tx, schedule = optim.make_optimizer(common.FINETUNE_OPT)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  specs = models.logical_axes(module, seq_len=16)
   lengths = [int(n) for n in _SEQ_LENS.value]
   batches = {n: common.finetune_batch(config, _BATCH.value, n, 3) for n in lengths}
-  states, shardings = {}, None
-  for name in ("one_program", "split"):
-    states[name], shardings = state_lib.state_from_params(params, specs, tx, mesh, seed=1)
-  steps = _variants(module, tx, schedule, shardings, mesh)
+  steps, states = {}, {}
+  for name, split in (("one_program", False), ("split", True)):
+    steps[name], states[name] = common.finetune_step(config, None, 3, jnp.float32,
+                                                     split=split)
   for name, step in steps.items():
     start = time.perf_counter()
     step.compile_ahead((ahead.abstract(states[name]),),

@@ -9,10 +9,15 @@ import sys
 import time
 
 from absl import app, flags
+import tokenizers
+
+from data_pipeline import paths, tokenization
 
 _THREADS = flags.DEFINE_integer("threads", -1, "1: one core; 0: all cores; -1: run both")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "passes per measurement (best is kept)")
 _BATCH = flags.DEFINE_integer("batch", 256, "documents per in-graph batch")
+_TEXT = flags.DEFINE_string("text", "", "text file, one document a line "
+                            "('' = the shared pretrain/pubmed_abstracts.txt)")
 
 
 def _best_rate(fn, tokens: int, repeats: int) -> float:
@@ -25,16 +30,15 @@ def _best_rate(fn, tokens: int, repeats: int) -> float:
 
 
 def _measure(threads: int) -> dict:
-  # pylint: disable=import-outside-toplevel
-  from data_pipeline import paths, tokenization
-  from data_pipeline._tf import tf
+  # TensorFlow only in the measuring child processes, not in the parent that starts them.
+  from data_pipeline._tf import tf  # pylint: disable=import-outside-toplevel
 
   if threads == 1:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-  import tokenizers
 
-  docs = list(tokenization.read_text_lines(paths.data_path("pretrain", "pubmed_abstracts.txt")))
+  text = _TEXT.value or paths.data_path("pretrain", "pubmed_abstracts.txt")
+  docs = list(tokenization.read_text_lines(text))
   results = {"threads": "1" if threads == 1 else f"all ({os.cpu_count()})",
              "documents": len(docs), "megabytes": round(sum(map(len, docs)) / 1e6, 2)}
   repeats = _REPEATS.value
@@ -84,7 +88,7 @@ def main(argv):
       env.update(TOKENIZERS_PARALLELISM="true")
     out = subprocess.run([sys.executable, "-m", "experiments.benchmarks.tokenize",
                           f"--threads={threads}", f"--repeats={_REPEATS.value}",
-                          f"--batch={_BATCH.value}"],
+                          f"--batch={_BATCH.value}", f"--text={_TEXT.value}"],
                          env=env, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"== threads: {result['threads']}  ({result['documents']} docs, "

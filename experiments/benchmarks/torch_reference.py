@@ -3,6 +3,7 @@ optimiser and schedule in torch, and the side-by-side report.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -10,9 +11,13 @@ import tempfile
 import time
 from typing import Any, Callable, Iterator
 
-from absl import flags
+from absl import app, flags
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
+# Every function here runs the torch side: this module is only imported by the references.
+import torch
+import transformers
 
 from biobert_jax import checkpoints
 from biobert_jax.checkpoints import names
@@ -33,12 +38,75 @@ def build_data(config: ml_collections.ConfigDict) -> tuple[Any, Any, TaskData]:
   return task, tokenizer, task.load(config, tokenizer)
 
 
-def torch_setup(threads: int, seed: int):
-  import torch  # pylint: disable=import-outside-toplevel
-
+def torch_setup(threads: int, seed: int) -> None:
   torch.set_num_threads(threads or os.cpu_count() or 1)
   torch.manual_seed(seed)
-  return torch
+
+
+@dataclasses.dataclass
+class Flags:
+  """The flags every reference main defines (`define_flags`)."""
+  config: Any
+  ours: Any
+  out: Any
+  threads: Any
+
+
+def define_flags(task: str) -> Flags:
+  """--config (default experiments/configs/finetune.py:<task>), --ours, --out, --threads."""
+  return Flags(
+      config_flags.DEFINE_config_file("config", f"experiments/configs/finetune.py:{task}",
+                                      "Fine-tuning config (same overrides as ours)."),
+      flags.DEFINE_string("ours", "", "our eval_results.json to compare with"),
+      flags.DEFINE_string("out", "", "write the comparison here as JSON"),
+      flags.DEFINE_integer("threads", 0, "torch threads (0 = all cores)"))
+
+
+def define_same_batches() -> Any:
+  return flags.DEFINE_bool(
+      "same_batches", True, "train on our trainer's batches (order, group_by_length, "
+      "bucket trimming); False: a plain shuffle trimmed to bucket_length")
+
+
+@dataclasses.dataclass
+class Run:
+  """What a reference main starts from: the config, our task adapter, tokenizer and data,
+  and the time its command started (its `run_seconds` count from there)."""
+  config: ml_collections.ConfigDict
+  task: Any
+  tokenizer: Any
+  data: TaskData
+  t_run: float
+
+  def model(self, model_class: Any, **kwargs: Any) -> Any:
+    """`load_model` with this run's config and vocabulary, --same_init honoured."""
+    return load_model(model_class, self.config, self.tokenizer.vocab_size,
+                      same_init=SAME_INIT.value, **kwargs)
+
+  def scores(self, model: Any, split: SplitData, bucket: int,
+             outputs_fn: Callable[[Any, dict], dict[str, Any]]) -> dict:
+    """`predict` over the split, then the adapter's own decode + evaluate."""
+    outputs = predict(model, split, int(self.config.eval_batch_size), bucket, outputs_fn)
+    return self.task.evaluate(self.task.decode(outputs, split, self.config), split,
+                              self.config)
+
+
+def start(f: Flags, task: str) -> Run:
+  """Checks the config is the task's, seeds torch, builds the data as our trainer does."""
+  t_run = time.time()
+  config = f.config.value
+  if config.task != task:
+    raise app.UsageError(f"{task}_reference needs the :{task} config")
+  torch_setup(f.threads.value, int(config.seed))
+  adapter, tokenizer, data = build_data(config)
+  return Run(config, adapter, tokenizer, data, t_run)
+
+
+def write(row: dict, path: str) -> None:
+  """The comparison as JSON at `path` ('' = not written)."""
+  if path:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(row, f, indent=2)
 
 
 def load_model(model_class: Any, config: ml_collections.ConfigDict, vocab_size: int,
@@ -50,8 +118,6 @@ def load_model(model_class: Any, config: ml_collections.ConfigDict, vocab_size: 
   same_init: start from our trainer's very initial weights instead (`finetune.build` at
   config.seed: the grafted encoder, its new vocabulary rows and the task head's init), so
   that with dropout off the two sides differ only in their arithmetic."""
-  import torch  # pylint: disable=import-outside-toplevel
-
   if same_init:
     model = _from_our_init(model_class, config, **kwargs)
   else:
@@ -70,8 +136,6 @@ def load_model(model_class: Any, config: ml_collections.ConfigDict, vocab_size: 
 def _from_our_init(model_class: Any, config: ml_collections.ConfigDict, **kwargs: Any) -> Any:
   """`model_class` holding `finetune.build(config).params`: the encoder through our HF
   export, each task head under its transformers name (checkpoints' TASK_HEADS table)."""
-  import torch  # pylint: disable=import-outside-toplevel
-
   setup = finetune.build(config)
   params = setup.params
   with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +158,6 @@ def _from_our_init(model_class: Any, config: ml_collections.ConfigDict, **kwargs
 
 def grow_vocab(model: Any, vocab_size: int, initializer_range: float, seed: int) -> None:
   """New rows = mean of the old rows + N(0, initializer_range / 10), as our extend_vocab."""
-  import torch  # pylint: disable=import-outside-toplevel
-
   old = model.get_input_embeddings().weight.shape[0]
   if vocab_size <= old:
     return
@@ -132,9 +194,6 @@ def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: i
     runs 1 / (1 - warmup_proportion) (1.11x at 0.1) higher through the whole decay, i.e.
     a larger budget than ours.
   """
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
   decay, no_decay = [], []
@@ -195,8 +254,6 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
   same_batches: feed `our_batches` (our trainer's order, grouping and trimming) instead of
   a plain shuffle trimmed to config.bucket_length. schedule: see make_optimizer.
   """
-  import torch  # pylint: disable=import-outside-toplevel
-
   steps_per_epoch = split.num_features // config.batch_size
   total = steps_per_epoch * config.num_epochs
   opt, lr_schedule = make_optimizer(model, config, total, schedule)
@@ -229,8 +286,6 @@ def predict(model: Any, split: SplitData, batch_size: int, bucket: int,
             outputs_fn: Callable[[Any, dict], dict[str, Any]]) -> dict[str, np.ndarray]:
   """Outputs over all features in order; outputs cut to a bucket ([B, l] logits, [B, l, C]
   probabilities) are padded back to full length (-1e4 for logits, 0 for the rest)."""
-  import torch  # pylint: disable=import-outside-toplevel
-
   model.eval()
   full = split.features["attention_mask"].shape[1]
   chunks: list[dict[str, np.ndarray]] = []

@@ -40,6 +40,7 @@ def _ours(c: BertConfig, dtype, tx, schedule) -> tuple[Callable, Any]:
 
 
 def _peer(c: BertConfig, dtype, tx) -> tuple[Callable, Any] | None:
+  # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
     import transformers  # pylint: disable=import-outside-toplevel
   except ImportError:

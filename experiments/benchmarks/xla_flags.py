@@ -15,10 +15,12 @@ import numpy as np
 from absl import app, flags
 
 from biobert_jax import checkpoints, host_memory, models
+from biobert_jax.train import ahead
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 
-# --seq_lens, --batch_size, --steps, --rounds, --peer, --output: finetune_step's flags.
+# --seq_lens, --batch_size, --steps, --rounds, --peer, --output, --checkpoint: finetune_step's
+# flags.
 _KINDS = flags.DEFINE_list(
     "kinds", ["step", "forward"],
     "What to time: the train step, the eval forward, or both (the step at long lengths "
@@ -60,9 +62,26 @@ def compiled_variants(jitted: Any, args: tuple,
   return out
 
 
+def step_variants(config: Any, pretrained: Any, num_labels: int, batch: dict[str, Any],
+                  variants: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+  """({variant: the trainer's step built with that variant's options, compiled for
+  `batch`'s shape}, {variant: its own fresh state})."""
+  steps, states = {}, {}
+  for name, options in variants.items():
+    steps[name], states[name] = common.finetune_step(config, pretrained, num_labels,
+                                                     jnp.float32,
+                                                     compiler_options=options or None)
+    t = time.perf_counter()
+    steps[name].compile_ahead((ahead.abstract(states[name]),), [ahead.abstract(batch)], 1)
+    steps[name].wait()
+    print(f"  compiled step {name} in {time.perf_counter() - t:.1f} s", flush=True)
+  return steps, states
+
+
 def theirs_forward(path: str, num_labels: int) -> Callable[[dict, int], float] | None:
   """run(batch, n) -> seconds per eval forward of transformers' BertForTokenClassification
   (eval mode, no_grad, its default attention: SDPA)."""
+  # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
@@ -90,29 +109,31 @@ def theirs_forward(path: str, num_labels: int) -> Callable[[dict, int], float] |
 def bench(path: str, seq: int, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
   config, pretrained = checkpoints.load(path)
   num_labels = 3
-  step, state = common.finetune_train_step(config, pretrained, num_labels, jnp.float32)
-  batch = jax.device_put(common.finetune_batch(config, ft._BATCH.value, seq, num_labels))
+  np_batch = common.finetune_batch(config, ft._BATCH.value, seq, num_labels)
+  batch = jax.device_put(np_batch)
   module = models.BertForTokenClassification(config, num_labels=num_labels)
 
   def forward(params, b):
     return module.apply({"params": params}, b["input_ids"], b["token_type_ids"],
                         b["attention_mask"], deterministic=True)
 
-  params, kinds = state["params"], set(_KINDS.value)
-  steps = compiled_variants(step, (state, batch), variants) if "step" in kinds else {}
+  kinds = set(_KINDS.value)
+  # The forward's own params: the steps donate (overwrite) their states' buffers.
+  params = common.finetune_step(config, pretrained, num_labels, jnp.float32)[1]["params"]
+  steps, states = (step_variants(config, pretrained, num_labels, np_batch, variants)
+                   if "step" in kinds else ({}, {}))
   fwds = (compiled_variants(jax.jit(forward), (params, batch), variants)
           if "forward" in kinds else {})
   reference = np.asarray(fwds["default"](params, batch)) if "default" in fwds else None
 
   runners: dict[str, Callable[[int], float]] = {}
-  states = {name: jax.tree.map(jnp.copy, state) for name in variants}
   for name in variants:
     def run_step(n, name=name):
       t = time.perf_counter()
       s = states[name]
       for _ in range(n):
-        s, loss = steps[name](s, batch)
-      jax.block_until_ready((s, loss))
+        s, metrics = steps[name](s, batch)
+      jax.block_until_ready((s, metrics))
       states[name] = s
       return (time.perf_counter() - t) / n
 
@@ -164,7 +185,7 @@ def main(argv):
   # YNNPACK's here at L=384, yet were slower in the trainer, which keeps the buffers.
   host_memory.keep_host_buffers()
   variants = {v.strip() or "default": parse_variant(v) for v in _VARIANTS.value.split(";")}
-  path = ft.default_checkpoint()
+  path = ft._CHECKPOINT.value or ft.default_checkpoint()  # pylint: disable=protected-access
   print(f"{common.machine_load()}; jax {jax.__version__}", flush=True)
   all_rows = []
   for seq in map(int, ft._SEQ_LENS.value):

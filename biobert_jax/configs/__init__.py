@@ -1,0 +1,1 @@
+"""Config helpers owned by the library: dotted-key overrides (`overrides`)."""
