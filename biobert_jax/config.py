@@ -81,7 +81,7 @@ class BertConfig:
 
   # ---- construction -------------------------------------------------------------------------
   @classmethod
-  def preset(cls, name: str, **overrides: Any) -> "BertConfig":
+  def preset(cls, name: str, **overrides: Any) -> BertConfig:
     """A standard BERT size (tiny, mini, small, medium, base, large); `overrides` replace fields."""
     if name not in _PRESETS:
       raise ValueError(f"unknown BertConfig preset {name!r}; valid presets: {', '.join(_PRESETS)}")
@@ -96,7 +96,7 @@ class BertConfig:
     return tuple(_PRESETS)
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> "BertConfig":
+  def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> BertConfig:
     """Builds a config from a Google or HF dict; HF-only keys are ignored, unknown keys fail."""
     known = {f.name for f in dataclasses.fields(cls)}
     fields, unknown = {}, []
@@ -118,7 +118,7 @@ class BertConfig:
       raise ValueError(f"{source}: {e}") from e
 
   @classmethod
-  def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+  def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
     """Reads Google's bert_config.json or a HF config.json."""
     with open(path, encoding="utf-8") as f:
       try:
@@ -144,5 +144,5 @@ class BertConfig:
       json.dump(d, f, indent=2, sort_keys=True)
       f.write("\n")
 
-  def replace(self, **changes: Any) -> "BertConfig":
+  def replace(self, **changes: Any) -> BertConfig:
     return dataclasses.replace(self, **changes)

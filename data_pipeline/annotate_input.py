@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 from data_pipeline.corpora import pmc
 from data_pipeline.corpora.io import READ_ERRORS

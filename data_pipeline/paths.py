@@ -1,4 +1,4 @@
-"""Where the shared benchmark data lives: `$BIOBERT_DATA_DIR`, else a checkout's `../shared/data`."""
+"""Where the shared benchmark data lives: `$BIOBERT_DATA_DIR`, else a checkout's `../shared/data`."""  # noqa: E501
 import os
 import pathlib
 

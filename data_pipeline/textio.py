@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from data_pipeline.errors import InputError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import ml_collections

@@ -1,6 +1,4 @@
 """Orbax checkpoints: keep policy, resharding restore, kill mid-save, native format."""
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -45,7 +43,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
   manager.close()
 
   mesh4 = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 4}, jax.devices()[4:])
-  target = {"w": jax.ShapeDtypeStruct((8, 8), np.float32, sharding=NamedSharding(mesh4, P(None, "tensor"))),
+  target = {"w": jax.ShapeDtypeStruct((8, 8), np.float32, sharding=NamedSharding(mesh4, P(None, "tensor"))),  # noqa: E501
             "b": jax.ShapeDtypeStruct((8,), np.float32, sharding=NamedSharding(mesh4, P("tensor"))),
             "step": jax.ShapeDtypeStruct((), np.int32, sharding=NamedSharding(mesh4, P()))}
   reader = CheckpointManager(tmp_path)

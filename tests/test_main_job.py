@@ -90,7 +90,7 @@ def test_table_and_plot(tmp_path):
   table = recipe.format_table(summary)
   assert "continued - general: +0.0350 ± 0.0212" in table
   assert "7.500 -> 5.000" in table and "(uncased)" in table
-  assert recipe.plot(cont, runs, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000
+  assert recipe.plot(cont, runs, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000  # noqa: E501
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ Each notebook reads BIOBERT_NOTEBOOK_SCALE / BIOBERT_NOTEBOOK_WORKDIR from the e
 (its first cell); the kernel inherits the environment of this process.
 """
 import json
-import os
 import pathlib
 
 import nbformat

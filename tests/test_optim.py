@@ -29,7 +29,7 @@ def test_schedule_matches_original_bert():
   _, schedule = optim.make_optimizer({"learning_rate": 1e-4, "warmup_steps": 10,
                                       "total_steps": 100})
   for step in (0, 1, 5, 9, 10, 11, 50, 99, 100, 150):
-    assert float(schedule(step)) == pytest.approx(_bert_lr(step, 1e-4, 10, 100), rel=1e-5, abs=1e-12)
+    assert float(schedule(step)) == pytest.approx(_bert_lr(step, 1e-4, 10, 100), rel=1e-5, abs=1e-12)  # noqa: E501
 
 
 def test_weight_decay_skips_layernorm_and_biases():

@@ -1,4 +1,4 @@
-"""The wheel: builds, installs into a fresh venv, and its console scripts run outside the checkout."""
+"""The wheel: builds, installs into a fresh venv, and its console scripts run outside the checkout."""  # noqa: E501
 import os
 import pathlib
 import shutil
@@ -66,7 +66,7 @@ def test_console_script_runs_from_installed_wheel(installed, tmp_path):
 
   outside = tmp_path / "elsewhere"
   outside.mkdir()
-  where = _run([installed / "bin" / "python", "-c", "import biobert_jax; print(biobert_jax.__file__)"],
+  where = _run([installed / "bin" / "python", "-c", "import biobert_jax; print(biobert_jax.__file__)"],  # noqa: E501
                cwd=outside, env=_clean_env()).stdout
   assert str(installed) in where, where
 

@@ -62,7 +62,7 @@ def test_params_and_adam_moments_are_sharded_by_the_rules():
   # Adam's mu/nu leaves carry their parameter's sharding; the count is replicated.
   flat = jax.tree_util.tree_leaves_with_path(shardings["opt_state"])
   mu_query = [s for k, s in flat
-              if "mu" in jax.tree_util.keystr(k) and "layer_0']['attention']['self']['query']['kernel"
+              if "mu" in jax.tree_util.keystr(k) and "layer_0']['attention']['self']['query']['kernel"  # noqa: E501
               in jax.tree_util.keystr(k)]
   assert mu_query and mu_query[0].spec == P("fsdp", "tensor")
   counts = [s for k, s in flat if "count" in jax.tree_util.keystr(k)]

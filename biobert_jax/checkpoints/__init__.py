@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 from absl import logging

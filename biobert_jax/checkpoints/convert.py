@@ -4,7 +4,8 @@ through the rule table, checking every shape and reporting loaded/new/unused/ign
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np

@@ -7,7 +7,8 @@ import json
 import os
 import pathlib
 import re
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np

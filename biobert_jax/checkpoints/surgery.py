@@ -7,7 +7,8 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import jax
 import numpy as np

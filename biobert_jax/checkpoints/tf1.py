@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np

@@ -8,7 +8,8 @@ its type checks: a value of the wrong type fails naming the key.
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 
 def parse_value(text: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 TOP_K = 5
 

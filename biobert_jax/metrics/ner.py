@@ -4,7 +4,7 @@ after `O` starts an entity), micro P/R/F1 overall and per type, plus token accur
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 Entity = tuple[str, int, int]  # (type, start, end) with `end` inclusive, token indices
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -3,7 +3,7 @@ micro P/R/F1 over CPR:3/4/5/6/9 plus per class (ChemProt); a zero denominator gi
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

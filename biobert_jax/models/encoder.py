@@ -4,7 +4,8 @@ scope names; LayerNorm, the embedding sum and softmax run in float32 whatever `d
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax

@@ -6,7 +6,8 @@ from __future__ import annotations
 import collections
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -230,7 +230,7 @@ class RelationExtractionTask:
     pair, overlap = entity_markers(config)
     return {"labels": list(labels), "pooling": config.re.get("pooling", "cls"),
             "markers": list(pair), "overlap_marker": overlap,
-            "marker_mode": marker_mode(config), "dataset": dataset_kind(config), "max_seq_length": config.max_seq_length}
+            "marker_mode": marker_mode(config), "dataset": dataset_kind(config), "max_seq_length": config.max_seq_length}  # noqa: E501
 
 
 TASK = RelationExtractionTask()

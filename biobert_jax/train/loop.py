@@ -7,7 +7,8 @@ import dataclasses
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -60,7 +61,7 @@ class PreemptionFlag:
     self._event = threading.Event()
     self._previous = None
 
-  def install(self) -> "PreemptionFlag":
+  def install(self) -> PreemptionFlag:
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self

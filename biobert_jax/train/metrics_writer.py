@@ -8,7 +8,8 @@ import json
 import os
 import sys
 import types
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np

@@ -4,7 +4,8 @@ biases, `trainable` patterns; `optimizer_from_config` serves both trainers.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp

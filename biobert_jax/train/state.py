@@ -1,7 +1,8 @@
 """The train state: a plain dict {"params", "opt_state", "step", "rng"} and its shardings."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

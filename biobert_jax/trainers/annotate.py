@@ -13,7 +13,8 @@ import pathlib
 import queue
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,8 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import ml_collections

@@ -4,7 +4,8 @@ epoch's dev decoding can be scored again without predicting again.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np

@@ -12,7 +12,8 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np

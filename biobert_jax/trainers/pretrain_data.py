@@ -6,7 +6,8 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
@@ -62,7 +63,7 @@ class SyntheticBatches:
     return {
         "input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
         "masked_lm_positions": (positions * weights).astype(np.int32),
-        "masked_lm_ids": np.take_along_axis(input_ids, positions, axis=1) * weights.astype(np.int32),
+        "masked_lm_ids": np.take_along_axis(input_ids, positions, axis=1) * weights.astype(np.int32),  # noqa: E501
         "masked_lm_weights": weights,
         "next_sentence_labels": rng.integers(0, 2, size=b).astype(np.int32),
     }

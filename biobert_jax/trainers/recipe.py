@@ -10,7 +10,8 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np

@@ -8,7 +8,8 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 import jax
 from absl import logging

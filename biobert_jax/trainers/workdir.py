@@ -7,7 +7,8 @@ import contextlib
 import json
 import os
 import shutil
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 from biobert_jax import tree
 

@@ -4,7 +4,7 @@ on `file_format`.
 from __future__ import annotations
 
 import pathlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from data_pipeline.corpora.pmc import read_pmc
 from data_pipeline.corpora.pubmed_xml import read_pubmed_xml

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 import re
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 from data_pipeline.corpora import io as corpus_io
 from data_pipeline.corpora.records import Document, ReadStats, check_on_error, handle_error

@@ -4,7 +4,8 @@ random segments drawn from a rolling pool of recent documents.
 from __future__ import annotations
 
 import collections
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import glob
 import threading
 import zlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

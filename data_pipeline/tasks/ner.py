@@ -7,7 +7,8 @@ import dataclasses
 import logging
 import pathlib
 import re
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,8 @@ import dataclasses
 import os
 import pathlib
 import random
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ from biobert_jax.train import optim, state as state_lib
 from biobert_jax.train import step as step_lib
 
 # The fine-tuning optimiser of both sides of finetune_step (BERT's AdamW, clipping at 1.0).
-FINETUNE_OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,
+FINETUNE_OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,  # noqa: E501
        "eps": 1e-6, "clip_norm": 1.0}
 
 # Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity).

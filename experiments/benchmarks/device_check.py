@@ -13,7 +13,8 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,8 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 from absl import app, flags
 import ml_collections
