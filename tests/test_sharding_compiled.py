@@ -105,10 +105,14 @@ def test_no_device_holds_the_global_batch_and_each_does_its_share_of_the_flops(k
   shards = mesh_shape[0] * mesh_shape[1]
   assert hlo.max_activation_batch(text, LENGTH) == BATCH // shards
   # XLA's FLOP count of one device against the one-device program's, split 8 ways. The
-  # replicated parts (LayerNorms and biases under tensor, the optimiser under data) are
-  # a few percent of this model's FLOPs.
+  # optimiser, replicated under data, is a few percent of this model's FLOPs; under
+  # tensor=2 the embeddings, LayerNorms and softmax run on both tensor shards (measured
+  # +13% for this narrow model), still far below the batch share alone (one / 4).
   one = hlo.flops(PROGRAMS[kind]((1, 1, 1)))
-  assert hlo.flops(compiled) == pytest.approx(one / 8, rel=0.1)
+  if mesh_shape[2] == 1:
+    assert hlo.flops(compiled) == pytest.approx(one / 8, rel=0.1)
+  else:
+    assert one / 8 * 0.95 <= hlo.flops(compiled) <= one / 8 * 1.25
 
 
 @pytest.mark.parametrize("kind", sorted(PROGRAMS))
