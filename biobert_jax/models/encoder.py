@@ -100,7 +100,8 @@ class BertEmbeddings(nn.Module):
       raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings "
                        f"{self.config.max_position_embeddings}")
     positions = jnp.arange(seq_len)[None, :]
-    words = jnp.take(self.word_embedding_table(), input_ids, axis=0)  # as nn.Embed does
+    # The lookup nn.Embed does (take, in float32), on the table laid out for use.
+    words = jnp.take(self.word_embedding_table().astype(jnp.float32), input_ids, axis=0)
     x = (words + self.position_embeddings(positions)
          + self.token_type_embeddings(token_type_ids))
     x = self.LayerNorm(constrain(x, HIDDEN))

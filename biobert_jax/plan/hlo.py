@@ -213,5 +213,5 @@ def summary(compiled: Any, seq_len: int | None = None) -> dict[str, Any]:
   return out
 
 
-__all__ = ["KINDS", "collectives", "array_shapes", "largest_arrays", "activations_with_batch", "max_activation_batch",
-           "memory", "flops", "summary"]
+__all__ = ["KINDS", "collectives", "array_shapes", "largest_arrays", "activations_with_batch",
+           "max_activation_batch", "memory", "flops", "summary"]
