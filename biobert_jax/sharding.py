@@ -3,9 +3,10 @@ them: the one place logical axes meet mesh axes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -20,21 +21,38 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # that an earlier dimension of the same array already uses is dropped, so a spec never
 # names a mesh axis twice (e.g. an attention output kernel (heads, kv, embed) becomes
 # (tensor, None, fsdp)).
-# embed_out (the second dim of the [H, H] pooler / MLM-transform kernels) stays
-# unsharded: with embed_out->tensor, XLA (jax 0.10.2, Shardy and GSPMD alike) computed
-# WRONG gradients (max abs error 0.1) for the tied MLM projection on a (2, 2, 2) mesh,
-# measured in tests/test_train_step.py's equivalence check; the cost is two [H, H]
-# matrices sharded over fsdp only.
+#
+# Parameters and activations have names of their own. A parameter's `embed` dim is split
+# over fsdp (that is what makes FSDP save memory), but an activation's hidden dim must not
+# be: with one name for both, XLA's propagation carried the weights' fsdp split onto the
+# activations' hidden dim and left their batch whole, so under mesh.fsdp=N every device ran
+# the WHOLE global batch (mini preset, fsdp=8: per-device activations f32[64,128,32] and
+# f32[64,128,1024], 66 all-reduces, 4.9x the temporaries of data=8). The model pins its
+# activations with `constrain` to (batch, length, act_*): batch over (data, fsdp), hidden
+# whole, heads and MLP width over tensor (Megatron); XLA then all-gathers each weight where
+# it is used and reduce-scatters its gradient back to the fsdp shards.
 LOGICAL_AXIS_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("length", ()),
+    # Parameters.
     ("vocab", ("tensor",)),
     ("embed", ("fsdp",)),
+    # embed_out (the second dim of the [H, H] pooler / MLM-transform kernels) stays
+    # unsharded: with embed_out->tensor, XLA (jax 0.10.2, Shardy and GSPMD alike) computed
+    # WRONG gradients (max abs error 0.1) for the tied MLM projection on a (2, 2, 2) mesh,
+    # measured in tests/test_train_step.py's equivalence check; the cost is two [H, H]
+    # matrices sharded over fsdp only.
     ("embed_out", ()),
     ("heads", ("tensor",)),
     ("kv", ()),
     ("mlp", ("tensor",)),
     ("layers", ()),
+    # Activations (and batches: `batch_sharding` uses the batch rule).
+    ("batch", ("data", "fsdp")),  # every data-parallel axis, fsdp included
+    ("length", ()),
+    ("act_embed", ()),  # whole: a Megatron block all-reduces it over tensor at its end
+    ("act_heads", ("tensor",)),  # as the q/k/v kernels' heads: attention needs no collective
+    ("act_kv", ()),
+    ("act_mlp", ("tensor",)),  # as the intermediate kernel's mlp dim
+    ("act_vocab", ("tensor",)),  # MLM logits split like the word-embedding table's rows
 )
 _RULES = dict(LOGICAL_AXIS_RULES)
 
@@ -108,7 +126,7 @@ def logical_to_mesh_spec(logical_spec: P | Sequence[str | None] | None,
     if name not in _RULES:
       raise ValueError(f"logical axis '{name}' (dim {dim} of {logical_spec}) has no rule "
                        f"in biobert_jax.sharding.LOGICAL_AXIS_RULES")
-    axes = [a for a in _RULES[name] if a not in used and mesh.shape[a] > 1]
+    axes = [a for a in _RULES[name] if a not in used and mesh.shape.get(a, 1) > 1]
     if shape is not None:
       while axes and shape[dim] % math.prod(mesh.shape[a] for a in axes):
         axes.pop()
@@ -159,6 +177,36 @@ def tree_shardings_like_params(tree: Any, params: Any, params_shardings: Any,
     return replicated
 
   return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def constrain(x: jax.Array, logical_names: Sequence[str | None]) -> jax.Array:
+  """Pins an activation's layout by the logical names of its dims (one per dim).
+
+  The mesh is the one `under_mesh` (or `jax.set_mesh`) made current while tracing; with
+  none this returns `x` unchanged, so a model applied outside a mesh (a notebook, a test
+  on one device) is untouched. A dim that does not divide its mesh axes stays whole.
+  """
+  if len(logical_names) != x.ndim:
+    raise ValueError(f"constrain: {len(logical_names)} logical names {tuple(logical_names)} "
+                     f"for an array of shape {x.shape}")
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_mesh_spec(logical_names, mesh,
+                                                                  x.shape))
+
+
+def under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  """`fn` traced with `mesh` current, so that the model's `constrain` calls take effect.
+
+  The jit helpers (train/step.py) wrap every step with it; the abstract mesh is enough
+  (it names the axes and their sizes; the devices come from the jit's shardings).
+  """
+  @functools.wraps(fn)
+  def traced_under_mesh(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return traced_under_mesh
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from biobert_jax.config import BertConfig
 from biobert_jax.models.dropout import Dropout
+from biobert_jax.sharding import constrain
 
 Dtype = Any
 Array = jax.Array
@@ -20,6 +21,14 @@ Array = jax.Array
 # Logical axis names (consumed by biobert_jax.sharding through `logical_axes`).
 VOCAB, EMBED, EMBED_OUT, HEADS, KV, MLP, LAYERS = (
     "vocab", "embed", "embed_out", "heads", "kv", "mlp", "layers")
+# Activations' dims have names of their own (see sharding.LOGICAL_AXIS_RULES for why).
+# The layouts every activation of the model is pinned to with `constrain`:
+BATCH, LENGTH = "batch", "length"
+HIDDEN = (BATCH, LENGTH, "act_embed")  # [B, L, H]
+PER_HEAD = (BATCH, LENGTH, "act_heads", "act_kv")  # [B, L, N, D]
+SCORES = (BATCH, "act_heads", LENGTH, LENGTH)  # [B, N, Lq, Lk]
+WIDE = (BATCH, LENGTH, "act_mlp")  # [B, L, I]
+POOLED = (BATCH, "act_embed")  # [B, H]
 
 
 def kernel_init(config: BertConfig, names: tuple[str | None, ...]) -> Callable:
@@ -86,15 +95,21 @@ class BertEmbeddings(nn.Module):
       raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings "
                        f"{self.config.max_position_embeddings}")
     positions = jnp.arange(seq_len)[None, :]
-    x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
+    # The lookup nn.Embed does (take, in float32), on the table laid out for use.
+    words = jnp.take(self.word_embedding_table().astype(jnp.float32), input_ids, axis=0)
+    x = (words + self.position_embeddings(positions)
          + self.token_type_embeddings(token_type_ids))
-    x = self.LayerNorm(x)
+    x = self.LayerNorm(constrain(x, HIDDEN))
     x = self.dropout(x, deterministic=deterministic)
-    return x.astype(self.dtype)
+    return constrain(x.astype(self.dtype), HIDDEN)
 
   def word_embedding_table(self) -> Array:
-    """The [vocab, hidden] table (for the tied MLM output projection)."""
-    return self.word_embeddings.embedding
+    """The [vocab, hidden] table as the lookup and the tied MLM projection use it: its
+    hidden dim whole (all-gathered under fsdp, as FSDP does with every weight in use).
+    Left split over fsdp, XLA gathered the rows for the WHOLE batch of ids against each
+    device's hidden slice ([B * L, H / fsdp] on every device) and all-to-all'ed the
+    result, so the lookup's per-device program carried the global batch."""
+    return constrain(self.word_embeddings.embedding, (VOCAB, None))
 
 
 class BertSelfAttention(nn.Module):
@@ -109,20 +124,23 @@ class BertSelfAttention(nn.Module):
     c = self.config
 
     def proj(name: str) -> Array:
-      return nn.DenseGeneral(
+      out = nn.DenseGeneral(
           features=(c.num_attention_heads, c.head_dim), axis=-1, dtype=self.dtype,
           param_dtype=self.param_dtype, kernel_init=kernel_init(c, (EMBED, HEADS, KV)),
           bias_init=zeros_init((HEADS, KV)), name=name)(x)
+      return constrain(out, PER_HEAD)
 
     q, k, v = proj("query"), proj("key"), proj("value")  # [B, L, N, D]
     rate = c.attention_probs_dropout_prob
     if deterministic or rate == 0.0:
       # Fused / XLA attention; softmax is done in float32 inside.
-      return jax.nn.dot_product_attention(q, k, v, mask=mask)
+      return constrain(jax.nn.dot_product_attention(q, k, v, mask=mask), PER_HEAD)
     # jax.nn.dot_product_attention has no attention-probability dropout, and BERT applies
     # dropout to the probabilities during training, so training uses the explicit path.
     dropout = Dropout(rate=rate, save_mask=False)
-    return explicit_attention(q, k, v, mask, lambda p: dropout(p, deterministic=False))
+    ctx = explicit_attention(q, k, v, mask,
+                             lambda p: dropout(constrain(p, SCORES), deterministic=False))
+    return constrain(ctx, PER_HEAD)
 
 
 def explicit_attention(q: Array, k: Array, v: Array, mask: Array,
@@ -166,8 +184,9 @@ class BertAttentionOutput(nn.Module):
                         param_dtype=self.param_dtype,
                         kernel_init=kernel_init(c, (HEADS, KV, EMBED)),
                         bias_init=zeros_init((EMBED,)), name="dense")(ctx)
-    h = Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
-    return layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
+    h = Dropout(rate=c.hidden_dropout_prob)(constrain(h, HIDDEN), deterministic=deterministic)
+    out = layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
+    return constrain(out, HIDDEN)
 
 
 class BertIntermediate(nn.Module):
@@ -181,7 +200,7 @@ class BertIntermediate(nn.Module):
   def __call__(self, x: Array) -> Array:
     c = self.config
     h = dense(c, c.intermediate_size, (EMBED, MLP), self.dtype, self.param_dtype, "dense")(x)
-    return activation(c.hidden_act)(h)
+    return constrain(activation(c.hidden_act)(constrain(h, WIDE)), WIDE)
 
 
 class BertOutput(nn.Module):
@@ -195,8 +214,9 @@ class BertOutput(nn.Module):
   def __call__(self, h: Array, residual: Array, deterministic: bool) -> Array:
     c = self.config
     h = dense(c, c.hidden_size, (MLP, EMBED), self.dtype, self.param_dtype, "dense")(h)
-    h = Dropout(rate=c.hidden_dropout_prob)(h, deterministic=deterministic)
-    return layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
+    h = Dropout(rate=c.hidden_dropout_prob)(constrain(h, HIDDEN), deterministic=deterministic)
+    out = layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
+    return constrain(out, HIDDEN)
 
 
 class BertLayer(nn.Module):
@@ -253,8 +273,9 @@ class BertPooler(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = self.config
-    h = dense(c, c.hidden_size, (EMBED, EMBED_OUT), self.dtype, self.param_dtype, "dense")(x[:, 0])
-    return jnp.tanh(h)
+    first = constrain(x[:, 0], POOLED)  # pins the cotangent too, as every constrain here
+    h = dense(c, c.hidden_size, (EMBED, EMBED_OUT), self.dtype, self.param_dtype, "dense")(first)
+    return constrain(jnp.tanh(constrain(h, POOLED)), POOLED)
 
 
 class BertEncoder(nn.Module):

@@ -8,8 +8,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from biobert_jax.config import BertConfig
-from biobert_jax.models.encoder import (EMBED, EMBED_OUT, VOCAB, Array, Dtype, activation, dense,
-                                        kernel_init, layer_norm, zeros_init)
+from biobert_jax.models.encoder import (BATCH, EMBED, EMBED_OUT, VOCAB, Array, Dtype, activation,
+                                        dense, kernel_init, layer_norm, zeros_init)
+from biobert_jax.sharding import constrain
+
+PREDICTED = (BATCH, None, "act_embed")  # [B, P, H]: the hidden states at predicted positions
 
 
 def gather_positions(sequence: Array, positions: Array) -> Array:
@@ -28,9 +31,9 @@ class BertPredictionHeadTransform(nn.Module):
   def __call__(self, x: Array) -> Array:
     c = self.config
     h = dense(c, c.hidden_size, (EMBED, EMBED_OUT), self.dtype, self.param_dtype, "dense")(x)
-    h = activation(c.hidden_act)(h)
+    h = activation(c.hidden_act)(constrain(h, PREDICTED))
     # The LayerNorm scale/bias are [H] over the transform output; "embed" like all LayerNorms.
-    return layer_norm(c, self.param_dtype, "LayerNorm")(h)
+    return constrain(layer_norm(c, self.param_dtype, "LayerNorm")(h), PREDICTED)
 
 
 class BertMLMHead(nn.Module):
@@ -52,11 +55,11 @@ class BertMLMHead(nn.Module):
     c = self.config
     x = sequence_output
     if masked_lm_positions is not None:
-      x = gather_positions(x, masked_lm_positions)
+      x = constrain(gather_positions(x, masked_lm_positions), PREDICTED)
     x = BertPredictionHeadTransform(c, self.dtype, self.param_dtype, name="transform")(x)
     bias = self.param("output_bias", zeros_init((VOCAB,)), (c.vocab_size,), self.param_dtype)
     logits = jnp.einsum("bph,vh->bpv", x.astype(jnp.float32), word_embeddings.astype(jnp.float32))
-    return logits + bias.astype(jnp.float32)
+    return constrain(logits + bias.astype(jnp.float32), (BATCH, None, "act_vocab"))
 
 
 class BertPreTrainingHeads(nn.Module):
@@ -74,7 +77,7 @@ class BertPreTrainingHeads(nn.Module):
         sequence_output, word_embeddings, masked_lm_positions)
     # NSP head: dense H->2 on the pooled output, params directly under `seq_relationship`.
     nsp = classifier(c, 2, self.dtype, self.param_dtype, "seq_relationship")(pooled_output)
-    return mlm, nsp.astype(jnp.float32)
+    return mlm, batch_split(nsp.astype(jnp.float32))
 
 
 def classifier(config: BertConfig, num_labels: int, dtype: Dtype, param_dtype: Dtype,
@@ -84,5 +87,10 @@ def classifier(config: BertConfig, num_labels: int, dtype: Dtype, param_dtype: D
                   kernel_init=kernel_init(config, (in_axis, None)), bias_init=zeros_init((None,)))
 
 
-__all__ = ["BertMLMHead", "BertPreTrainingHeads", "BertPredictionHeadTransform",
+def batch_split(x: Array) -> Array:
+  """A head's output (logits, features) split over the batch only, its other dims whole."""
+  return constrain(x, (BATCH,) + (None,) * (x.ndim - 1))
+
+
+__all__ = ["batch_split", "BertMLMHead", "BertPreTrainingHeads", "BertPredictionHeadTransform",
            "classifier", "gather_positions"]

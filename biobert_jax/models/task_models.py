@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from biobert_jax.config import BertConfig
 from biobert_jax.models.dropout import Dropout
 from biobert_jax.models.encoder import Array, BertEncoder, Dtype
-from biobert_jax.models.heads import classifier, gather_positions
+from biobert_jax.models.heads import batch_split, classifier, gather_positions
 
 POOLINGS = ("cls", "entity_start")
 
@@ -30,7 +30,7 @@ class BertForTokenClassification(nn.Module):
                          name="encoder")(input_ids, token_type_ids, attention_mask, deterministic)
     seq = Dropout(rate=c.hidden_dropout_prob)(seq, deterministic=deterministic)
     logits = classifier(c, self.num_labels, self.dtype, self.param_dtype, "classifier")(seq)
-    return logits.astype(jnp.float32)
+    return batch_split(logits.astype(jnp.float32))
 
 
 class BertForMultiTokenClassification(nn.Module):
@@ -58,7 +58,8 @@ class BertForMultiTokenClassification(nn.Module):
     seq, _ = BertEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat,
                          name="encoder")(input_ids, token_type_ids, attention_mask, deterministic)
     seq = Dropout(rate=c.hidden_dropout_prob)(seq, deterministic=deterministic)
-    return {name: classifier(c, n, self.dtype, self.param_dtype, name)(seq).astype(jnp.float32)
+    return {name: batch_split(
+        classifier(c, n, self.dtype, self.param_dtype, name)(seq).astype(jnp.float32))
             for name, n in self.heads}
 
 
@@ -93,11 +94,11 @@ class BertForSequenceClassification(nn.Module):
       features, in_axis = pooled, "embed"
     else:
       starts = gather_positions(seq, entity_positions[:, :2])  # [B, 2, H]
-      features, in_axis = starts.reshape(starts.shape[0], -1), None  # [B, 2H]
+      features, in_axis = batch_split(starts.reshape(starts.shape[0], -1)), None  # [B, 2H]
     features = Dropout(rate=c.hidden_dropout_prob)(features, deterministic=deterministic)
     logits = classifier(c, self.num_labels, self.dtype, self.param_dtype, "classifier",
                         in_axis=in_axis)(features)
-    return logits.astype(jnp.float32)
+    return batch_split(logits.astype(jnp.float32))
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -117,5 +118,5 @@ class BertForQuestionAnswering(nn.Module):
     seq, _ = BertEncoder(c, self.dtype, self.param_dtype, self.scan_layers, self.remat,
                          name="encoder")(input_ids, token_type_ids, attention_mask, deterministic)
     logits = classifier(c, 2, self.dtype, self.param_dtype, "qa_outputs")(seq)
-    logits = logits.astype(jnp.float32)
+    logits = batch_split(logits.astype(jnp.float32))
     return logits[..., 0], logits[..., 1]

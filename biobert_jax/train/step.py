@@ -215,7 +215,7 @@ def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh, *,
   halves CPU compile time for the tiny models of the tests.
   """
   replicated = NamedSharding(mesh, P())
-  return jax.jit(train_step,
+  return jax.jit(sharding_lib.under_mesh(train_step, mesh),
                  in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,), compiler_options=compiler_options)
@@ -225,7 +225,7 @@ def jit_grad_step(grad_step: Callable, state_shardings: Any, mesh: Mesh, *,
                   compiler_options: dict[str, Any] | None = None) -> Callable:
   """jit for make_loss_grad_step: the gradients come out laid out as the params."""
   replicated = NamedSharding(mesh, P())
-  return jax.jit(grad_step,
+  return jax.jit(sharding_lib.under_mesh(grad_step, mesh),
                  in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=(state_shardings["params"], replicated),
                  compiler_options=compiler_options)
@@ -236,7 +236,7 @@ def jit_update_step(update_step: Callable, state_shardings: Any, mesh: Mesh, *,
   """jit for make_update_step; the old state is donated (updated in place). The gradients
   are not: the new state has no room for a fourth parameter-sized tree."""
   replicated = NamedSharding(mesh, P())
-  return jax.jit(update_step,
+  return jax.jit(sharding_lib.under_mesh(update_step, mesh),
                  in_shardings=(state_shardings, state_shardings["params"], replicated),
                  out_shardings=(state_shardings, replicated),
                  donate_argnums=(0,), compiler_options=compiler_options)
@@ -250,6 +250,6 @@ def jit_eval_step(eval_step: Callable, params_shardings: Any, mesh: Mesh, *,
   replicated = NamedSharding(mesh, P())
   options = xla_options.merged(compiler_options,
                                xla_options.inference_options(mesh.devices.flat))
-  return jax.jit(eval_step,
+  return jax.jit(sharding_lib.under_mesh(eval_step, mesh),
                  in_shardings=(params_shardings, sharding_lib.batch_sharding(mesh)),
                  out_shardings=replicated, compiler_options=options)

@@ -1,0 +1,1 @@
+"""Planning what a program needs on a device mesh: reading compiled programs."""
