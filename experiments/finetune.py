@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import compile_cache, host_memory, locking
 from biobert_jax.trainers import finetune as finetune_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
@@ -36,7 +36,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   host_memory.keep_host_buffers()
   compile_cache.use_persistent_cache()
-  results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  except locking.LockHeld as e:  # another run writes there: one line, exit status 1
+    sys.exit(f"error: {e}")
   if results.get("preempted"):
     return
   metric = results["primary_metric"]

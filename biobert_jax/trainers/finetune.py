@@ -37,7 +37,7 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import models, sharding
+from biobert_jax import locking, models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -232,6 +232,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         devices: list[jax.Device] | None = None) -> dict:
   """Fine-tunes (or resumes), evaluates and exports; returns the eval_results.json content.
 
+  The workdir is locked for the run (biobert_jax/locking): a second run on it raises
+  locking.LockHeld naming the holder, before anything is read or written.
+
   Args:
     config: an experiments/configs/finetune.py config.
     workdir: the run's directory (resumed when it holds this config's checkpoints).
@@ -243,9 +246,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     The results, or {"preempted": True, "step": s} when SIGTERM stopped training (a
     checkpoint was saved; re-running the same command continues).
   """
-  t_run = time.time()
   validate_finetune_config(config, device_count=len(devices) if devices else None)
   workdir = os.path.abspath(workdir)
+  with locking.hold(workdir):
+    return _run(config, workdir, compiler_options, devices)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict | None,
+         devices: list[jax.Device] | None) -> dict:
+  t_run = time.time()
   setup = build(config)
   check_splits(setup.splits, config)  # empty dev/test dropped (and said) before training
   train = setup.splits["train"]
@@ -253,6 +262,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if n_train == 0:
     raise ValueError("no training features (check config.data_dir / max_train_examples)")
   batch_size = min(int(config.batch_size), n_train)
+  if batch_size < int(config.batch_size):
+    print(f"batch_size reduced from {config.batch_size} to {batch_size}: the training set "
+          f"has only {n_train} features", flush=True)
   mesh = sharding.make_mesh(config.mesh, devices)
   _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape

@@ -5,6 +5,7 @@ call `train` directly (importing the main would define its flags twice).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
@@ -16,7 +17,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from biobert_jax import checkpoints as checkpoint_formats
-from biobert_jax import models, sharding, tree
+from biobert_jax import locking, models, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -106,9 +107,31 @@ def _log_line(step: int, total: int, row: dict, eta: str) -> str:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
-  """Runs (or resumes) pre-training in `workdir`; exports params at the end."""
+  """Runs (or resumes) pre-training in `workdir`; exports params at the end.
+
+  The primary process locks the workdir for the run (biobert_jax/locking); when another
+  run holds it, every process raises locking.LockHeld before anything is written.
+  """
   validate_pretrain_config(config)
   workdir = os.path.abspath(workdir)
+  primary = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    held: locking.LockHeld | None = None
+    try:
+      stack.enter_context(locking.hold(workdir, primary=primary))
+    except locking.LockHeld as e:
+      held = e
+    if jax.process_count() > 1:  # all processes stop together when the primary could not lock
+      refused = bool(multihost_utils.broadcast_one_to_all(np.asarray(held is not None)))
+      if refused and held is None:
+        held = locking.LockHeld(f"{workdir}: the primary process could not lock it "
+                                f"(held by {locking.describe(locking.holder(workdir))})")
+    if held is not None:
+      raise held
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   vocab_size = vocab_size_of(config.vocab_path, config.lowercase)
   init_params = None
   if config.init_checkpoint:
