@@ -1,11 +1,11 @@
 """One writer per output directory: an advisory lock held for the whole run.
 
 `hold(directory)` takes an exclusive `fcntl.flock` on `<directory>/.biobert.lock` and
-writes the holder (pid, host, start time, command) into it. A second run on the same
-directory gets `LockHeld` at once, whose one-line message names the holder. The kernel
-drops a flock when its process dies (even on SIGKILL), so a lock left by a dead run is
-simply taken over; the file's record then still names that run, which is logged as
-"taking over a stale lock". Where flock is not supported (some FUSE mounts), the record
+writes the holder (pid, host, start time, command) into it; a clean exit removes the
+file. A second run on the same directory gets `LockHeld` at once, whose one-line message
+names the holder. The kernel drops a flock when its process dies (even on SIGKILL), so a
+lock file left by a dead run is simply taken over, and its record (still naming that run)
+is logged as "taking over a stale lock". Where flock is not supported (some FUSE mounts), the record
 alone decides: a holder on this host whose pid is gone is stale; one on another host is
 trusted (remove the file by hand when that host is known to be down).
 
@@ -71,7 +71,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _alive(holder: dict) -> bool:
   """Without flock: whether the recorded holder may still run."""
-  if not holder.get("pid") or holder.get("released"):
+  if not holder.get("pid"):
     return False
   if holder.get("host") != socket.gethostname():
     return True
@@ -100,6 +100,7 @@ def hold(directory: str | os.PathLike, *, primary: bool = True,
     yield None
     return
   directory = os.path.abspath(os.fspath(directory))
+  created = not os.path.isdir(directory)
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, LOCK_NAME)
   if os.path.islink(path):
@@ -111,36 +112,20 @@ def hold(directory: str | os.PathLike, *, primary: bool = True,
     _held.add(directory)
   fd = -1
   try:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fd, flocked = _open_locked(path, directory)
     previous = _read(fd)
-    flocked = True
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-        holder = _read(fd) or previous
-        raise LockHeld(f"{directory} is in use by {describe(holder)} (lock {path}); wait "
-                       "for that run to end or use another directory") from None
-      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-        raise
-      flocked = False  # no flock on this file system: the record alone decides
-      if _alive(previous):
-        raise LockHeld(f"{directory} is in use by {describe(previous)} (lock {path}, no "
-                       "flock on this file system; remove the file if that run is gone)"
-                       ) from None
-    previous = _read(fd)
-    if previous.get("pid") and not previous.get("released"):
+    if previous.get("pid"):
       log(f"{directory}: taking over a stale lock of {describe(previous)} (that run ended "
           "without releasing it)")
-    mine = _record()
-    _write(fd, mine)
+    _write(fd, _record())
     try:
       yield path
     finally:
-      try:
-        _write(fd, dict(mine, released=True))
-      except OSError:
-        pass
+      # Removed while still locked: a run that opened this file meanwhile sees that its
+      # inode is gone and opens the new one (see _open_locked).
+      os.remove(path)
+      if created and not os.listdir(directory):
+        os.rmdir(directory)  # a run that stopped before writing anything leaves no trace
       if flocked:
         fcntl.flock(fd, fcntl.LOCK_UN)
   finally:
@@ -148,6 +133,35 @@ def hold(directory: str | os.PathLike, *, primary: bool = True,
       os.close(fd)
     with _held_guard:
       _held.discard(directory)
+
+
+def _open_locked(path: str, directory: str) -> tuple[int, bool]:
+  """(fd of the locked lock file, whether flock is in use); LockHeld when it is taken."""
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      holder_record = _read(fd)
+      os.close(fd)
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise LockHeld(f"{directory} is in use by {describe(holder_record)} (lock {path}); "
+                       "wait for that run to end or use another directory") from None
+      if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        raise
+      # No flock on this file system: the record alone decides.
+      if _alive(holder_record):
+        raise LockHeld(f"{directory} is in use by {describe(holder_record)} (lock {path}, "
+                       "no flock on this file system; remove the file if that run is "
+                       "gone)") from None
+      return os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)), False
+    try:
+      same = os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:
+      return fd, True
+    os.close(fd)  # the previous holder removed the file after we opened it: again
 
 
 def holder(directory: str | os.PathLike) -> dict:

@@ -68,7 +68,7 @@ def test_a_killed_holder_leaves_a_stale_lock_that_is_taken_over(tmp_path):
   with locking.hold(tmp_path, log=said.append):
     assert locking.holder(tmp_path)["pid"] == os.getpid()
   assert len(said) == 1 and f"stale lock of pid {child.pid}" in said[0]
-  assert locking.holder(tmp_path)["released"] is True
+  assert not (tmp_path / locking.LOCK_NAME).exists()  # a clean exit removes it
 
 
 def test_record_alone_decides_without_flock(tmp_path, monkeypatch):
@@ -102,6 +102,7 @@ def test_overwrite_clear_keeps_the_lock(tmp_path):
     (tmp_path / "old.txt").write_text("x")
     workdir_lib.clear(str(tmp_path))
     assert os.listdir(tmp_path) == [locking.LOCK_NAME]
+  assert os.listdir(tmp_path) == []
 
 
 def test_finetune_refuses_a_locked_workdir_before_writing(held_by_child, data_dir):

@@ -293,8 +293,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   best_dev: dict[str, Any] = {}
   latest = checkpoints.latest_step()
   if latest is not None:
+    # The newest whole step (a damaged one is said and set aside; the one before is used).
     state, data_state = checkpoints.restore(
-        latest, state_lib.with_shardings(abstract_state, shardings))
+        None, state_lib.with_shardings(abstract_state, shardings))
+    latest = int(jax.device_get(state["step"]))
     tracker = data_state["tracker"]
     for s in best_checkpoints.all_steps():
       if s > latest:  # saved after the checkpoint we resume from: it will be redone

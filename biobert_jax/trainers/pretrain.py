@@ -166,8 +166,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
                                              jax.process_count())
   latest = checkpoints.latest_step()
   if latest is not None:
+    # The newest whole step (a damaged one is said and set aside; the one before is used).
     state, data_state = checkpoints.restore(
-        latest, state_lib.with_shardings(abstract_state, shardings))
+        None, state_lib.with_shardings(abstract_state, shardings))
+    latest = int(jax.device_get(state["step"]))
     batches.set_state(dict(data_state, process_index=jax.process_index()))
     logging.info("resumed from %s step %d", checkpoints.directory, latest)
   elif init_params is not None:
