@@ -175,3 +175,27 @@ def holder(directory: str | os.PathLike) -> dict:
     return _read(fd)
   finally:
     os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_for_job(directory: str | os.PathLike, log=print) -> Iterator[str | None]:
+  """`hold` on the primary process of a (jax.distributed) job; with several processes,
+  all raise LockHeld together when the primary could not lock (none goes on alone)."""
+  import jax  # pylint: disable=import-outside-toplevel  # only multi-process jobs need it
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  with contextlib.ExitStack() as stack:
+    held: LockHeld | None = None
+    path = None
+    try:
+      path = stack.enter_context(hold(directory, primary=jax.process_index() == 0, log=log))
+    except LockHeld as e:
+      held = e
+    if jax.process_count() > 1:
+      refused = bool(multihost_utils.broadcast_one_to_all(np.asarray(held is not None)))
+      if refused and held is None:
+        held = LockHeld(f"{os.path.abspath(os.fspath(directory))}: the primary process "
+                        f"could not lock it (held by {describe(holder(directory))})")
+    if held is not None:
+      raise held
+    yield path

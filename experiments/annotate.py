@@ -6,14 +6,20 @@ r"""Annotates PubMed/PMC/text at scale with fine-tuned NER models, resumably.
 One output file per input (`<stem>.jsonl`, or `.pubtator` with --format=pubtator), one
 line per document: {"id", "text", "entities": [{"start", "end", "text", "type",
 "score"}]}. Re-running the same command skips finished files (a killed job resumes);
-summary.json in --output has the counts. Multi-host: start the same command on every host
+summary.json in --output has the counts. A file that cannot be read, or whose reading
+ended early (truncated gzip, broken XML), is listed under "failed" there, is not marked
+finished, and makes the run exit 1 after all other files are done. One run per --output
+at a time (a lock names the holder). Multi-host: start the same command on every host
 with --coordinator_address/--num_processes/--process_id (or --jax_distributed); hosts
 take disjoint files. Library: biobert_jax/trainers/annotate.py.
 """
+import sys
+
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import compile_cache, host_memory, locking
 from biobert_jax.trainers import annotate
+from biobert_jax.trainers.annotate_outputs import AnnotateOptionError
 from biobert_jax.distributed import initialize_distributed
 
 _MODELS = flags.DEFINE_list("models", None, "Fine-tuned model dirs (ner or multi_ner).")
@@ -44,14 +50,21 @@ def main(argv):
   compile_cache.use_persistent_cache()
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
-  summary = annotate.annotate(
-      _MODELS.value, _INPUT.value, _OUTPUT.value, output_format=_FORMAT.value,
-      input_format=_INPUT_FORMAT.value, batch_size=_BATCH.value,
-      bucket_length=_BUCKET.value, block_docs=_BLOCK.value, dtype=_DTYPE.value,
-      log_every_s=_LOG_EVERY.value)
+  try:
+    summary = annotate.annotate(
+        _MODELS.value, _INPUT.value, _OUTPUT.value, output_format=_FORMAT.value,
+        input_format=_INPUT_FORMAT.value, batch_size=_BATCH.value,
+        bucket_length=_BUCKET.value, block_docs=_BLOCK.value, dtype=_DTYPE.value,
+        log_every_s=_LOG_EVERY.value)
+  except (AnnotateOptionError, locking.LockHeld, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")  # before any model loaded: one line, exit status 1
   print(f"done: {summary['documents']} documents, {summary['entities_total']} entities "
         f"({summary['files_written']} files written, {summary['files_existing']} already "
         f"there, {summary['skipped_malformed']} malformed records skipped)", flush=True)
+  if summary["failed"]:  # listed in summary.json; the next run redoes them
+    sys.exit(f"error: {len(summary['failed'])} file(s) not annotated (see "
+             f"{_OUTPUT.value}/summary.json \"failed\"): "
+             + "; ".join(summary["failed"].values())[:2000])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ call `train` directly (importing the main would define its flags twice).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from typing import Any
@@ -114,20 +113,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   """
   validate_pretrain_config(config)
   workdir = os.path.abspath(workdir)
-  primary = jax.process_index() == 0
-  with contextlib.ExitStack() as stack:
-    held: locking.LockHeld | None = None
-    try:
-      stack.enter_context(locking.hold(workdir, primary=primary))
-    except locking.LockHeld as e:
-      held = e
-    if jax.process_count() > 1:  # all processes stop together when the primary could not lock
-      refused = bool(multihost_utils.broadcast_one_to_all(np.asarray(held is not None)))
-      if refused and held is None:
-        held = locking.LockHeld(f"{workdir}: the primary process could not lock it "
-                                f"(held by {locking.describe(locking.holder(workdir))})")
-    if held is not None:
-      raise held
+  with locking.hold_for_job(workdir):
     return _train(config, workdir)
 
 
