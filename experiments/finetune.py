@@ -20,6 +20,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax.checkpoints.convert import CheckpointError
+from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.trainers import finetune as finetune_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
@@ -38,7 +40,8 @@ def main(argv):
   compile_cache.use_persistent_cache()
   try:
     results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
-  except locking.LockHeld as e:  # another run writes there: one line, exit status 1
+  except (locking.LockHeld, CheckpointError, CheckpointMismatchError) as e:
+    # another run writes there, or its checkpoints do not fit: one line, exit status 1
     sys.exit(f"error: {e}")
   if results.get("preempted"):
     return

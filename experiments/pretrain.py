@@ -24,6 +24,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax.checkpoints.convert import CheckpointError
+from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.distributed import initialize_distributed
 from biobert_jax.trainers.pretrain import train
 
@@ -51,7 +53,8 @@ def main(argv: list[str]) -> None:
                          _AUTO_DISTRIBUTED.value)
   try:
     result = train(_CONFIG.value, _WORKDIR.value)
-  except locking.LockHeld as e:  # another run writes there: one line, exit status 1
+  except (locking.LockHeld, CheckpointError, CheckpointMismatchError) as e:
+    # another run writes there, or its checkpoints do not fit: one line, exit status 1
     sys.exit(f"error: {e}")
   if result.preempted:
     print(f"preempted at step {result.final_step}: checkpoint saved, exiting cleanly",

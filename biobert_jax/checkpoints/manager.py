@@ -39,6 +39,10 @@ _WRITE_FAILURE_MARKS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space lef
                         "Permission denied", "Read-only file system", "Disk quota")
 
 
+class CheckpointMismatchError(ValueError):
+  """A whole checkpoint whose tree or shapes differ from what the run restores into."""
+
+
 class CheckpointWriteError(OSError):
   """A checkpoint could not be written (full disk, permissions); the previous one stays."""
 
@@ -298,12 +302,19 @@ class CheckpointManager:
                             f"{', '.join(missing)}; remove that step directory to resume "
                             "from the one before")
     self.verify(step)
-    restored = self._manager.restore(
-        int(step),
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(target),
-            DATA_ITEM: ocp.args.JsonRestore(),
-        }))
+    try:
+      restored = self._manager.restore(
+          int(step),
+          args=ocp.args.Composite(**{
+              STATE_ITEM: ocp.args.StandardRestore(target),
+              DATA_ITEM: ocp.args.JsonRestore(),
+          }))
+    except (ValueError, TypeError, KeyError) as e:  # the saved tree is not this model's
+      first = (str(e).strip().splitlines() or [""])[0][:300]
+      raise CheckpointMismatchError(
+          f"{self.directory}: step {step} holds another model's state than this run "
+          f"builds (was the init checkpoint or the model size changed under a resumable "
+          f"workdir?): {type(e).__name__}: {first}") from None
     return restored[STATE_ITEM], dict(restored[DATA_ITEM] or {})
 
   def restore_params(self, step: int | None = None) -> tuple[int, Any]:

@@ -219,7 +219,12 @@ def tag_texts(model: str | os.PathLike | NerPredictor,
   return predictor.tag(texts)
 
 
-def predict_records(model_dir: str, records: Sequence[dict]) -> list[dict]:
+def load_predictor(model_dir: str | os.PathLike) -> NerPredictor:
+  """`experiments.predict` hook: the model loaded once, for predict_records in chunks."""
+  return NerPredictor(model_dir)
+
+
+def predict_records(model_dir: str | NerPredictor, records: Sequence[dict]) -> list[dict]:
   """`experiments.predict` hook: records with "text" -> records with "entities" added."""
   entities = tag_texts(model_dir, [r["text"] for r in records])
   return [{**r, "entities": e} for r, e in zip(records, entities)]

@@ -279,9 +279,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
 
   # Nothing is written before this check: a re-run with another config stops here.
   workdir_lib.check_or_record_config(workdir, config)
-  if setup.surgery_report is not None:
-    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
-      setup.surgery_report.save(tmp)
   checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
   best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
@@ -305,6 +302,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   else:
     state, shardings = state_lib.state_from_params(setup.params, specs, tx, mesh,
                                                    int(config.seed))
+  # After the resume: a checkpoint that does not fit this model stops the run before it.
+  if setup.surgery_report is not None:
+    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
+      setup.surgery_report.save(tmp)
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
                                     compiler_options)
