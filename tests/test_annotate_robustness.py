@@ -10,9 +10,7 @@ import sys
 
 import pytest
 
-from biobert_jax import locking
 from biobert_jax.trainers import annotate
-from biobert_jax.trainers.annotate_outputs import AnnotateOptionError, pubtator_id
 from data_pipeline import annotate_input
 from data_pipeline.corpora.pubmed_xml import read_pubmed_xml
 from data_pipeline.corpora.records import ReadStats
@@ -116,17 +114,19 @@ def test_unreadable_files_are_skipped_listed_and_the_run_goes_on(model_dir, tmp_
 
 @pytest.mark.parametrize("flag,value", [("batch_size", -5), ("batch_size", 0),
                                         ("block_docs", 0), ("bucket_length", -1),
-                                        ("output_format", "xml"), ("input_format", "pdf"),
+                                        ("input_format", "pdf"),
                                         ("log_every_s", 0.0)])
 def test_bad_options_stop_before_any_model_loads(tmp_path, flag, value):
   source = _jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": "x"}])
-  with pytest.raises(AnnotateOptionError, match=flag.replace("output_", "")) as error:
+  # AnnotateOptionError (a ValueError); raised before the (missing) model is looked at
+  with pytest.raises(ValueError, match=flag.replace("output_", "")) as error:
     _run(tmp_path / "no_such_model", source, tmp_path / "out", **{flag: value})
   assert "\n" not in str(error.value)
   assert not (tmp_path / "out").exists()
 
 
 def test_a_second_run_on_one_output_is_refused(model_dir, tmp_path):
+  from biobert_jax import locking
   source = _jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": "x"}])
   out = tmp_path / "out"
   with locking.hold(out):
@@ -142,12 +142,12 @@ def test_planted_links_are_refused_but_a_linked_output_dir_is_fine(model_dir, tm
   out = tmp_path / "out"
   out.mkdir()
   (out / "a.jsonl").symlink_to(victim)
-  with pytest.raises(AnnotateOptionError, match="symbolic link"):
+  with pytest.raises(ValueError, match="symbolic link"):
     _run(model_dir, source, out)
   os.remove(out / "a.jsonl")
   (out / "_stats").mkdir()
   (out / "_stats" / "a.jsonl.json").symlink_to(victim)
-  with pytest.raises(AnnotateOptionError, match="symbolic link"):
+  with pytest.raises(ValueError, match="symbolic link"):
     _run(model_dir, source, out)
   assert victim.read_text() == "keep"
   real = tmp_path / "real"
@@ -164,18 +164,22 @@ def test_pubtator_ids_cannot_forge_lines_or_fields(model_dir, tmp_path):
       {"id": "2\t3", "text": "Another text."}])
   out = tmp_path / "out"
   _run(model_dir, source, out, output_format="pubtator")
-  blocks = (out / "a.pubtator").read_text().split("\n\n")
-  blocks = [b for b in blocks if b.strip()]
+  blocks = [b for b in (out / "a.pubtator").read_text().split("\n\n") if b.strip()]
   assert len(blocks) == 2
-  for block, doc_id in zip(blocks, (forged, "2\t3")):
-    escaped = pubtator_id(doc_id)
-    assert "\t" not in escaped and "\n" not in escaped and "|" not in escaped
+  for block in blocks:
     lines = block.splitlines()
-    assert lines[0].startswith(f"{escaped}|t|") and lines[1].startswith(f"{escaped}|a|")
-    for line in lines[2:]:
+    doc_id = lines[0].split("|")[0]
+    assert "\t" not in doc_id
+    assert lines[0].startswith(f"{doc_id}|t|") and lines[1].startswith(f"{doc_id}|a|")
+    for line in lines[2:]:  # entity lines: exactly six fields, the document's own id
       fields = line.split("\t")
-      assert fields[0] == escaped and len(fields) == 6
+      assert fields[0] == doc_id and len(fields) == 6, line
+  text = (out / "a.pubtator").read_text()
+  assert sum("|t|" in line for line in text.splitlines()) == 2
+  assert "FORGED\tDisease" not in text
+  from biobert_jax.trainers.annotate_outputs import pubtator_id
   assert pubtator_id("12345") == "12345"
+  assert blocks[1].startswith("2%093|t|")
 
 
 @pytest.mark.slow  # a subprocess: ~30 s

@@ -8,14 +8,18 @@ import jax
 import numpy as np
 import pytest
 
-from biobert_jax.checkpoints import integrity, native
+from biobert_jax.checkpoints import native
+from biobert_jax.checkpoints.convert import CheckpointError
 from biobert_jax.checkpoints.manager import CheckpointManager
 
 from _pretrain_util import tiny_bert_config
 
 
+RECORD = "checksums.json"
+
+
 def _largest_file(directory: pathlib.Path) -> pathlib.Path:
-  files = [p for p in directory.rglob("*") if p.is_file() and p.name != integrity.NAME]
+  files = [p for p in directory.rglob("*") if p.is_file() and p.name != RECORD]
   return max(files, key=lambda p: p.stat().st_size)
 
 
@@ -47,11 +51,12 @@ def _two_steps(directory, async_save=True):
 def test_every_step_records_checksums_of_all_its_files(tmp_path, async_save):
   _two_steps(tmp_path, async_save)
   for step in (1, 2):
-    record = json.loads((tmp_path / str(step) / integrity.NAME).read_text())
+    record = json.loads((tmp_path / str(step) / RECORD).read_text())
     files = {str(p.relative_to(tmp_path / str(step)))
              for p in (tmp_path / str(step)).rglob("*") if p.is_file()}
-    assert set(record["files"]) == files - {integrity.NAME}
+    assert set(record["files"]) == files - {RECORD}
     assert any(name.startswith("state/") for name in record["files"])
+    from biobert_jax.checkpoints import integrity
     assert integrity.verify(tmp_path / str(step))
 
 
@@ -80,11 +85,11 @@ def test_an_explicit_damaged_step_is_one_line_naming_file_and_step(tmp_path):
   damaged = _largest_file(tmp_path / "1" / "state")
   _flip(damaged, count=1)
   manager = CheckpointManager(tmp_path, read_only=True)
-  with pytest.raises(integrity.CheckpointIntegrityError) as error:
+  with pytest.raises(CheckpointError) as error:
     manager.restore(1, _target(states[1]))
   message = str(error.value)
   assert "\n" not in message and str(damaged) in message and "step 1" in message
-  with pytest.raises(integrity.CheckpointIntegrityError):
+  with pytest.raises(CheckpointError):
     manager.restore_params(1)
   manager.close()
   assert (tmp_path / "1").is_dir()  # read-only: nothing moved
@@ -95,7 +100,7 @@ def test_every_step_damaged_is_an_error(tmp_path):
   for step in (1, 2):
     _flip(_largest_file(tmp_path / str(step) / "state"))
   manager = CheckpointManager(tmp_path, read_only=True)
-  with pytest.raises(integrity.CheckpointIntegrityError, match="step 1"):
+  with pytest.raises(CheckpointError, match="step 1"):
     manager.restore(None, _target(states[1]))
   manager.close()
 
@@ -105,7 +110,7 @@ def test_truncated_file_is_caught(tmp_path):
   damaged = _largest_file(tmp_path / "2" / "state")
   damaged.write_bytes(damaged.read_bytes()[:-10])
   manager = CheckpointManager(tmp_path, read_only=True)
-  with pytest.raises(integrity.CheckpointIntegrityError, match="size"):
+  with pytest.raises(CheckpointError, match="size"):
     manager.restore(2, _target(states[2]))
   manager.close()
 
@@ -114,23 +119,23 @@ def test_native_model_directory_is_verified(tmp_path):
   config = tiny_bert_config()
   params = {"encoder": {"w": np.arange(4096, dtype=np.float32).reshape(64, 64)}}
   native.save_native(config, params, tmp_path / "m")
-  assert (tmp_path / "m" / integrity.NAME).exists()
+  assert (tmp_path / "m" / RECORD).exists()
   _, loaded = native.load_native(tmp_path / "m")
   np.testing.assert_array_equal(loaded["encoder"]["w"], params["encoder"]["w"])
   shutil.copytree(tmp_path / "m", tmp_path / "bad")
   _flip(_largest_file(tmp_path / "bad" / "params"))
-  with pytest.raises(integrity.CheckpointIntegrityError, match="checksum mismatch"):
+  with pytest.raises(CheckpointError, match="checksum mismatch"):
     native.load_native(tmp_path / "bad")
   config_json = tmp_path / "m" / native.CONFIG_NAME
   config_json.write_text(config_json.read_text().replace('"hidden_size": 32',
                                                          '"hidden_size": 33'))
-  with pytest.raises(integrity.CheckpointIntegrityError, match="bert_config.json"):
+  with pytest.raises(CheckpointError, match="bert_config.json"):
     native.load_native(tmp_path / "m")
 
 
 def test_model_dir_without_record_still_loads(tmp_path):
   params = {"encoder": {"w": np.ones((4, 4), np.float32)}}
   native.save_native(tiny_bert_config(), params, tmp_path)
-  os.remove(tmp_path / integrity.NAME)
+  os.remove(tmp_path / RECORD)
   _, loaded = native.load_native(tmp_path)
   np.testing.assert_array_equal(loaded["encoder"]["w"], params["encoder"]["w"])
