@@ -72,3 +72,33 @@ def test_sigterm_on_one_process_stops_both_at_one_saved_step(data_dir, tmp_path)
   for a, b in zip(jax.tree.leaves(params_of(workdir / "export")),
                   jax.tree.leaves(params_of(reference / "export"))):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_sigterm_during_input_waits_of_the_corpus_pipeline(data_dir, tmp_path):
+  """The tf.data pipeline (InterruptibleBatches): a SIGTERM that lands while a process
+  waits for input must not end that process alone (the old Python-handler path raised
+  there when the signal landed inside the wait)."""
+  corpus = {"data_source": "corpus",
+            "train_files": str(data_dir / "pretrain" / "pubmed_abstracts.txt")}
+  workdir = tmp_path / "multi"
+  coordinator = [f"--coordinator_address=localhost:{_free_port()}", "--num_processes=2"]
+  procs = [start_launcher(data_dir, workdir, num_devices=4, cache_dir=tmp_path / "cache",
+                          extra=coordinator + [f"--process_id={pid}"], **RUN, **corpus)
+           for pid in range(2)]
+  lines, seen = [], None
+  for line in procs[0].stdout:
+    lines.append(line)
+    m = re.match(r"step (\d+)/", line)
+    if m and int(m.group(1)) >= 3:
+      seen = int(m.group(1))
+      procs[1].send_signal(signal.SIGTERM)
+      break
+  outs = [procs[0].communicate(timeout=400)[0], procs[1].communicate(timeout=400)[0]]
+  outs[0] = "".join(lines) + outs[0]
+  assert seen is not None, outs[0][-3000:]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  stopped = [int(re.search(r"preempted at step (\d+)", out).group(1)) for out in outs]
+  assert stopped[0] == stopped[1] and seen <= stopped[0] < TOTAL, stopped
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved == [stopped[0]]

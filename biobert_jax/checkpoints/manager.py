@@ -321,8 +321,10 @@ class CheckpointManager:
     """Only the params of a step, as host numpy arrays (no optimizer state, any mesh);
     step None = the newest whole step (as in `restore`)."""
     def read(s: int) -> Any:
-      self.verify(s)
-      return read_pytree(os.path.join(self.step_dir(s), STATE_ITEM), subtree="params")
+      path = os.path.join(self.step_dir(s), STATE_ITEM)
+      if not missing_files(path):  # else read_pytree names the missing files
+        self.verify(s)
+      return read_pytree(path, subtree="params")
 
     if step is None:
       return self._newest_whole(read)

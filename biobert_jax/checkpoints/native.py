@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 
 from biobert_jax.checkpoints import integrity
 from biobert_jax.checkpoints.manager import (CheckpointManager, CheckpointWriteError,
-                                             read_pytree, write_errno)
+                                             missing_files, read_pytree, write_errno)
 from biobert_jax.config import BertConfig
 
 CONFIG_NAME = "bert_config.json"
@@ -79,7 +79,8 @@ def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
   config_path = p / CONFIG_NAME
   if not config_path.exists():
     raise FileNotFoundError(f"{p}: no {CONFIG_NAME} (not a native checkpoint or workdir)")
-  if (p / PARAMS_DIR).is_dir():
+  if (p / PARAMS_DIR).is_dir() and not missing_files(p / PARAMS_DIR):
+    # (missing files are named by read_pytree, as an incomplete copy)
     integrity.verify(p, warn=lambda line: logging.warning("%s", line))
   config = BertConfig.from_json_file(config_path)
   if (p / PARAMS_DIR).is_dir():

@@ -13,9 +13,12 @@ dispatching a block's batches before reading any result back, then decodes entit
 writes. A model directory with several heads (multi_ner) runs its encoder once and every
 head on the output; separate model directories run in turn on the same block.
 
-Resumable: a file is written as `<name>.partial` and renamed when complete, after its
-statistics (`_stats/<stem>.json`); an existing output is skipped and never rewritten, so a
-killed job re-run with the same command redoes only unfinished files. Processes
+Resumable: a file is written as `<name>.partial.<host>.<pid>` and renamed when complete
+and whole, after its statistics (`_stats/<stem>.json`, with the input's size and mtime);
+an existing output is skipped unless its input changed, so a killed job re-run with the
+same command redoes only unfinished files. A file that cannot be read, or whose reading
+ended early, is never renamed: it is listed under "failed" in the summary
+(trainers/annotate_outputs has the output rules; the output directory is locked). Processes
 (jax.distributed) take files `i::process_count`, each with a mesh of its local devices
 (inference needs no cross-host collectives). Summary: `summary.json` (or
 `summary.<i>-of-<n>.json` per process) with documents, entities per type, skipped records.
@@ -403,9 +406,12 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       "files_written": sum(r["status"] == "written" for r in file_reports.values()),
       "files_existing": sum(r["status"] == "existing" for r in file_reports.values()),
       "errors": errors, "failed": dict(sorted(failed.items())),
-      "book_articles": sum(r.get("book_articles", 0) for r in file_reports.values()),
+      "book_articles": sum(r.get("book_articles", 0) for r in file_reports.values()
+                           if r["status"] in ("written", "existing")),
       "skipped_elements": dict(sum((collections.Counter(r.get("skipped_elements", {}))
-                                    for r in file_reports.values()), collections.Counter())),
+                                    for r in file_reports.values()
+                                    if r["status"] in ("written", "existing")),
+                                   collections.Counter())),
       "process_index": pi, "process_count": pc,
       "devices": len(mesh.devices.flat), "seconds": round(elapsed, 3),
       "documents_this_run": docs_this_run,
