@@ -3,8 +3,6 @@ book articles, concurrent runs, flags, PubTator injection, planted links."""
 import gzip
 import json
 import os
-import pathlib
-import shutil
 import subprocess
 import sys
 
