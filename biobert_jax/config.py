@@ -14,6 +14,7 @@ HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_approx", "relu")
 
 # BioBERT v1.1 uses the BERT-base *cased* vocabulary (28,996 pieces).
 DEFAULT_VOCAB_SIZE = 28996
+_MAX_DIM = 2**31 - 1  # int32: XLA's array dimensions and token ids
 
 # name -> (num_hidden_layers, hidden_size, num_attention_heads); intermediate = 4 * hidden.
 _PRESETS = {
@@ -59,6 +60,9 @@ class BertConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+      if value > _MAX_DIM:  # beyond any BERT; larger overflows array shapes inside jit
+        raise ValueError(f"BertConfig.{name} = {value} is absurdly large (at most "
+                         f"{_MAX_DIM})")
     if self.hidden_size % self.num_attention_heads:
       raise ValueError(
           f"BertConfig.hidden_size ({self.hidden_size}) is not divisible by "

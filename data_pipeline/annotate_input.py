@@ -1,5 +1,9 @@
 """Documents to annotate: every record of PubMed/MEDLINE XML, PMC JATS, text or JSONL, with
 segments and title offsets; malformed input is counted and logged, never fatal.
+
+Broken XML or gzip ends that file with a logged error and `stats.incomplete` set (the
+annotator then never marks it finished). `<PubmedBookArticle>` citations are documents
+(counted in `book_articles`); other top-level elements are counted in `skipped_elements`.
 """
 from __future__ import annotations
 
@@ -39,12 +43,22 @@ class InputStats:
   deleted: int = 0          # <DeleteCitation> PMIDs
   deleted_ids: list[str] = dataclasses.field(default_factory=list)
   errors: list[str] = dataclasses.field(default_factory=list)  # first messages
+  book_articles: int = 0    # <PubmedBookArticle> records (annotated, also in documents)
+  # Top-level elements that are no citation, by tag (e.g. {"Foo": 2}): never silently lost.
+  skipped_elements: dict[str, int] = dataclasses.field(default_factory=dict)
+  # Why reading ended before the end of the file ("" when it was read to the end): such a
+  # file's output is never marked finished.
+  incomplete: str = ""
 
   def error(self, message: str) -> None:
     self.malformed += 1
     if len(self.errors) < _MAX_KEPT:
       self.errors.append(message)
     log.warning("skipped malformed input: %s", message)
+
+  def ended_early(self, message: str) -> None:
+    self.incomplete = message
+    self.error(message)
 
 
 def join_segments(parts: list[str], title: str = "") -> TextDocument:
@@ -129,12 +143,14 @@ class DocumentStream:
           depth += 1
           continue
         depth -= 1
-        if element.tag == "MedlineCitation":
+        if element.tag in ("MedlineCitation", "BookDocument"):
           record += 1
           pmid = element.findtext("PMID", default="").strip()
           if not pmid:
-            self.stats.error(f"{self.path}: record {record} (<MedlineCitation>): no PMID")
+            self.stats.error(f"{self.path}: record {record} (<{element.tag}>): no PMID")
           else:
+            if element.tag == "BookDocument":
+              self.stats.book_articles += 1
             yield self._yield(dataclasses.replace(citation_document(element), doc_id=pmid))
           element.clear()
         elif element.tag == "DeleteCitation":
@@ -142,15 +158,18 @@ class DocumentStream:
             self.stats.deleted += 1
             if len(self.stats.deleted_ids) < 100_000:
               self.stats.deleted_ids.append((node.text or "").strip())
+        elif depth == 1 and element.tag not in _PUBMED_RECORDS:
+          skipped = self.stats.skipped_elements
+          skipped[element.tag] = skipped.get(element.tag, 0) + 1
         if depth == 1:
           root.clear()
     except ET.ParseError as e:
       line, column = e.position
-      self.stats.error(f"{self.path}:{line}:{column}: malformed XML after record {record}, "
-                       f"rest of the file lost ({e})")
+      self.stats.ended_early(f"{self.path}:{line}:{column}: malformed XML after record "
+                             f"{record}, rest of the file lost ({e})")
     except READ_ERRORS as e:
-      self.stats.error(f"{self.path}: unreadable or truncated after record {record}, rest "
-                       f"of the file lost ({type(e).__name__}: {e})")
+      self.stats.ended_early(f"{self.path}: unreadable or truncated after record {record}, "
+                             f"rest of the file lost ({type(e).__name__}: {e})")
 
   def _pmc(self, handle) -> Iterator[TextDocument]:
     record = 0
@@ -168,11 +187,11 @@ class DocumentStream:
                                                 doc_id=doc_id))
     except ET.ParseError as e:
       line, column = e.position
-      self.stats.error(f"{self.path}:{line}:{column}: malformed XML after article {record}, "
-                       f"rest of the file lost ({e})")
+      self.stats.ended_early(f"{self.path}:{line}:{column}: malformed XML after article "
+                             f"{record}, rest of the file lost ({e})")
     except READ_ERRORS as e:
-      self.stats.error(f"{self.path}: unreadable or truncated after article {record}, rest "
-                       f"of the file lost ({type(e).__name__}: {e})")
+      self.stats.ended_early(f"{self.path}: unreadable or truncated after article {record}, "
+                             f"rest of the file lost ({type(e).__name__}: {e})")
 
   def _text(self, handle) -> Iterator[TextDocument]:
     """One document per non-empty line (text) or per JSON object with "text" (jsonl)."""
@@ -204,17 +223,30 @@ class DocumentStream:
         segments = ((0, len(text)),) if text else ()
         yield self._yield(TextDocument(doc_id, text, 0, segments))
     except READ_ERRORS as e:
-      self.stats.error(f"{self.path}:{number + 1}: unreadable or truncated, rest of the file "
-                       f"lost ({type(e).__name__}: {e})")
+      self.stats.ended_early(f"{self.path}:{number + 1}: unreadable or truncated, rest of "
+                             f"the file lost ({type(e).__name__}: {e})")
+
+
+# The children of <PubmedArticleSet>/<MedlineCitationSet> that hold citations (read above
+# at their inner <MedlineCitation>/<BookDocument>) or deletions; any other is counted.
+_PUBMED_RECORDS = ("PubmedArticle", "PubmedBookArticle", "MedlineCitation", "DeleteCitation",
+                   "BookDocument")
 
 
 def citation_document(citation: ET.Element) -> TextDocument:
-  """Title + abstract of one `<MedlineCitation>` (doc_id left empty)."""
-  article = citation.find("Article")
-  if article is None:
-    return join_segments([])
-  title = element_text(article.find("ArticleTitle")) or element_text(
-      article.find("VernacularTitle"))
+  """Title + abstract of one `<MedlineCitation>` or `<BookDocument>` (doc_id left empty).
+
+  A book document's title is its ArticleTitle (a chapter), else its Book/BookTitle."""
+  if citation.tag == "BookDocument":
+    article = citation
+    title = element_text(citation.find("ArticleTitle")) or element_text(
+        citation.find("Book/BookTitle"))
+  else:
+    article = citation.find("Article")
+    if article is None:
+      return join_segments([])
+    title = element_text(article.find("ArticleTitle")) or element_text(
+        article.find("VernacularTitle"))
   sections = []
   for section in article.findall("Abstract/AbstractText"):
     text = element_text(section)

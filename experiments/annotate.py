@@ -2,11 +2,18 @@ r"""Annotates PubMed/PMC/text with fine-tuned NER models, resumably, on every lo
 
   python -m experiments.annotate --models=work/ncbi,work/multi_ner \
     --input='pubmed/baseline/*.xml.gz' --output=annotations/
+
+A file that cannot be read, or whose reading ended early, is listed under "failed" in
+summary.json, is not marked finished, and makes the run exit 1 after the other files.
+One run per --output at a time (a lock names the holder).
 """
+import sys
+
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import compile_cache, host_memory, locking
 from biobert_jax.trainers import annotate
+from biobert_jax.trainers.annotate_outputs import AnnotateOptionError
 from biobert_jax.distributed import initialize_distributed
 
 _MODELS = flags.DEFINE_list("models", None, "Fine-tuned model dirs (ner or multi_ner).")
@@ -37,14 +44,21 @@ def main(argv):
   compile_cache.use_persistent_cache()
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
-  summary = annotate.annotate(
-      _MODELS.value, _INPUT.value, _OUTPUT.value, output_format=_FORMAT.value,
-      input_format=_INPUT_FORMAT.value, batch_size=_BATCH.value,
-      bucket_length=_BUCKET.value, block_docs=_BLOCK.value, dtype=_DTYPE.value,
-      log_every_s=_LOG_EVERY.value)
+  try:
+    summary = annotate.annotate(
+        _MODELS.value, _INPUT.value, _OUTPUT.value, output_format=_FORMAT.value,
+        input_format=_INPUT_FORMAT.value, batch_size=_BATCH.value,
+        bucket_length=_BUCKET.value, block_docs=_BLOCK.value, dtype=_DTYPE.value,
+        log_every_s=_LOG_EVERY.value)
+  except (AnnotateOptionError, locking.LockHeld, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")  # before any model loaded: one line, exit status 1
   print(f"done: {summary['documents']} documents, {summary['entities_total']} entities "
         f"({summary['files_written']} files written, {summary['files_existing']} already "
         f"there, {summary['skipped_malformed']} malformed records skipped)", flush=True)
+  if summary["failed"]:  # listed in summary.json; the next run redoes them
+    sys.exit(f"error: {len(summary['failed'])} file(s) not annotated (see "
+             f"{_OUTPUT.value}/summary.json \"failed\"): "
+             + "; ".join(summary["failed"].values())[:2000])
 
 
 if __name__ == "__main__":

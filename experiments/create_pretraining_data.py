@@ -47,7 +47,7 @@ def main(argv):
   stats = ReadStats()
   try:
     written = write_static_examples(config, pattern, _SHARDS.value, stats=stats)
-  except InputError as e:  # an empty corpus writes nothing: one line, exit status 1
+  except (InputError, ValueError) as e:  # empty corpus, bad flag: one line, exit status 1
     sys.exit(f"error: {e}")
   logging.info("wrote %d shards to %s", len(written), _OUTPUT.value)
   print(f"shards: {len(written)} in {_OUTPUT.value}")

@@ -8,7 +8,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax.checkpoints.convert import CheckpointError
+from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.trainers import finetune as finetune_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
@@ -25,7 +27,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   host_memory.keep_host_buffers()
   compile_cache.use_persistent_cache()
-  results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
+  except (locking.LockHeld, CheckpointError, CheckpointMismatchError) as e:
+    # another run writes there, or its checkpoints do not fit: one line, exit status 1
+    sys.exit(f"error: {e}")
   if results.get("preempted"):
     return
   metric = results["primary_metric"]

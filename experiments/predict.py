@@ -3,15 +3,20 @@ r"""Predicts with a fine-tuned NER model on raw text (one text per line, or JSON
   python -m experiments.predict --task=ner --checkpoint=WORKDIR_OR_MODEL_DIR \
     --input=texts.txt --output=entities.jsonl
 """
+import sys
+
 from absl import app, flags
 
 from biobert_jax import compile_cache, host_memory
 from biobert_jax.trainers.predict import predict_file
+from data_pipeline.errors import InputError
 
 _TASK = flags.DEFINE_enum("task", "ner", ["ner", "re", "qa"], "Task family.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Finetune workdir or its model/ dir.")
 _INPUT = flags.DEFINE_string("input", None, "Text file (one text per line) or .jsonl.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output .jsonl file.")
+_LOG_EVERY = flags.DEFINE_float("log_every_s", 30.0, "Seconds between progress lines.",
+                                lower_bound=1e-3)
 flags.mark_flags_as_required(["checkpoint", "input", "output"])
 
 
@@ -20,7 +25,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.keep_host_buffers()
   compile_cache.use_persistent_cache()
-  n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value)
+  try:
+    n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value,
+                     log_every_s=_LOG_EVERY.value)
+  except InputError as e:  # bad input line or unwritable output: one line, exit status 1
+    sys.exit(f"error: {e}")
   print(f"wrote {n} records to {_OUTPUT.value}")
 
 

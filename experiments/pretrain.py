@@ -10,7 +10,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax.checkpoints.convert import CheckpointError
+from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.distributed import initialize_distributed
 from biobert_jax.trainers.pretrain import train
 
@@ -36,7 +38,11 @@ def main(argv: list[str]) -> None:
   compile_cache.use_persistent_cache()
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO_DISTRIBUTED.value)
-  result = train(_CONFIG.value, _WORKDIR.value)
+  try:
+    result = train(_CONFIG.value, _WORKDIR.value)
+  except (locking.LockHeld, CheckpointError, CheckpointMismatchError) as e:
+    # another run writes there, or its checkpoints do not fit: one line, exit status 1
+    sys.exit(f"error: {e}")
   if result.preempted:
     print(f"preempted at step {result.final_step}: checkpoint saved, exiting cleanly",
           flush=True)

@@ -61,7 +61,7 @@ def test_off_and_explicit_choices(tmp_path):
   chosen = tmp_path / "mine"
   mine = _probe(tmp_path, BIOBERT_JAX_COMPILATION_CACHE=str(chosen))
   assert mine["used"] == str(chosen) and chosen.is_dir()
-  assert mine["max_size"] == -1  # the user's directory: no eviction imposed
+  assert mine["max_size"] > 0  # bounded and locked like the default one
 
   jax_own = _probe(tmp_path, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_own"),
                    BIOBERT_JAX_COMPILATION_CACHE=str(chosen))
@@ -73,3 +73,38 @@ def test_unusable_directory_is_skipped_not_fatal(tmp_path):
   blocker.write_text("not a directory")
   out = _probe(tmp_path, BIOBERT_JAX_COMPILATION_CACHE=str(blocker / "cache"))
   assert out["used"] is None and out["config"] is None
+
+
+_CORRUPT = textwrap.dedent("""
+    import glob, json, os, sys, warnings
+    import jax, jax.numpy as jnp
+    from biobert_jax import compile_cache
+    compile_cache.use_persistent_cache()
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    fn = lambda x: jnp.tanh(x) * 5 - jnp.exp(x)
+    if sys.argv[1] == "corrupt":
+      for path in glob.glob(os.path.join(jax.config.jax_compilation_cache_dir, "*-cache")):
+        with open(path, "wb") as f:
+          f.write(b"not an executable")
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      jax.jit(fn).lower(jnp.ones((3, 9))).compile()
+    print(json.dumps({"warned": sum("Error reading persistent" in str(w.message)
+                                    for w in caught)}))
+""")
+
+
+def test_a_corrupted_entry_is_replaced_not_warned_about_forever(tmp_path):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_COMPILATION_CACHE_DIR", "BIOBERT_JAX_COMPILATION_CACHE")}
+  env.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+
+  def run(mode):
+    proc = subprocess.run([sys.executable, "-c", _CORRUPT, mode], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+  assert run("fill")["warned"] == 0
+  assert run("corrupt")["warned"] >= 1  # found, warned, compiled, stored again
+  assert run("again")["warned"] == 0    # the replaced entry reads

@@ -1,5 +1,8 @@
 """Pre-training checkpoints with orbax: async, atomic, keep-last-N + keep-every-K, restored
 onto any mesh. A killed save leaves only a tmp dir that `latest_step()` ignores.
+
+Every committed step gets `<step>/checksums.json` (SHA-256 per file, checkpoints/integrity),
+verified on restore; `restore(None, ...)` falls back to the newest whole step, saying so.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from biobert_jax.checkpoints import integrity
 from biobert_jax.checkpoints.convert import CheckpointError
 
 STATE_ITEM = "state"
@@ -24,6 +28,10 @@ DATA_ITEM = "data"
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _WRITE_FAILURE_MARKS = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "No space left",
                         "Permission denied", "Read-only file system", "Disk quota")
+
+
+class CheckpointMismatchError(ValueError):
+  """A whole checkpoint whose tree or shapes differ from what the run restores into."""
 
 
 class CheckpointWriteError(OSError):
@@ -150,6 +158,8 @@ class CheckpointManager:
         read_only=read_only,
         create=not read_only)
     self._pending_step: int | None = None  # the async save wait() has not confirmed
+    self._unrecorded: list[int] = []  # committed or in flight, checksums not yet written
+    self._read_only = read_only
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=(STATE_ITEM, DATA_ITEM))
 
@@ -188,6 +198,8 @@ class CheckpointManager:
         async one, failed); the last complete step stays readable.
     """
     try:
+      self._manager.wait_until_finished()  # orbax waits here anyway; then record checksums
+      self._record_checksums()
       started = self._manager.save(
           int(step),
           args=ocp.args.Composite(**{
@@ -198,46 +210,116 @@ class CheckpointManager:
     except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
       failed = self._pending_step if self._pending_step is not None else step
       self._pending_step = None
+      self._unrecorded = []
       raise self._write_failure(e, failed) from None
     self._pending_step = int(step)
+    if started:
+      self._unrecorded.append(int(step))
     return started
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(int(step)))
+
+  def _record_checksums(self) -> None:
+    """checksums.json for every finished step (primary process; others skip)."""
+    steps, self._unrecorded = self._unrecorded, []
+    if jax.process_index() != 0:
+      return
+    for step in steps:
+      if os.path.isdir(self.step_dir(step)):  # a preservation policy may have removed it
+        integrity.record(self.step_dir(step))
+
+  def verify(self, step: int) -> bool:
+    """Checks `step`'s files against its checksums (False: none were recorded).
+
+    Raises:
+      CheckpointIntegrityError: one line naming the file and the step.
+    """
+    return integrity.verify(self.step_dir(step), f"step {int(step)}",
+                            warn=lambda line: logging.warning("%s", line))
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a damaged step out of orbax's sight (kept for inspection)."""
+    if self._read_only or jax.process_index() != 0:
+      return
+    target = os.path.join(self.directory, f"damaged-{int(step)}")
+    if os.path.exists(target):
+      import shutil  # pylint: disable=import-outside-toplevel
+      shutil.rmtree(target)
+    os.rename(self.step_dir(step), target)
+    self._manager.reload()
+
+  def _newest_whole(self, check: Any) -> tuple[int, Any]:
+    """(step, check(step)) for the newest step that verifies and reads; older steps are
+    tried in turn after a damaged one, each fallback said in one line."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+    last_error = None
+    for i, step in enumerate(steps):
+      try:
+        return step, check(step)
+      except CheckpointError as e:
+        last_error = e
+        after = (f"falling back to step {steps[i + 1]}" if i + 1 < len(steps)
+                 else "no earlier checkpoint left")
+        print(f"checkpoint: {e}; {after}", flush=True)
+        self._set_aside(step)
+    raise last_error
 
   def restore(self, step: int | None, target: Any) -> tuple[Any, dict]:
     """Reads `step` (default: latest) into `target`'s shapes, dtypes and shardings.
 
     Args:
-      step: which step; None = the latest complete one.
+      step: which step; None = the newest one that is complete and matches its
+        checksums (a damaged newer step is said in one line and set aside as
+        `damaged-<step>`).
       target: pytree of jax.ShapeDtypeStruct with `.sharding` set (see
         biobert_jax.train.state.with_shardings); may describe a different mesh.
 
     Raises:
       FileNotFoundError: when there is no checkpoint (naming the directory).
+      CheckpointIntegrityError: `step` (or every step) is damaged: one line naming the
+        file and the step.
     """
     if step is None:
-      step = self.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+      return self._newest_whole(lambda s: self._restore_step(s, target))[1]
+    return self._restore_step(step, target)
+
+  def _restore_step(self, step: int, target: Any) -> tuple[Any, dict]:
     missing = missing_files(os.path.join(self.directory, str(int(step)), STATE_ITEM))
     if missing:
       raise CheckpointError(f"{self.directory}: step {step} is incomplete, missing "
                             f"{', '.join(missing)}; remove that step directory to resume "
                             "from the one before")
-    restored = self._manager.restore(
-        int(step),
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(target),
-            DATA_ITEM: ocp.args.JsonRestore(),
-        }))
+    self.verify(step)
+    try:
+      restored = self._manager.restore(
+          int(step),
+          args=ocp.args.Composite(**{
+              STATE_ITEM: ocp.args.StandardRestore(target),
+              DATA_ITEM: ocp.args.JsonRestore(),
+          }))
+    except (ValueError, TypeError, KeyError) as e:  # the saved tree is not this model's
+      first = (str(e).strip().splitlines() or [""])[0][:300]
+      raise CheckpointMismatchError(
+          f"{self.directory}: step {step} holds another model's state than this run "
+          f"builds (was the init checkpoint or the model size changed under a resumable "
+          f"workdir?): {type(e).__name__}: {first}") from None
     return restored[STATE_ITEM], dict(restored[DATA_ITEM] or {})
 
   def restore_params(self, step: int | None = None) -> tuple[int, Any]:
-    """Only the params of a step, as host numpy arrays (no optimizer state, any mesh)."""
+    """Only the params of a step, as host numpy arrays (no optimizer state, any mesh);
+    step None = the newest whole step (as in `restore`)."""
+    def read(s: int) -> Any:
+      path = os.path.join(self.step_dir(s), STATE_ITEM)
+      if not missing_files(path):  # else read_pytree names the missing files
+        self.verify(s)
+      return read_pytree(path, subtree="params")
+
     if step is None:
-      step = self.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-    path = os.path.join(self.directory, str(int(step)), STATE_ITEM)
-    return int(step), read_pytree(path, subtree="params")
+      return self._newest_whole(read)
+    return int(step), read(int(step))
 
   def delete(self, step: int) -> None:
     """Removes a saved step (e.g. one a resumed run is about to redo)."""
@@ -249,9 +331,11 @@ class CheckpointManager:
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+      self._unrecorded = []
       raise self._write_failure(e, self._pending_step) from None
     finally:
       self._pending_step = None
+    self._record_checksums()
 
   def close(self) -> None:
     try:

@@ -9,10 +9,12 @@ import shutil
 from typing import Any
 
 import jax
+from absl import logging
 import orbax.checkpoint as ocp
 
+from biobert_jax.checkpoints import integrity
 from biobert_jax.checkpoints.manager import (CheckpointManager, CheckpointWriteError,
-                                             read_pytree, write_errno)
+                                             missing_files, read_pytree, write_errno)
 from biobert_jax.config import BertConfig
 
 CONFIG_NAME = "bert_config.json"
@@ -52,6 +54,8 @@ def save_native(config: BertConfig, params: Any, out_dir: str | os.PathLike) -> 
       raise
     raise CheckpointWriteError(f"{out / PARAMS_DIR}: could not write the params: "
                                f"{os.strerror(code)} (errno {code})") from None
+  if jax.process_index() == 0:
+    integrity.record(out)  # verified by load_native
   return out
 
 
@@ -65,11 +69,15 @@ def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
   Raises:
     FileNotFoundError: naming what is missing under `path`.
     CheckpointError: naming the missing orbax metadata/data file of an incomplete copy.
+    CheckpointIntegrityError: a file differs from the checksum recorded at save time.
   """
   p = pathlib.Path(path).absolute()
   config_path = p / CONFIG_NAME
   if not config_path.exists():
     raise FileNotFoundError(f"{p}: no {CONFIG_NAME} (not a native checkpoint or workdir)")
+  if (p / PARAMS_DIR).is_dir() and not missing_files(p / PARAMS_DIR):
+    # (missing files are named by read_pytree, as an incomplete copy)
+    integrity.verify(p, warn=lambda line: logging.warning("%s", line))
   config = BertConfig.from_json_file(config_path)
   if (p / PARAMS_DIR).is_dir():
     return config, _read_params(p / PARAMS_DIR)

@@ -73,7 +73,7 @@ class Task(Protocol):
   6. `task.export_info(config, labels) -> dict` is merged into `<workdir>/model/task.json`
      next to the native checkpoint, so prediction can rebuild the model.
   7. Optional, for `experiments.predict`: raw-text prediction lives in
-     `biobert_jax.trainers.predict` (`RECORD_PREDICTORS[task](model_dir, records)`), which
+     `biobert_jax.trainers.predict` (`RECORD_PREDICTORS[task]`: load, then predict), which
      reads the model directory that adapters do not import.
 
   Trainer details an adapter may rely on: training batches are `batch_size` rows (the

@@ -54,14 +54,34 @@ class LoopResult:
   state: Any = None  # the final (sharded) train state
 
 
+def _preemption_service_running() -> bool:
+  """Whether jax.distributed started JAX's preemption sync manager (it owns SIGTERM)."""
+  try:
+    from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return False
+  return getattr(jax_distributed.global_state, "preemption_sync_manager", None) is not None
+
+
 class PreemptionFlag:
-  """Set by SIGTERM (the usual preemption notice); the loop saves and returns."""
+  """Set by SIGTERM (the usual preemption notice); the loop saves and returns.
+
+  With several processes (jax.distributed), SIGTERM goes to JAX's preemption service
+  instead: a notice on any process makes every process's
+  `multihost_utils.reached_preemption_sync_point(step)` return True at the same step
+  (the fastest process's step + 1), so all save that step together and exit 0. A Python
+  handler would replace the service's, so none is installed then (`synced`).
+  """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
+    self.synced = False
 
   def install(self) -> PreemptionFlag:
+    if jax.process_count() > 1 and _preemption_service_running():
+      self.synced = True
+      return self
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
@@ -80,6 +100,15 @@ class PreemptionFlag:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
+
+
+def _stop_here(preemption: PreemptionFlag | None, step: int) -> bool:
+  """Whether every process stops before step `step + 1` (preemption)."""
+  if preemption is None:
+    return False
+  if preemption.synced:  # JAX's sync point: the same step on every process, no collective
+    return bool(multihost_utils.reached_preemption_sync_point(step))
+  return _any_process(preemption.is_set())
 
 
 def _any_process(flag: bool) -> bool:
@@ -199,8 +228,11 @@ def run(*, state: Any, train_step: Callable[[Any, Any], tuple[Any, Mapping[str, 
 
   preempted = False
   while step < total:
-    if preemption is not None and _any_process(preemption.is_set()):
+    if _stop_here(preemption, step):
       preempted = True
+      if preemption.synced and jax.process_index() == 0:
+        logging.warning("preemption notice on some process: every process saves step %d "
+                        "and exits", step)
       break
     try:
       local_batch = next(batches)

@@ -1,5 +1,9 @@
 """Annotating literature at scale (library of experiments/annotate.py): one resumable
 JSONL/PubTator output per input file, every local device, several models per pass.
+
+A file that cannot be read, or whose reading ended early, is never marked finished: it is
+listed under "failed" in the summary (trainers/annotate_outputs has the output rules; the
+output directory is locked).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import json
 import os
 import pathlib
 import queue
+import re
 import threading
 import time
 from typing import Any
@@ -20,13 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import models, sharding, xla_options
+from biobert_jax import locking, models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
+from biobert_jax.trainers import annotate_outputs as outputs_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
 from data_pipeline import annotate_input
 
 OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator"}
+_ONE_LINE = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # str.splitlines' breaks
 STATS_DIR = "_stats"
 
 
@@ -128,12 +135,14 @@ def format_document(doc: annotate_input.TextDocument, entities: list[dict],
                       ensure_ascii=False) + "\n"
   # PubTator offsets count into title + one character + abstract, which is `text`.
   # Newlines (possible in text inputs) become spaces so the offsets stay valid.
-  text = doc.text.replace("\n", " ").replace("\r", " ")
+  # Tabs too, so no text ends a field; ids are percent-encoded (annotate_outputs).
+  text = _ONE_LINE.sub(" ", doc.text)
+  doc_id = outputs_lib.pubtator_id(doc.doc_id)
   title, abstract = (text[:doc.title_end], text[doc.title_end + 1:]) if doc.title_end \
       else (text, "")
-  lines = [f"{doc.doc_id}|t|{title}\n", f"{doc.doc_id}|a|{abstract}\n"]
-  lines += [f"{doc.doc_id}\t{e['start']}\t{e['end']}\t{e['text']}\t{e['type']}\t-\n"
-            for e in entities]
+  lines = [f"{doc_id}|t|{title}\n", f"{doc_id}|a|{abstract}\n"]
+  lines += [f"{doc_id}\t{e['start']}\t{e['end']}\t{text[e['start']:e['end']]}\t"
+            f"{outputs_lib.pubtator_id(e['type'])}\t-\n" for e in entities]
   return "".join(lines) + "\n"
 
 
@@ -144,14 +153,19 @@ class _Block:
   sentences: features_lib.SentenceBlock
   windows: list[features_lib.Windows]
   last: bool                       # the file's final block (stats complete)
-  stream: annotate_input.DocumentStream
+  stream: annotate_input.DocumentStream | None
+  failed: str = ""                 # why the file could not be read at all (then last)
 
 
 def _prepared_blocks(files: Sequence[str], taggers: Sequence[Tagger], block_docs: int,
                      input_format: str) -> Iterator[_Block]:
   """Blocks of documents with sentences and every tagger's windows (reader thread)."""
   for path in files:
-    stream = annotate_input.DocumentStream(path, input_format)
+    try:
+      stream = annotate_input.DocumentStream(path, input_format)
+    except (ValueError, OSError) as e:  # format detection: not gzip, not a known XML root
+      yield _Block(path, [], features_lib.split_block([]), [], True, None, str(e))
+      continue
     docs: list[annotate_input.TextDocument] = []
     iterator = iter(stream)
     done = False
@@ -160,6 +174,11 @@ def _prepared_blocks(files: Sequence[str], taggers: Sequence[Tagger], block_docs
         docs.append(next(iterator))
       except StopIteration:
         done = True
+      except Exception as e:  # pylint: disable=broad-except  # one file never stops the job
+        yield _Block(path, [], features_lib.split_block([]), [], True, stream,
+                     f"{path}: reading failed after {stream.stats.documents} documents "
+                     f"({type(e).__name__}: {e})")
+        break
       if len(docs) == block_docs or done:  # an empty final block still closes the file
         sentences = features_lib.split_block(docs)
         windows = [t.windows(sentences.texts) for t in taggers]
@@ -215,8 +234,9 @@ def _output_names(files: Sequence[str], ext: str) -> dict[str, str]:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
-  tmp = path.with_name(path.name + ".partial")
-  tmp.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+  tmp = path.with_name(outputs_lib.temp_name(path.name))
+  with outputs_lib.open_new(tmp) as f:
+    f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
   os.replace(tmp, path)
 
 
@@ -225,19 +245,40 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
              bucket_length: int = 32, block_docs: int = 1024, dtype: str = "float32",
              mesh_shape: dict | None = None, log_every_s: float = 30.0,
              process_index: int | None = None, process_count: int | None = None) -> dict:
-  """Annotates every input file this process owns; returns (and writes) the summary."""
-  if output_format not in OUTPUT_FORMATS:
-    raise ValueError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, "
-                     f"got {output_format!r}")
+  """Annotates every input file this process owns; returns (and writes) the summary.
+
+  Options, inputs and the output directory are checked before any model loads
+  (AnnotateOptionError, one line); the directory is locked for the run
+  (locking.LockHeld when another run writes there). A file that cannot be read, or whose
+  reading ended early, is not marked finished: it is listed under `failed` in the
+  summary (redone by the next run), and the run goes on with the other files.
+  """
+  outputs_lib.validate_options(
+      batch_size=batch_size, bucket_length=bucket_length, block_docs=block_docs,
+      log_every_s=log_every_s, output_format=output_format, formats=OUTPUT_FORMATS,
+      input_format=input_format, input_formats=annotate_input.FORMATS, dtype=dtype)
   if not model_dirs:
-    raise ValueError("no model directory given (--models)")
+    raise outputs_lib.AnnotateOptionError("no model directory given (--models)")
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
   all_files = expand_inputs(inputs)
   names = _output_names(all_files, OUTPUT_FORMATS[output_format])
   files = all_files[pi::pc]
   out = pathlib.Path(output_dir)
-  (out / STATS_DIR).mkdir(parents=True, exist_ok=True)
+  outputs_lib.prepare_output(out, [names[p] for p in files], STATS_DIR)
+  with (locking.hold_for_job(out) if process_index is None
+        else locking.hold(out, primary=pi == 0)):
+    outputs_lib.remove_partials(out, [names[p] for p in files], STATS_DIR)
+    return _annotate(model_dirs, files, names, out, output_format=output_format,
+                     input_format=input_format, batch_size=batch_size,
+                     bucket_length=bucket_length, block_docs=block_docs, dtype=dtype,
+                     mesh_shape=mesh_shape, log_every_s=log_every_s, pi=pi, pc=pc)
+
+
+def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str],
+              out: pathlib.Path, *, output_format: str, input_format: str, batch_size: int,
+              bucket_length: int, block_docs: int, dtype: str, mesh_shape: dict | None,
+              log_every_s: float, pi: int, pc: int) -> dict:
   mesh = sharding.make_mesh(mesh_shape or {"data": -1, "fsdp": 1, "tensor": 1},
                             devices=jax.local_devices())
   rows = batch_size + (-batch_size) % sharding.batch_shard_count(mesh)
@@ -248,10 +289,17 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
   file_reports: dict[str, dict] = {}
   errors: list[str] = []
   todo = []
+  failed: dict[str, str] = {}
   for path in files:
     stats_path = out / STATS_DIR / (names[path] + ".json")
     if (out / names[path]).exists():
       report = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+      stale = outputs_lib.stale_reason(report, path)
+      if stale:
+        print(f"annotate: redoing {out / names[path]}: {stale}", flush=True)
+        (out / names[path]).unlink()
+        todo.append(path)
+        continue
       if report.get("models", model_ids) != model_ids:
         print(f"annotate: WARNING {out / names[path]} was written by models "
               f"{report['models']}, not {model_ids}; kept (delete it to redo)", flush=True)
@@ -264,8 +312,21 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
   handle, counts = None, collections.Counter()
   for block in _background(_prepared_blocks(todo, taggers, block_docs, input_format), 2):
     name = names[block.path]
+    partial = out / outputs_lib.temp_name(name)
+    if block.failed:
+      if handle is not None:
+        handle.close()
+        handle = None
+      partial.unlink(missing_ok=True)
+      failed[name] = block.failed
+      file_reports[name] = {"input": block.path, "status": "failed", "reason": block.failed,
+                            **(dataclasses.asdict(block.stream.stats) if block.stream
+                               else {})}
+      print(f"annotate: ERROR {block.failed}; skipped, the run goes on", flush=True)
+      continue
     if handle is None:
-      handle = open(out / (name + ".partial"), "w", encoding="utf-8")
+      fingerprint = outputs_lib.fingerprint(block.path)  # before reading: a change is seen
+      handle = outputs_lib.open_new(partial)
       counts = collections.Counter()
     entities: list[list[dict]] = [[] for _ in block.docs]
     for tagger, windows in zip(taggers, block.windows):
@@ -287,11 +348,20 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
       handle.close()
       handle = None
       report = {"input": block.path, "models": model_ids,
-                "entities": dict(sorted(counts.items())),
+                "entities": dict(sorted(counts.items())), **fingerprint,
                 **dataclasses.asdict(block.stream.stats)}
-      _write_json(out / STATS_DIR / (name + ".json"), report)
-      os.replace(out / (name + ".partial"), out / name)
-      file_reports[name] = dict(report, status="written")
+      if fingerprint != outputs_lib.fingerprint(block.path):
+        report["incomplete"] = f"{block.path} changed while it was read"
+      if report["incomplete"]:  # never renamed: the next run redoes the whole file
+        partial.unlink()
+        failed[name] = report["incomplete"]
+        file_reports[name] = dict(report, status="incomplete")
+        print(f"annotate: ERROR {report['incomplete']} ({report['documents']} documents "
+              f"read); {name} not written, redone by the next run", flush=True)
+      else:
+        _write_json(out / STATS_DIR / (name + ".json"), report)
+        os.replace(partial, out / name)
+        file_reports[name] = dict(report, status="written")
       done_bytes += block.stream.size
     now = time.time()
     if now - last_log >= log_every_s or block.last:
@@ -303,6 +373,8 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
             f"{tokens / elapsed:.0f} tokens/s, files {len(file_reports)}/{len(files)}, "
             f"ETA {eta:.0f}s", flush=True)
   for report in file_reports.values():
+    if report["status"] not in ("written", "existing"):
+      continue  # listed under "failed"; its documents are in no output
     summary.update({k: report.get(k, 0) for k in ("documents", "empty", "malformed",
                                                   "deleted")})
     per_type.update(report.get("entities", {}))
@@ -316,7 +388,14 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
       "files": dict(sorted(file_reports.items())),
       "files_written": sum(r["status"] == "written" for r in file_reports.values()),
       "files_existing": sum(r["status"] == "existing" for r in file_reports.values()),
-      "errors": errors, "process_index": pi, "process_count": pc,
+      "errors": errors, "failed": dict(sorted(failed.items())),
+      "book_articles": sum(r.get("book_articles", 0) for r in file_reports.values()
+                           if r["status"] in ("written", "existing")),
+      "skipped_elements": dict(sum((collections.Counter(r.get("skipped_elements", {}))
+                                    for r in file_reports.values()
+                                    if r["status"] in ("written", "existing")),
+                                   collections.Counter())),
+      "process_index": pi, "process_count": pc,
       "devices": len(mesh.devices.flat), "seconds": round(elapsed, 3),
       "documents_this_run": docs_this_run,
       "documents_per_second": round(docs_this_run / max(elapsed, 1e-9), 2),

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import models, sharding
+from biobert_jax import locking, models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -210,6 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         devices: list[jax.Device] | None = None) -> dict:
   """Fine-tunes (or resumes), evaluates and exports; returns the eval_results.json content.
 
+  The workdir is locked for the run (biobert_jax/locking): a second run on it raises
+  locking.LockHeld naming the holder, before anything is read or written.
+
   Args:
     config: an experiments/configs/finetune.py config.
     workdir: the run's directory (resumed when it holds this config's checkpoints).
@@ -221,9 +224,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     The results, or {"preempted": True, "step": s} when SIGTERM stopped training (a
     checkpoint was saved; re-running the same command continues).
   """
-  t_run = time.time()
   validate_finetune_config(config, device_count=len(devices) if devices else None)
   workdir = os.path.abspath(workdir)
+  with locking.hold(workdir):
+    return _run(config, workdir, compiler_options, devices)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict | None,
+         devices: list[jax.Device] | None) -> dict:
+  t_run = time.time()
   setup = build(config)
   check_splits(setup.splits, config)  # empty dev/test dropped (and said) before training
   train = setup.splits["train"]
@@ -231,6 +240,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if n_train == 0:
     raise ValueError("no training features (check config.data_dir / max_train_examples)")
   batch_size = min(int(config.batch_size), n_train)
+  if batch_size < int(config.batch_size):
+    print(f"batch_size reduced from {config.batch_size} to {batch_size}: the training set "
+          f"has only {n_train} features", flush=True)
   mesh = sharding.make_mesh(config.mesh, devices)
   _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
@@ -245,9 +257,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   # Nothing is written before this check: a re-run with another config stops here.
   workdir_lib.check_or_record_config(workdir, config)
-  if setup.surgery_report is not None:
-    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
-      setup.surgery_report.save(tmp)
   checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
   best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
@@ -259,8 +268,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   best_dev: dict[str, Any] = {}
   latest = checkpoints.latest_step()
   if latest is not None:
+    # The newest whole step (a damaged one is said and set aside; the one before is used).
     state, data_state = checkpoints.restore(
-        latest, state_lib.with_shardings(abstract_state, shardings))
+        None, state_lib.with_shardings(abstract_state, shardings))
+    latest = int(jax.device_get(state["step"]))
     tracker = data_state["tracker"]
     for s in best_checkpoints.all_steps():
       if s > latest:  # saved after the checkpoint we resume from: it will be redone
@@ -269,6 +280,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   else:
     state, shardings = state_lib.state_from_params(setup.params, specs, tx, mesh,
                                                    int(config.seed))
+  # After the resume: a checkpoint that does not fit this model stops the run before it.
+  if setup.surgery_report is not None:
+    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
+      setup.surgery_report.save(tmp)
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
                                     compiler_options)

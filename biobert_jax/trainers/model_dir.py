@@ -9,7 +9,7 @@ import pathlib
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from biobert_jax.checkpoints import native
+from biobert_jax.checkpoints import integrity, native
 from biobert_jax.config import BertConfig
 from biobert_jax.trainers import workdir as workdir_lib
 from data_pipeline.tokenization import load_tokenizer, read_vocab
@@ -82,6 +82,7 @@ def save_finetuned(model_dir: str, bert_config: BertConfig, params: Any, vocab_p
     native.save_native(bert_config, params, tmp)
     shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
     workdir_lib.write_json(os.path.join(tmp, "task.json"), info)
+    integrity.record(tmp)  # every file, vocab and task.json included
 
 
 @dataclasses.dataclass

@@ -12,7 +12,8 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any
+import time
+from typing import Any, NamedTuple
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
+from biobert_jax.trainers import annotate_outputs as outputs_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import textio
 from data_pipeline.errors import InputError
@@ -54,14 +56,49 @@ def read_records(path: str | os.PathLike) -> list[dict]:
   return records
 
 
-def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) -> int:
-  """Runs the task's raw-input prediction over a file; returns the number of records."""
+def predict_file(task: str, checkpoint: str, input_path: str, output_path: str, *,
+                 chunk: int = 256, log_every_s: float = 30.0, log=print) -> int:
+  """Runs the task's `predict_records` over a file; returns the number of records.
+
+  The input is read and the output opened (under a temporary name, renamed when all is
+  written) before the model loads, so a bad path fails at once. The model loads once and
+  predicts in chunks of `chunk` records, with a progress line every `log_every_s` seconds.
+
+  Raises:
+    InputError: one line for a bad input line, or an output that cannot be written.
+  """
   if task not in RECORD_PREDICTORS:
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
-  records = RECORD_PREDICTORS[task](checkpoint, read_records(input_path))
-  with open(output_path, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  predictor = RECORD_PREDICTORS[task]
+  if chunk < 1:
+    raise ValueError(f"chunk must be >= 1, got {chunk}")
+  records = read_records(input_path)
+  if os.path.isdir(output_path):
+    raise InputError(f"--output {output_path} is a directory; name a .jsonl file")
+  tmp = os.path.join(os.path.dirname(os.path.abspath(output_path)),
+                     outputs_lib.temp_name(os.path.basename(output_path)))
+  try:
+    handle = outputs_lib.open_new(tmp)
+  except OSError as e:
+    raise InputError(f"--output {output_path}: cannot write there ({e.strerror})") from None
+  try:
+    with handle:
+      model = predictor.load(checkpoint)
+      start = last = time.time()
+      for i in range(0, len(records), chunk):
+        for record in predictor.predict(model, records[i:i + chunk]):
+          handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        done, now = min(i + chunk, len(records)), time.time()
+        if now - last >= log_every_s and done < len(records):
+          last = now
+          rate = done / max(now - start, 1e-9)
+          log(f"predict: {done}/{len(records)} records, {rate:.1f} records/s, ETA "
+              f"{(len(records) - done) / max(rate, 1e-9):.0f}s")
+    os.replace(tmp, output_path)
+  except BaseException:
+    if os.path.lexists(tmp):
+      os.remove(tmp)
+    raise
   return len(records)
 
 
@@ -159,13 +196,18 @@ def tag_texts(model: str | os.PathLike | NerPredictor,
   return predictor.tag(texts)
 
 
-def predict_records(model_dir: str, records: Sequence[dict]) -> list[dict]:
-  """`experiments.predict` hook: records with "text" -> records with "entities" added."""
-  entities = tag_texts(model_dir, [r["text"] for r in records])
+def predict_records(model: str | NerPredictor, records: Sequence[dict]) -> list[dict]:
+  """Records with "text" -> records with "entities" added."""
+  entities = tag_texts(model, [r["text"] for r in records])
   return [{**r, "entities": e} for r, e in zip(records, entities)]
 
 
-# Tasks with raw-input prediction: (model_dir, records with "text") -> records with the
-# task's predictions added.
-RECORD_PREDICTORS: dict[str, Callable[[str, Sequence[dict]], list[dict]]] = {
-    "ner": predict_records}
+class RecordPredictor(NamedTuple):
+  """A task's raw-input prediction: the model loaded once, then records in chunks."""
+  load: Callable[[str], Any]
+  predict: Callable[[Any, Sequence[dict]], list[dict]]
+
+
+# Tasks with raw-input prediction: records with "text" -> records with predictions added.
+RECORD_PREDICTORS: dict[str, RecordPredictor] = {
+    "ner": RecordPredictor(load=NerPredictor, predict=predict_records)}

@@ -12,7 +12,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from biobert_jax import checkpoints as checkpoint_formats
-from biobert_jax import models, sharding, tree
+from biobert_jax import locking, models, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -102,9 +102,18 @@ def _log_line(step: int, total: int, row: dict, eta: str) -> str:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
-  """Runs (or resumes) pre-training in `workdir`; exports params at the end."""
+  """Runs (or resumes) pre-training in `workdir`; exports params at the end.
+
+  The primary process locks the workdir for the run (biobert_jax/locking); when another
+  run holds it, every process raises locking.LockHeld before anything is written.
+  """
   validate_pretrain_config(config)
   workdir = os.path.abspath(workdir)
+  with locking.hold_for_job(workdir):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   vocab_size = vocab_size_of(config.vocab_path, config.lowercase)
   init_params = None
   if config.init_checkpoint:
@@ -139,8 +148,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
                                              jax.process_count())
   latest = checkpoints.latest_step()
   if latest is not None:
+    # The newest whole step (a damaged one is said and set aside; the one before is used).
     state, data_state = checkpoints.restore(
-        latest, state_lib.with_shardings(abstract_state, shardings))
+        None, state_lib.with_shardings(abstract_state, shardings))
+    latest = int(jax.device_get(state["step"]))
     batches.set_state(dict(data_state, process_index=jax.process_index()))
     logging.info("resumed from %s step %d", checkpoints.directory, latest)
   elif init_params is not None:

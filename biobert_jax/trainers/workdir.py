@@ -10,7 +10,7 @@ import shutil
 from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
-from biobert_jax import tree
+from biobert_jax import locking, tree
 
 CONFIG_NAME = "config.json"
 TMP_SUFFIX = ".tmp"
@@ -52,8 +52,10 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
 
 
 def clear(workdir: str) -> None:
-  """Removes everything inside `workdir` (the directory itself stays)."""
+  """Removes everything inside `workdir` but its lock (the directory itself stays)."""
   for name in os.listdir(workdir):
+    if name == locking.LOCK_NAME:  # held by the run that clears
+      continue
     path = os.path.join(workdir, name)
     if os.path.isdir(path) and not os.path.islink(path):
       shutil.rmtree(path)

@@ -1,5 +1,9 @@
 """Streaming reader of PubMed/MEDLINE baseline XML (both layouts): title + abstract sections,
 labelled sections prefixed as PubMed shows them.
+
+`<PubmedBookArticle>` records are read like citations; other top-level elements are counted
+in `skipped_other`. Broken XML, invalid UTF-8 and truncated gzip end the file with an error
+naming the file and line (or, under on_error="skip", a counted skip).
 """
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ def element_text(element: ET.Element | None) -> str:
 
 
 def citation_sentences(citation: ET.Element, include_title: bool = True) -> list[str]:
-  """Title + abstract sentences of one `<MedlineCitation>`; [] when it has no abstract."""
-  article = citation.find("Article")
+  """Title + abstract sentences of one `<MedlineCitation>` or `<BookDocument>` (a
+  `<PubmedBookArticle>`'s record); [] when it has no abstract."""
+  article = citation if citation.tag == "BookDocument" else citation.find("Article")
   abstract = article.find("Abstract") if article is not None else None
   sections = abstract.findall("AbstractText") if abstract is not None else []
   sentences: list[str] = []
@@ -62,11 +67,11 @@ def read_pubmed_xml(path: str | pathlib.Path, on_error: str = "raise",
           depth += 1
           continue
         depth -= 1
-        if element.tag == "MedlineCitation":
+        if element.tag in ("MedlineCitation", "BookDocument"):
           record += 1
           pmid = element.findtext("PMID", default="").strip()
           if not pmid:
-            handle_error(f"{path}: record {record} (<MedlineCitation>): no PMID",
+            handle_error(f"{path}: record {record} (<{element.tag}>): no PMID",
                          on_error, stats)
           else:
             sentences = citation_sentences(element, include_title)
@@ -79,6 +84,8 @@ def read_pubmed_xml(path: str | pathlib.Path, on_error: str = "raise",
           element.clear()
         elif element.tag == "DeleteCitation":
           stats.skipped_deleted += 1
+        elif depth == 1 and element.tag not in ("PubmedArticle", "PubmedBookArticle"):
+          stats.skipped_other += 1
         if depth == 1:
           root.clear()  # a finished top-level record: drop it from the root too
     except ET.ParseError as e:

@@ -37,6 +37,7 @@ class ReadStats:
   skipped_no_text: int = 0  # well-formed records without abstract/body (not an error)
   skipped_deleted: int = 0  # MEDLINE <DeleteCitation> entries
   skipped_errors: int = 0  # malformed records/files skipped under on_error="skip"
+  skipped_other: int = 0  # top-level elements that hold no citation (unknown tags)
   errors: list[str] = dataclasses.field(default_factory=list)  # first messages only
 
   MAX_KEPT_ERRORS = 100

@@ -32,6 +32,13 @@ def write_static_examples(config, output_pattern: str, num_shards: int = 1,
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
   if config.dupe_factor < 1:
     raise ValueError(f"dupe_factor must be >= 1, got {config.dupe_factor}")
+  if config.max_predictions_per_seq < 1:
+    raise ValueError(f"max_predictions_per_seq must be >= 1, got "
+                     f"{config.max_predictions_per_seq}")
+  if not 0.0 < config.masked_lm_prob <= 1.0:
+    raise ValueError(f"masked_lm_prob must be in (0, 1], got {config.masked_lm_prob}")
+  if config.max_seq_length < 4:  # [CLS] A [SEP] B [SEP] needs room for one token each
+    raise ValueError(f"max_seq_length must be >= 4, got {config.max_seq_length}")
   passes = []
   for dupe in range(config.dupe_factor):
     pass_config = config.copy_and_resolve_references()
