@@ -25,8 +25,13 @@ def _workdir(model_dir: str) -> pathlib.Path | None:
   return parent if (parent / "config.json").exists() else None
 
 
-def export_model_dir(src: str | os.PathLike, out: str | os.PathLike) -> list[pathlib.Path]:
+def export_model_dir(src: str | os.PathLike, out: str | os.PathLike, *,
+                     config: dict | None = None,
+                     results: dict | None = None) -> list[pathlib.Path]:
   """Writes `src` (a fine-tune workdir or its model/) as transformers directories.
+
+  The model cards read the run's config.json / eval_results.json beside model/ unless
+  `config` / `results` (their content) are given.
 
   Returns the task directories written. Raises ValueError for a model transformers has
   no class for (RE with entity_start pooling).
@@ -36,6 +41,7 @@ def export_model_dir(src: str | os.PathLike, out: str | os.PathLike) -> list[pat
   task = info.get("task")
   out = pathlib.Path(out)
   workdir = _workdir(loaded.model_dir)
+  card = dict(workdir=workdir, config=config, results=results)
   extra = list(info.get("extra_tokens", []))
   vocab = list(tok.vocab[:len(tok.vocab) - len(extra)])
   common = dict(config=loaded.bert_config, vocab=vocab, lowercase=bool(info["lowercase"]),
@@ -47,7 +53,7 @@ def export_model_dir(src: str | os.PathLike, out: str | os.PathLike) -> list[pat
   if task in ("ner", "re", "qa"):
     hf_tasks.export_task(out, params=loaded.params, task=task,
                          labels=info.get("labels", []), **common)
-    model_card.write_card(out, info, workdir=workdir,
+    model_card.write_card(out, info, **card,
                           export=hf_tasks.names.hf_task_class(task=task).architecture)
     return [out]
   if task == "multi_ner":
@@ -59,7 +65,7 @@ def export_model_dir(src: str | os.PathLike, out: str | os.PathLike) -> list[pat
                            task="ner", labels=head["labels"], head=head["name"],
                            finetuning_task=head.get("corpus", head["name"]), **common)
       head_info = {**info, "task": "ner", "labels": head["labels"]}
-      model_card.write_card(sub, head_info, workdir=workdir,
+      model_card.write_card(sub, head_info, **card,
                             export=f"BertForTokenClassification, head {head['name']} of a "
                                    "multi-task NER model")
       heads.append({"name": head["name"], "corpus": head.get("corpus", head["name"]),
@@ -67,7 +73,7 @@ def export_model_dir(src: str | os.PathLike, out: str | os.PathLike) -> list[pat
       written.append(sub)
     (out / "heads.json").write_text(json.dumps({"heads": heads}, indent=2) + "\n",
                                     encoding="utf-8")
-    model_card.write_card(out, info, workdir=workdir,
+    model_card.write_card(out, info, **card,
                           export="one BertForTokenClassification directory per head: "
                                  + ", ".join(f"{h['path']}/" for h in heads))
     return written
