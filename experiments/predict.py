@@ -3,8 +3,10 @@ r"""Predicts with a fine-tuned model on raw text.
   python -m experiments.predict --task=ner --checkpoint=WORKDIR_OR_MODEL_DIR \
     --input=texts.txt --output=entities.jsonl
 
---input: one text per line, or a .jsonl file with a "text" field per record (other fields
-are carried through). --output: one JSON record per input, with the task's predictions
+--input: one text per line, a .jsonl file with a "text" field per record (other fields
+are carried through), or a BioC collection (XML or JSON, recognised by content: tagged
+passage by passage, offsets are BioC's document offsets). --format: jsonl (default),
+pubtator, bioc-xml or bioc-json. --output: one JSON record per input, with the task's predictions
 added (NER: "entities": [{"type", "start", "end", "text", "score"}], character offsets
 into the original text). A task supports this when its adapter module defines
 `predict_records(model_dir, records) -> records`.
@@ -17,7 +19,9 @@ from biobert_jax.trainers.predict import predict_file
 _TASK = flags.DEFINE_enum("task", "ner", ["ner", "re", "qa"], "Task family.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Finetune workdir or its model/ dir.")
 _INPUT = flags.DEFINE_string("input", None, "Text file (one text per line) or .jsonl.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output .jsonl file.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output file.")
+_FORMAT = flags.DEFINE_enum("format", "jsonl", ["jsonl", "pubtator", "bioc-xml", "bioc-json"],
+                            "Output format (NER).")
 flags.mark_flags_as_required(["checkpoint", "input", "output"])
 
 
@@ -26,7 +30,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   host_memory.keep_host_buffers()
   compile_cache.use_persistent_cache()
-  n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value)
+  n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value,
+                   _FORMAT.value)
   print(f"wrote {n} records to {_OUTPUT.value}")
 
 

@@ -3,6 +3,7 @@ import importlib
 import json
 import os
 
+from biobert_jax.trainers import predict_formats
 from data_pipeline import textio
 from data_pipeline.errors import InputError
 
@@ -35,13 +36,19 @@ def read_records(path: str | os.PathLike) -> list[dict]:
   return records
 
 
-def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) -> int:
-  """Runs the task's `predict_records` over a file; returns the number of records."""
+def predict_file(task: str, checkpoint: str, input_path: str, output_path: str,
+                 output_format: str = "jsonl") -> int:
+  """Runs the task's `predict_records` over a file; returns the number of records.
+
+  A BioC collection (by content) is tagged passage by passage; `output_format` jsonl,
+  pubtator, bioc-xml or bioc-json (trainers/predict_formats)."""
   module = importlib.import_module(f"biobert_jax.tasks.{task}")
   if not hasattr(module, "predict_records"):
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
-  records = module.predict_records(checkpoint, read_records(input_path))
-  with open(output_path, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  if predict_formats.is_bioc(input_path):
+    records = predict_formats.predict_bioc(
+        input_path, lambda rs: module.predict_records(checkpoint, rs))
+  else:
+    records = module.predict_records(checkpoint, read_records(input_path))
+  predict_formats.write_records(records, output_path, output_format)
   return len(records)
