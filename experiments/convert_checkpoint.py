@@ -31,7 +31,8 @@ _STRICT = flags.DEFINE_bool("strict", True, "fail on missing/unexpected tensors 
 
 def is_finetuned(path: str) -> bool:
   p = pathlib.Path(path)
-  return (p / "task.json").exists() or (p / "model" / "task.json").exists()
+  return ((p / "task.json").exists() or (p / "model" / "task.json").exists()
+          or (p / "labels.txt").exists())
 
 
 def main(argv):

@@ -133,8 +133,8 @@ def is_task_dir(path: str | os.PathLike) -> bool:
 def read_task_dir(path: str | os.PathLike) -> tuple[dict[str, Any], BertConfig, dict[str, Any]]:
   """(task.json-like info, config, params) of a transformers task directory.
 
-  Casing comes from tokenizer_config.json `do_lower_case` (absent: False, transformers'
-  BertTokenizer default is True, so it is required), the window length from
+  Casing comes from tokenizer_config.json `do_lower_case` (absent: True, transformers'
+  BertTokenizer default), the window length from
   `model_max_length` (capped by the position table), extra tokens from the added tokens
   with ids past vocab.txt.
   """

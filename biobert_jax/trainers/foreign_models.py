@@ -9,8 +9,9 @@
   `[PAD] B I O X [CLS] [SEP]`) unless the head is run_squad's QA head. The task is that
   of `task.json` when the directory has one; otherwise qa for a SQuAD head, ner when every
   label is a tag (O, B-*, I-*, or BioBERT's B/I/X/[CLS]/[SEP]/[PAD]), else re.
-  Casing follows the vocabulary, windows are 128 pieces (stride 64) unless task.json says
-  otherwise.
+  Casing follows the vocabulary, windows are 128 pieces (at most the position table,
+  stride half of it) unless task.json says otherwise. BioBERT run_ner's bare B/I tags give
+  entities of type "" (its label list names no type).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def _read_tf1(path: pathlib.Path) -> tuple[dict, BertConfig, Any]:
   if "lowercase" not in info:
     from biobert_jax.trainers.model_dir import vocab_is_uncased  # pylint: disable=import-outside-toplevel
     info["lowercase"] = vocab_is_uncased(str(path / "vocab.txt"))
-  info.setdefault("max_seq_length", 128)
+  info.setdefault("max_seq_length", min(128, config.max_position_embeddings))
   info.setdefault("doc_stride", info["max_seq_length"] // 2)
   info.setdefault("extra_tokens", [])
   info.setdefault("pooling", "cls")
