@@ -278,7 +278,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
 
   # Nothing is written before this check: a re-run with another config stops here.
-  workdir_lib.check_or_record_config(workdir, config)
+  # export_hf only adds an export at the end: a re-run may switch it.
+  workdir_lib.check_or_record_config(workdir, config, ignore=("export_hf",))
   if setup.surgery_report is not None:
     with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
       setup.surgery_report.save(tmp)

@@ -20,7 +20,11 @@ OUTPUT_FORMATS = ("jsonl", "pubtator") + bioc_output.FORMATS
 
 
 def is_bioc(path: str) -> bool:
-  return bioc_reader.sniff(bioc_reader.read_head(path)) is not None
+  """By content; an unreadable file is left to the text reader's error message."""
+  try:
+    return bioc_reader.sniff(bioc_reader.read_head(path)) is not None
+  except (OSError, EOFError):
+    return False
 
 
 def predict_bioc(path: str, tag_records: Callable[[list[dict]], list[dict]]) -> list[dict]:
