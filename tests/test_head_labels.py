@@ -67,7 +67,7 @@ def test_permuted_hf_head_arrives_in_our_order(tmp_path):
                        vocab=vocab, lowercase=False, max_length=64)
   names = head_labels.checkpoint_labels(tmp_path)
   assert names == {"classifier": theirs}
-  _, pretrained = checkpoints.load(tmp_path, strict=False)  # no pooler in a token model
+  _, pretrained = checkpoints.load(tmp_path)  # strict: only the absent pooler is fresh
   fresh = models.init_params(module, jax.random.key(0))
   params, report = surgery.graft_encoder(
       fresh, pretrained, keep_fitting=("classifier",), head_labels={"classifier": ours},
