@@ -22,11 +22,13 @@ import numpy as np
 
 from biobert_jax import models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
+from biobert_jax.trainers import bioc_output
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
 from data_pipeline import annotate_input
 
-OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator"}
+OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator", "bioc-xml": ".xml",
+                  "bioc-json": ".json"}
 STATS_DIR = "_stats"
 
 
@@ -261,12 +263,14 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
   todo_bytes = sum(os.path.getsize(p) for p in todo)
   t0 = last_log = time.time()
   done_bytes, tokens, docs_this_run = 0, 0, 0
-  handle, counts = None, collections.Counter()
+  handle, counts, bioc_writer = None, collections.Counter(), None
   for block in _background(_prepared_blocks(todo, taggers, block_docs, input_format), 2):
     name = names[block.path]
     if handle is None:
       handle = open(out / (name + ".partial"), "w", encoding="utf-8")
       counts = collections.Counter()
+      bioc_writer = (bioc_output.BiocWriter(handle, output_format)
+                     if output_format in bioc_output.FORMATS else None)
     entities: list[list[dict]] = [[] for _ in block.docs]
     for tagger, windows in zip(taggers, block.windows):
       tokens += windows.num_tokens
@@ -281,9 +285,15 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
     for doc, found in zip(block.docs, entities):
       found.sort(key=lambda e: (e["start"], e["end"], e["type"]))
       counts.update(e["type"] for e in found)
-      handle.write(format_document(doc, found, output_format))
+      if bioc_writer is not None:
+        bioc_writer.write(bioc_output.to_bioc(doc.doc_id, doc.text, doc.segments,
+                                              doc.title_end, found, doc.source))
+      else:
+        handle.write(format_document(doc, found, output_format))
     docs_this_run += len(block.docs)
     if block.last:
+      if bioc_writer is not None:
+        bioc_writer.close()
       handle.close()
       handle = None
       report = {"input": block.path, "models": model_ids,

@@ -21,6 +21,7 @@ import numpy as np
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.trainers import model_dir as model_dir_lib
+from biobert_jax.trainers import predict_formats
 from data_pipeline import textio
 from data_pipeline.errors import InputError
 from data_pipeline.tasks import ner as ner_data
@@ -54,14 +55,20 @@ def read_records(path: str | os.PathLike) -> list[dict]:
   return records
 
 
-def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) -> int:
-  """Runs the task's raw-input prediction over a file; returns the number of records."""
+def predict_file(task: str, checkpoint: str, input_path: str, output_path: str,
+                 output_format: str = "jsonl") -> int:
+  """Runs the task's raw-input prediction over a file; returns the number of records.
+
+  A BioC collection (recognised by content) is tagged passage by passage; `output_format`
+  is one of `predict_formats.OUTPUT_FORMATS`."""
   if task not in RECORD_PREDICTORS:
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
-  records = RECORD_PREDICTORS[task](checkpoint, read_records(input_path))
-  with open(output_path, "w", encoding="utf-8") as f:
-    for record in records:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  predictor = RECORD_PREDICTORS[task]
+  if predict_formats.is_bioc(input_path):
+    records = predict_formats.predict_bioc(input_path, lambda rs: predictor(checkpoint, rs))
+  else:
+    records = predictor(checkpoint, read_records(input_path))
+  predict_formats.write_records(records, output_path, output_format)
   return len(records)
 
 
