@@ -34,6 +34,7 @@ _HF_ONLY_KEYS = frozenset({
     "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head",
     "pooler_type", "id2label", "label2id", "finetuning_task", "is_decoder",
     "add_cross_attention", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+    "problem_type",
 })
 
 

@@ -15,12 +15,13 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from typing import Any
 
-from data_pipeline.corpora import pmc
+from data_pipeline.corpora import bioc_reader, pmc
 from data_pipeline.corpora.io import READ_ERRORS
 from data_pipeline.corpora.pubmed_xml import element_text
 
-FORMATS = ("auto", "pubmed_xml", "pmc", "text", "jsonl")
+FORMATS = ("auto", "pubmed_xml", "pmc", "text", "jsonl", "bioc_xml", "bioc_json")
 _MAX_KEPT = 100
 
 log = logging.getLogger("data_pipeline.annotate_input")
@@ -32,6 +33,8 @@ class TextDocument:
   text: str
   title_end: int = 0
   segments: tuple[tuple[int, int], ...] = ()
+  # The BioCDocument a BioC input was read from (kept, with ours added, by BioC output).
+  source: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass
@@ -72,7 +75,14 @@ def join_segments(parts: list[str], title: str = "") -> TextDocument:
 
 
 def detect_format(path: str) -> str:
-  """pubmed_xml | pmc | text | jsonl from the name, sniffing the root of .xml files."""
+  """bioc_xml | bioc_json by content (any name), else pubmed_xml | pmc | text | jsonl from
+  the name, sniffing the root of .xml files."""
+  try:
+    bioc_kind = bioc_reader.sniff(bioc_reader.read_head(path))
+  except READ_ERRORS as e:
+    raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+  if bioc_kind:
+    return bioc_kind
   name = path.lower().removesuffix(".gz")
   if name.endswith(".nxml"):
     return "pmc"
@@ -121,7 +131,7 @@ class DocumentStream:
 
   def __iter__(self) -> Iterator[TextDocument]:
     readers = {"pubmed_xml": self._pubmed, "pmc": self._pmc, "text": self._text,
-               "jsonl": self._text}
+               "jsonl": self._text, "bioc_xml": self._bioc, "bioc_json": self._bioc}
     with open(self.path, "rb") as raw:
       self._raw = raw
       handle = gzip.GzipFile(fileobj=raw, mode="rb") if self.path.endswith(".gz") else raw
@@ -193,6 +203,27 @@ class DocumentStream:
       self.stats.ended_early(f"{self.path}: unreadable or truncated after article {record}, "
                              f"rest of the file lost ({type(e).__name__}: {e})")
 
+  def _bioc(self, handle) -> Iterator[TextDocument]:
+    """Every document of a BioC collection (read whole: BioC files are per request or
+    per article), passages at their offsets."""
+    del handle
+    try:
+      collection = bioc_reader.read_collection(self.path)
+    except ValueError as e:
+      self.stats.error(str(e))
+      return
+    for number, document in enumerate(collection.documents, 1):
+      if not document.id:
+        self.stats.error(f"{self.path}: document {number}: no <id>")
+        continue
+      try:
+        text, segments, title_end = bioc_reader.document_layout(document)
+      except ValueError as e:
+        self.stats.error(f"{self.path}: {e}")
+        continue
+      yield self._yield(TextDocument(str(document.id), text, title_end, segments,
+                                     source=document))
+
   def _text(self, handle) -> Iterator[TextDocument]:
     """One document per non-empty line (text) or per JSON object with "text" (jsonl)."""
     name = os.path.basename(self.path)
@@ -262,6 +293,6 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 def output_stem(path: str) -> str:
   """The output name stem of an input file: its base name without .gz and the type."""
   name = os.path.basename(path)
-  for suffix in (".gz", ".xml", ".nxml", ".txt", ".jsonl"):
+  for suffix in (".gz", ".xml", ".nxml", ".txt", ".jsonl", ".json"):
     name = name.removesuffix(suffix)
   return _SAFE_NAME.sub("_", name)

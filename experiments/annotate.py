@@ -21,8 +21,9 @@ _INPUT = flags.DEFINE_string("input", None, "Glob (or comma-separated globs) of 
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory.")
 _FORMAT = flags.DEFINE_enum("format", "jsonl", list(annotate.OUTPUT_FORMATS), "Output format.")
 _INPUT_FORMAT = flags.DEFINE_enum("input_format", "auto",
-                                  ["auto", "pubmed_xml", "pmc", "text", "jsonl"],
-                                  "auto = from the file name / XML root.")
+                                  ["auto", "pubmed_xml", "pmc", "text", "jsonl", "bioc_xml",
+                                   "bioc_json"],
+                                  "auto = BioC by content, else from the file name / XML root.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Windows per batch (all local devices; "
                               "rounded up to a multiple of the device count).")
 _BUCKET = flags.DEFINE_integer("bucket_length", 32, "Pad batches to multiples of this.")

@@ -1,8 +1,13 @@
 r"""Converts a BERT checkpoint between formats (any `checkpoints.load` input to hf|tf1|native).
 
   python -m experiments.convert_checkpoint --input=PATH --output=DIR --format=hf
+
+A fine-tuned model (workdir or model/) with --format=hf becomes a transformers task directory
+with id2label, tokenizer files and a model card (biobert_jax/trainers/hf_export.py).
 """
 from __future__ import annotations
+
+import pathlib
 
 from absl import app, flags
 
@@ -14,8 +19,23 @@ _FORMAT = flags.DEFINE_enum("format", "hf", ["hf", "tf1", "native"], "output for
 _STRICT = flags.DEFINE_bool("strict", True, "fail on missing/unexpected tensors in --input")
 
 
+def is_finetuned(path: str) -> bool:
+  p = pathlib.Path(path)
+  return ((p / "task.json").exists() or (p / "model" / "task.json").exists()
+          or (p / "labels.txt").exists())
+
+
 def main(argv):
   del argv
+  if is_finetuned(_INPUT.value):
+    if _FORMAT.value != "hf":
+      raise app.UsageError(f"{_INPUT.value} is a fine-tuned model: only --format=hf exports "
+                           "it with its task head (its model/ directory is already native)")
+    from biobert_jax.trainers import hf_export  # pylint: disable=import-outside-toplevel
+    written = hf_export.export_model_dir(_INPUT.value, _OUTPUT.value)
+    print(f"wrote transformers task model: {', '.join(str(w) for w in written)} "
+          f"(model card {pathlib.Path(_OUTPUT.value) / 'README.md'})")
+    return
   out = checkpoints.convert_checkpoint(_INPUT.value, _OUTPUT.value, _FORMAT.value, _STRICT.value)
   print(f"wrote {_FORMAT.value} checkpoint: {out}")
 

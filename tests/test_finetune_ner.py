@@ -46,11 +46,28 @@ def finetuned(data_dir, tmp_path_factory):
                 max_train_examples=NUM_TRAIN, max_eval_examples=NUM_EVAL, num_epochs=3,
                 batch_size=16, eval_batch_size=8, max_seq_length=32, doc_stride=16,
                 bucket_length=0, learning_rate=2e-3, warmup_proportion=0.0, log_every=1,
-                reinit=("^encoder/pooler/",))
+                reinit=("^encoder/pooler/",), export_hf=True)
   workdir = tmp_path_factory.mktemp("work")
   results = finetune_lib.run(config, str(workdir),
                              compiler_options={"xla_backend_optimization_level": 0})
   return workdir, results, corpus
+
+
+def test_model_card_and_transformers_export(finetuned):
+  """model/README.md and model_hf/ (--config.export_hf) hold the run's facts."""
+  workdir, results, corpus = finetuned
+  card = (workdir / "model" / "README.md").read_text()
+  assert card.startswith("---\nlibrary_name: biobert-jax\npipeline_tag: token-classification")
+  assert "- ncbi_disease" in card and f"| test | {results['test']['precision']:.4f}" in card
+  assert "O, B-Disease, I-Disease" in card and "biobert-jax version" in card
+  assert '"num_epochs": 3' in card and str(corpus) in card
+  hf_config = json.loads((workdir / "model_hf" / "config.json").read_text())
+  assert hf_config["architectures"] == ["BertForTokenClassification"]
+  assert hf_config["id2label"] == {"0": "O", "1": "B-Disease", "2": "I-Disease"}
+  assert (workdir / "model_hf" / "README.md").read_text().startswith(
+      "---\nlibrary_name: transformers")
+  info = json.loads((workdir / "model" / "task.json").read_text())
+  assert info["command"] and info["library_version"]
 
 
 def test_writes_everything(finetuned):

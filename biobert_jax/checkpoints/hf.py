@@ -101,6 +101,11 @@ def normalise_names(tensors: Mapping[str, np.ndarray],
   return out
 
 
+def _architecture(path: pathlib.Path) -> str:
+  with open(path / CONFIG, encoding="utf-8") as f:
+    return (json.load(f).get("architectures") or [""])[0]
+
+
 def load(path: str | os.PathLike, *, strict: bool = True, rng: jax.Array | None = None,
          ) -> tuple[BertConfig, dict[str, Any], LoadReport]:
   """Reads a HF BERT directory -> (config, {"encoder": ..., ["cls": ...]}, report)."""
@@ -110,7 +115,19 @@ def load(path: str | os.PathLike, *, strict: bool = True, rng: jax.Array | None 
   raw = read_tensors(p)
   tensors = normalise_names(raw, report)
   heads = any(n.startswith(("cls.predictions.", "cls.seq_relationship.")) for n in tensors)
-  params = assemble(config, tensors, fmt="hf", heads=heads, report=report, strict=strict, rng=rng)
+  # transformers builds token classification and QA models without the pooler.
+  no_pooler = _architecture(p) in {c.architecture for c in names.HF_TASK_CLASSES
+                                   if not c.pooler} and not any(
+                                       n.startswith("pooler.") for n in tensors)
+  params = assemble(config, tensors, fmt="hf", heads=heads, report=report,
+                    strict=strict and not no_pooler, rng=rng)
+  if no_pooler:
+    surprises = [n for n in report.new if not n.startswith("encoder/pooler/")]
+    if strict and (surprises or report.unused):
+      raise CheckpointError(f"{p}: checkpoint does not fit the model: missing {surprises}, "
+                            f"unexpected {report.unused}")
+    report.notes.append(f"{_architecture(p)} has no pooler: encoder/pooler initialised "
+                        "freshly (unused by token classification and QA)")
   tied = next((raw[n] for n in raw if n.endswith("cls.predictions.decoder.weight")), None)
   if tied is not None and not np.array_equal(
       tied, params["encoder"]["embeddings"]["word_embeddings"]["embedding"]):

@@ -135,6 +135,41 @@ def task_head_arrays(head: TaskHead, kernel: np.ndarray, bias: np.ndarray,
   return {"kernel": np.ascontiguousarray(kernel.T), "bias": bias}, ""
 
 
+def task_head_external(head: TaskHead, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Our {"kernel": [H, C], "bias": [C]} -> {head.kernel: [C, H], head.bias: [C]} (float32)."""
+  kernel = np.asarray(jax.device_get(arrays["kernel"]), np.float32)
+  bias = np.asarray(jax.device_get(arrays["bias"]), np.float32)
+  return {head.kernel: np.ascontiguousarray(kernel.T), head.bias: bias}
+
+
+@dataclasses.dataclass(frozen=True)
+class HFTaskClass:
+  """A transformers task class and how our task model maps onto it."""
+
+  task: str  # our task family
+  architecture: str
+  head: str  # our head scope (a TASK_HEADS["hf"] entry)
+  pooler: bool  # transformers builds this class with the pooler (add_pooling_layer)
+
+
+HF_TASK_CLASSES = (
+    HFTaskClass("ner", "BertForTokenClassification", "classifier", False),
+    HFTaskClass("re", "BertForSequenceClassification", "classifier", True),
+    HFTaskClass("qa", "BertForQuestionAnswering", "qa_outputs", False),
+)
+
+
+def hf_task_class(task: str = "", architecture: str = "") -> HFTaskClass | None:
+  for entry in HF_TASK_CLASSES:
+    if entry.task == task or entry.architecture == architecture:
+      return entry
+  return None
+
+
+def hf_task_head(head: str) -> TaskHead:
+  return next(h for h in TASK_HEADS["hf"] if h.ours == head)
+
+
 # ---- HF keys that are not parameters, or duplicates of tied ones -----------------------------
 HF_PREFIX = "bert."
 # Buffers and tied copies: `decoder.weight` is the word-embedding table, `decoder.bias` the

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from typing import Any
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -93,6 +93,9 @@ def _mismatch_message(path: str, task_shape: tuple, ckpt_shape: tuple) -> str:
 
 def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[str] = (),
                   keep_fitting: Iterable[str] = (), reinit: Iterable[str] = (),
+                  head_labels: Mapping[str, Sequence[str]] | None = None,
+                  checkpoint_labels: Mapping[str, Sequence[str]] | None = None,
+                  keep_unnamed: bool = False,
                   ) -> tuple[dict[str, Any], SurgeryReport]:
   """Copies a pre-trained encoder into freshly initialised task params.
 
@@ -108,6 +111,12 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
       the checkpoint has that head with every leaf of the task's shape (a BioBERT+SQuAD QA
       head, a run_re classifier with the same labels). A head that does not fit as a whole
       stays fresh and its checkpoint leaves are listed in `report.unused`, never half-copied.
+    head_labels: {head: our label names in output order} for the labelled heads (not QA).
+    checkpoint_labels: {head: the checkpoint's label names in row order} where it has them
+      (`head_labels.checkpoint_labels`). A fitting labelled head is kept only when both
+      name sets are equal, with its output rows permuted to our order; different sets
+      raise ValueError naming both lists. Without checkpoint names it is kept only with
+      `keep_unnamed` (init_heads="fitting_unnamed"), and the notes say so.
     reinit: regexes of encoder subtrees to leave freshly initialised although the checkpoint
       has them, e.g. "^encoder/pooler/" or "layer_11/" (re-initialising the top layer helps
       small-data fine-tuning, Zhang et al. 2021).
@@ -130,6 +139,10 @@ def graft_encoder(task_params: Any, pretrained_params: Any, *, keep: Iterable[st
       raise ValueError(f"reinit pattern {pattern!r} matches no task parameter path")
   keep = tuple(keep)
   fitting, notes = _fitting_heads(task_params, pretrained_params, tuple(keep_fitting))
+  pretrained_params, fitting, label_notes = _label_safe(
+      pretrained_params, fitting, head_labels or {}, checkpoint_labels or {}, keep_unnamed)
+  notes = [n for n in notes if not any(n.startswith(f"checkpoint head {h!r} kept:")
+                                       for h in set(keep_fitting) - fitting)] + label_notes
   params, merged = merge_params(
       task_params, pretrained_params,
       take=lambda path: (path.startswith("encoder/") or matches_any(path, keep)
@@ -176,6 +189,39 @@ def _fitting_heads(task_params: Any, pretrained_params: Any,
       notes.append(f"checkpoint head {head!r} unused: checkpoint {sorted(got.items())} vs task "
                    f"model {sorted(want.items())} (other labels or pooling); it starts fresh")
   return fitting, notes
+
+
+def _label_safe(pretrained: dict[str, Any], fitting: set[str],
+                head_labels: Mapping[str, Sequence[str]],
+                checkpoint_labels: Mapping[str, Sequence[str]],
+                keep_unnamed: bool) -> tuple[dict[str, Any], set[str], list[str]]:
+  """Checks label names of the fitting labelled heads; permutes rows to our order."""
+  pretrained, kept, notes = dict(pretrained), set(fitting), []
+  for head in sorted(fitting & set(head_labels)):
+    ours = list(head_labels[head])
+    theirs = checkpoint_labels.get(head)
+    if theirs is None:
+      if keep_unnamed:
+        notes.append(f"checkpoint head {head!r} kept WITHOUT label names "
+                     f"(init_heads=fitting_unnamed): its rows are taken as {ours}")
+      else:
+        kept.discard(head)
+        notes.append(f"checkpoint head {head!r} unused: the checkpoint has no label names "
+                     "to check its row order against; init_heads=fitting_unnamed keeps it")
+      continue
+    theirs = list(theirs)
+    if sorted(theirs) != sorted(ours) or len(set(theirs)) != len(theirs):
+      raise ValueError(f"checkpoint head {head!r} has labels {theirs}, the task has {ours}: "
+                       "different label sets (use init_heads=fresh to start the head anew)")
+    if theirs != ours:
+      order = [theirs.index(label) for label in ours]
+      arrays = dict(pretrained[head])
+      arrays["kernel"] = np.asarray(arrays["kernel"])[..., order]
+      arrays["bias"] = np.asarray(arrays["bias"])[order]
+      pretrained[head] = arrays
+      notes.append(f"checkpoint head {head!r} rows permuted from the checkpoint's label "
+                   f"order {theirs} to ours {ours}")
+  return pretrained, kept, notes
 
 
 def extend_position_embeddings(config: BertConfig, params: Any,

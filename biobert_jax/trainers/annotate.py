@@ -28,11 +28,13 @@ import numpy as np
 from biobert_jax import locking, models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import annotate_outputs as outputs_lib
+from biobert_jax.trainers import bioc_output
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
 from data_pipeline import annotate_input
 
-OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator"}
+OUTPUT_FORMATS = {"jsonl": ".jsonl", "pubtator": ".pubtator", "bioc-xml": ".xml",
+                  "bioc-json": ".json"}
 _ONE_LINE = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # str.splitlines' breaks
 STATS_DIR = "_stats"
 
@@ -309,7 +311,7 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
   todo_bytes = sum(os.path.getsize(p) for p in todo)
   t0 = last_log = time.time()
   done_bytes, tokens, docs_this_run = 0, 0, 0
-  handle, counts = None, collections.Counter()
+  handle, counts, bioc_writer = None, collections.Counter(), None
   for block in _background(_prepared_blocks(todo, taggers, block_docs, input_format), 2):
     name = names[block.path]
     partial = out / outputs_lib.temp_name(name)
@@ -328,6 +330,8 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       fingerprint = outputs_lib.fingerprint(block.path)  # before reading: a change is seen
       handle = outputs_lib.open_new(partial)
       counts = collections.Counter()
+      bioc_writer = (bioc_output.BiocWriter(handle, output_format)
+                     if output_format in bioc_output.FORMATS else None)
     entities: list[list[dict]] = [[] for _ in block.docs]
     for tagger, windows in zip(taggers, block.windows):
       tokens += windows.num_tokens
@@ -342,9 +346,15 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
     for doc, found in zip(block.docs, entities):
       found.sort(key=lambda e: (e["start"], e["end"], e["type"]))
       counts.update(e["type"] for e in found)
-      handle.write(format_document(doc, found, output_format))
+      if bioc_writer is not None:
+        bioc_writer.write(bioc_output.to_bioc(doc.doc_id, doc.text, doc.segments,
+                                              doc.title_end, found, doc.source))
+      else:
+        handle.write(format_document(doc, found, output_format))
     docs_this_run += len(block.docs)
     if block.last:
+      if bioc_writer is not None:
+        bioc_writer.close()
       handle.close()
       handle = None
       report = {"input": block.path, "models": model_ids,

@@ -18,13 +18,14 @@ import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
 from biobert_jax import locking, models, sharding
-from biobert_jax.checkpoints import surgery
+from biobert_jax.checkpoints import head_labels, surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.tasks import Task, TaskData, get_task
 from biobert_jax.train import ahead, loop, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
+from biobert_jax.trainers import hf_export, model_card
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
 from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
@@ -91,14 +92,25 @@ def build(config: ml_collections.ConfigDict) -> Setup:
                               seq_len=min(16, int(config.max_seq_length)))
   report = None
   if pretrained is not None:
-    heads = ([k for k in params if k != "encoder"]
-             if config.get("init_heads", "fitting") == "fitting" else [])
-    params, report = surgery.graft_encoder(params, pretrained, reinit=tuple(config.reinit),
-                                           keep_fitting=heads)
+    init_heads = config.get("init_heads", "fitting")
+    heads = [k for k in params if k != "encoder"] if init_heads != "fresh" else []
+    params, report = surgery.graft_encoder(
+        params, pretrained, reinit=tuple(config.reinit), keep_fitting=heads,
+        head_labels=task_head_labels(config.task, data.labels),
+        checkpoint_labels=head_labels.checkpoint_labels(config.init_checkpoint),
+        keep_unnamed=init_heads == "fitting_unnamed")
     print(report.format(), flush=True)
   params = jax.device_get(params)
   return Setup(task, tokenizer, bert_config, module, params, data, vocab_path, lowercase,
                extra, report)
+
+
+def task_head_labels(task: str, labels: list[str]) -> dict[str, list[str]]:
+  """{head scope: label names} of a task model's labelled heads (QA has none)."""
+  if task == "multi_ner":
+    from biobert_jax.tasks.multi_ner import split_labels  # pylint: disable=import-outside-toplevel
+    return split_labels(labels)
+  return {"classifier": list(labels)} if labels else {}
 
 
 def trainable_patterns(config: ml_collections.ConfigDict,
@@ -256,7 +268,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
 
   # Nothing is written before this check: a re-run with another config stops here.
-  workdir_lib.check_or_record_config(workdir, config)
+  # export_hf only adds an export at the end: a re-run may switch it.
+  workdir_lib.check_or_record_config(workdir, config, ignore=("export_hf",))
   checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
   best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
@@ -418,9 +431,16 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
               "doc_stride": int(config.doc_stride), "lowercase": bool(setup.lowercase),
               "extra_tokens": list(setup.extra_tokens), "dtype": config.dtype}
       info.update(task.export_info(config, setup.data.labels))
+      info = hf_export.export_info(info)
       model_dir_lib.save_finetuned(os.path.join(stage, "model"), setup.bert_config, params,
                                    setup.vocab_path, info)
     results["run_seconds"] = time.time() - t_run
+    if config.save_model:
+      card = dict(config=workdir_lib.config_as_json(config), results=results)
+      model_card.write_card(os.path.join(stage, "model"), info, **card)
+      if config.get("export_hf", False):
+        hf_export.export_model_dir(os.path.join(stage, "model"),
+                                   os.path.join(stage, "model_hf"), **card)
     workdir_lib.write_json(os.path.join(stage, RESULTS_NAME), results)
   except BaseException:
     shutil.rmtree(stage, ignore_errors=True)  # nothing half-done ever reaches the workdir

@@ -95,16 +95,25 @@ class Finetuned:
 
 
 def load_finetuned(path: str | os.PathLike) -> Finetuned:
-  """Reads `<workdir>/model/` (or the model dir itself) written by `save_finetuned`."""
+  """Reads `<workdir>/model/` (or the model dir itself) written by `save_finetuned`, a
+  transformers task directory, or a TF1 fine-tuned checkpoint with its labels.txt
+  (trainers/foreign_models)."""
+  from biobert_jax.trainers import foreign_models  # pylint: disable=import-outside-toplevel
+
   path = pathlib.Path(path)
   model_dir = path / "model" if (path / "model" / "task.json").exists() else path
-  info_path = model_dir / "task.json"
-  if not info_path.exists():
-    raise FileNotFoundError(f"{info_path} not found: pass a finetune workdir or its model/ "
-                            "subdirectory")
-  with open(info_path, encoding="utf-8") as f:
-    info = json.load(f)
-  bert_config, params = native.load_native(str(model_dir))
+  foreign = foreign_models.read_foreign(model_dir)
+  if foreign is not None:
+    info, bert_config, params = foreign
+  else:
+    info_path = model_dir / "task.json"
+    if not info_path.exists():
+      raise FileNotFoundError(f"{info_path} not found: pass a finetune workdir or its "
+                              "model/ subdirectory, a transformers task directory or a TF1 "
+                              "fine-tuned checkpoint directory")
+    with open(info_path, encoding="utf-8") as f:
+      info = json.load(f)
+    bert_config, params = native.load_native(str(model_dir))
   tokenizer = load_tokenizer(model_dir / "vocab.txt", lowercase=bool(info["lowercase"]),
                              extra_tokens=info.get("extra_tokens", ()))
   if tokenizer.vocab_size != bert_config.vocab_size:

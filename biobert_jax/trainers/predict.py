@@ -23,6 +23,7 @@ from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.trainers import annotate_outputs as outputs_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
+from biobert_jax.trainers import predict_formats
 from data_pipeline import textio
 from data_pipeline.errors import InputError
 from data_pipeline.tasks import ner as ner_data
@@ -56,25 +57,32 @@ def read_records(path: str | os.PathLike) -> list[dict]:
   return records
 
 
-def predict_file(task: str, checkpoint: str, input_path: str, output_path: str, *,
-                 chunk: int = 256, log_every_s: float = 30.0, log=print) -> int:
-  """Runs the task's `predict_records` over a file; returns the number of records.
+def predict_file(task: str, checkpoint: str, input_path: str, output_path: str,
+                 output_format: str = "jsonl", *, chunk: int = 256, log_every_s: float = 30.0,
+                 log=print) -> int:
+  """Runs the task's raw-input prediction over a file; returns the number of records.
 
   The input is read and the output opened (under a temporary name, renamed when all is
   written) before the model loads, so a bad path fails at once. The model loads once and
   predicts in chunks of `chunk` records, with a progress line every `log_every_s` seconds.
+  A BioC collection (recognised by content) is tagged passage by passage; `output_format`
+  is one of `predict_formats.OUTPUT_FORMATS`.
 
   Raises:
     InputError: one line for a bad input line, or an output that cannot be written.
   """
   if task not in RECORD_PREDICTORS:
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
-  predictor = RECORD_PREDICTORS[task]
+  if output_format not in predict_formats.OUTPUT_FORMATS:
+    raise ValueError(f"output format must be one of {predict_formats.OUTPUT_FORMATS}, "
+                     f"got {output_format!r}")
   if chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
-  records = read_records(input_path)
+  predictor = RECORD_PREDICTORS[task]
+  bioc = predict_formats.is_bioc(input_path)
+  records = None if bioc else read_records(input_path)
   if os.path.isdir(output_path):
-    raise InputError(f"--output {output_path} is a directory; name a .jsonl file")
+    raise InputError(f"--output {output_path} is a directory; name a file")
   tmp = os.path.join(os.path.dirname(os.path.abspath(output_path)),
                      outputs_lib.temp_name(os.path.basename(output_path)))
   try:
@@ -84,22 +92,31 @@ def predict_file(task: str, checkpoint: str, input_path: str, output_path: str, 
   try:
     with handle:
       model = predictor.load(checkpoint)
-      start = last = time.time()
-      for i in range(0, len(records), chunk):
-        for record in predictor.predict(model, records[i:i + chunk]):
-          handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        done, now = min(i + chunk, len(records)), time.time()
-        if now - last >= log_every_s and done < len(records):
-          last = now
-          rate = done / max(now - start, 1e-9)
-          log(f"predict: {done}/{len(records)} records, {rate:.1f} records/s, ETA "
-              f"{(len(records) - done) / max(rate, 1e-9):.0f}s")
+      tag = functools.partial(_predict_in_chunks, predictor, model, chunk=chunk,
+                              log_every_s=log_every_s, log=log)
+      results = predict_formats.predict_bioc(input_path, tag) if bioc else tag(records)
+      predict_formats.write_records(results, handle, output_format)
     os.replace(tmp, output_path)
   except BaseException:
     if os.path.lexists(tmp):
       os.remove(tmp)
     raise
-  return len(records)
+  return len(results)
+
+
+def _predict_in_chunks(predictor: RecordPredictor, model: Any, records: Sequence[dict], *,
+                       chunk: int, log_every_s: float, log) -> list[dict]:
+  results: list[dict] = []
+  start = last = time.time()
+  for i in range(0, len(records), chunk):
+    results += predictor.predict(model, records[i:i + chunk])
+    done, now = len(results), time.time()
+    if now - last >= log_every_s and done < len(records):
+      last = now
+      rate = done / max(now - start, 1e-9)
+      log(f"predict: {done}/{len(records)} records, {rate:.1f} records/s, ETA "
+          f"{(len(records) - done) / max(rate, 1e-9):.0f}s")
+  return results
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ RE_DATASETS = ("auto", "gad", "chemprot", "biobert_tsv")
 RE_POOLING = ("cls", "entity_start")
 RE_MULTI_LABEL = ("both", "first")
 QA_MERGE = ("sum", "max")
-INIT_HEADS = ("fitting", "fresh")
+INIT_HEADS = ("fitting", "fitting_unnamed", "fresh")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 

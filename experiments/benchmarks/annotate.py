@@ -24,7 +24,7 @@ import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from biobert_jax import checkpoints, host_memory  # noqa: E402
-from biobert_jax.trainers import annotate  # noqa: E402
+from biobert_jax.trainers import annotate, hf_export  # noqa: E402
 from biobert_jax.trainers.model_dir import save_finetuned  # noqa: E402
 from data_pipeline import annotate_input  # noqa: E402
 from data_pipeline.paths import data_path  # noqa: E402
@@ -44,9 +44,9 @@ def build_models(workdir: pathlib.Path, config, encoder_params, vocab_path: str,
                  lowercase: bool) -> tuple[str, str]:
   """(our model dir, HF dir): one encoder + the same random 3-label NER head both ways.
 
-  Ours is saved as a fine-tuned model directory; for transformers the encoder goes
-  through `checkpoints.export_hf` and the head is set on the torch model (its
-  classifier.weight is our kernel transposed). Also used by device_check (random BERT-base).
+  Ours is saved as a fine-tuned model directory and exported for transformers with the
+  library's task export (`trainers.hf_export`: BertForTokenClassification, id2label,
+  tokenizer files). Also used by device_check (random BERT-base).
   """
   rng = np.random.default_rng(0)
   params = {"encoder": encoder_params, "classifier": {
@@ -56,19 +56,8 @@ def build_models(workdir: pathlib.Path, config, encoder_params, vocab_path: str,
   save_finetuned(str(ours), config, params, str(vocab_path),
                  {"task": "ner", "labels": LABELS, "max_seq_length": 128, "doc_stride": 64,
                   "lowercase": lowercase, "extra_tokens": []})
-  encoder_dir, hf_dir = workdir / "hf_encoder", workdir / "hf"
-  checkpoints.export_hf(config, {"encoder": params["encoder"]}, encoder_dir)
-  model = transformers.BertForTokenClassification.from_pretrained(
-      str(encoder_dir), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-      label2id={l: i for i, l in enumerate(LABELS)})
-  with torch.no_grad():
-    model.classifier.weight.copy_(torch.from_numpy(params["classifier"]["kernel"].T.copy()))
-    model.classifier.bias.copy_(torch.from_numpy(params["classifier"]["bias"]))
-  model.save_pretrained(str(hf_dir))
-  # The same WordPiece vocabulary and casing for transformers' fast tokenizer.
-  transformers.BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=lowercase,
-                                 model_max_length=config.max_position_embeddings
-                                 ).save_pretrained(str(hf_dir))
+  hf_dir = workdir / "hf"
+  hf_export.export_model_dir(ours, hf_dir)
   return str(ours), str(hf_dir)
 
 
@@ -97,7 +86,10 @@ def compare(work: pathlib.Path, ours_dir: str, hf_dir: str, texts: list[str], *,
   # cast here because the pipeline's dtype argument changed name across transformers).
   model = transformers.AutoModelForTokenClassification.from_pretrained(hf_dir).to(
       {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]).eval()
-  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  # Whole documents in one pass (up to the position table), as this benchmark always ran
+  # the pipeline; the export's model_max_length is our 128-piece window.
+  tokenizer = transformers.AutoTokenizer.from_pretrained(
+      hf_dir, model_max_length=model.config.max_position_embeddings)
   pipe = transformers.pipeline("token-classification", model=model, tokenizer=tokenizer,
                                aggregation_strategy="simple", device=hf_device)
   kwargs = dict(batch_size=batch_size, dtype=dtype, log_every_s=1e9,

@@ -53,8 +53,12 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   c.trainable_top_k = -1   # >= 0: train only the top k layers + head (adds patterns)
   c.reinit = ()            # regexes of encoder subtrees to re-initialise, e.g. "pooler"
   # A fine-tuned checkpoint's task head (BioBERT+SQuAD's QA head, a run_re classifier):
-  # "fitting" = continue from it when it has the task head's exact shape, "fresh" = never.
+  # "fitting" = continue from it when it has the task head's exact shape and, for labelled
+  # heads, label names equal as a set to ours (rows permuted to our order; other names
+  # stop the run); "fitting_unnamed" = also keep a labelled head whose checkpoint has no
+  # names (HF LABEL_i, TF1 without labels.txt); "fresh" = never.
   c.init_heads = "fitting"
+  c.export_hf = False      # True: also write <workdir>/model_hf/ (transformers task dir)
   c.log_every = 50
   # Compile every batch shape of the run (train buckets, then dev/test prediction) before
   # and while the first steps run, in parallel threads; results are bit-identical.
