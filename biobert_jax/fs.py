@@ -20,6 +20,7 @@ import builtins
 import contextlib
 import glob as _glob
 import os
+import pathlib
 import posixpath
 import shutil
 from typing import IO, Any, Iterator
@@ -93,9 +94,11 @@ def _first_line(e: BaseException) -> str:
   return text.splitlines()[0]
 
 
-def path(p: Any) -> epath.Path:
-  """pathlib's face for a local path or a URL (`/`, `.name`, `.exists()`, `.open()`)."""
-  return epath.Path(os.fspath(p))
+def path(p: Any) -> pathlib.Path | epath.Path:
+  """pathlib's face for a path: a `pathlib.Path` when local (exactly as before), an
+  `etils.epath.Path` for a URL (`/`, `.name`, `.exists()`, `.open()`, `.read_text()`)."""
+  p = os.fspath(p)
+  return epath.Path(p) if is_remote(p) else pathlib.Path(p)
 
 
 def join(base: Any, *parts: str) -> str:
@@ -304,12 +307,17 @@ def commit(tmp: Any, final: Any) -> None:
     else:
       os.replace(tmp, final)
     return
+  if not isdir(tmp):
+    copy(tmp, final)  # one object: a server-side copy appears whole or not at all
+    remove(tmp)
+    return
+  marker = final.rstrip("/") + TMP_SUFFIX
+  if tmp.rstrip("/") != marker:  # staged elsewhere: an empty object marks the copy as ongoing
+    write_bytes(marker, b"")
   remove(final)
-  if isdir(tmp):
-    copytree(tmp, final)
-  else:
-    copy(tmp, final)
+  copytree(tmp, final)
   remove(tmp)
+  remove(marker)
 
 
 def finished(final: Any) -> bool:

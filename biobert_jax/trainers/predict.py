@@ -5,6 +5,7 @@ import os
 
 from data_pipeline import textio
 from data_pipeline.errors import InputError
+from biobert_jax import fs
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -41,7 +42,7 @@ def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) 
   if not hasattr(module, "predict_records"):
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
   records = module.predict_records(checkpoint, read_records(input_path))
-  with open(output_path, "w", encoding="utf-8") as f:
+  with fs.open(output_path, "w", encoding="utf-8") as f:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + "\n")
   return len(records)

@@ -11,7 +11,6 @@ It does not depend on file order, sharding or seed, so it is stable across runs.
 """
 from __future__ import annotations
 
-import glob
 import threading
 import zlib
 from typing import Iterator, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 from data_pipeline._tf import tf
 from data_pipeline.corpora import CorpusError, ReadStats, read_documents
 from data_pipeline.pretraining.instances import TokenizedDocument
+from biobert_jax import fs
 
 # A chunk of documents from one file: ids [k], all their sentences [n], sentences per
 # document [k]. Python hands documents to TF in chunks because each from_generator step
@@ -35,7 +35,7 @@ def expand_files(train_files: str | Sequence[str]) -> list[str]:
   patterns = train_files.split(",") if isinstance(train_files, str) else list(train_files)
   files: list[str] = []
   for pattern in patterns:
-    matched = sorted(glob.glob(pattern.strip()))
+    matched = fs.glob(pattern.strip())
     if not matched:
       raise FileNotFoundError(f"no file matches {pattern!r} (config.train_files)")
     files.extend(matched)
