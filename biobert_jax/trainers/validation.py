@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import pathlib
 from typing import Any, Iterable, Mapping
 
 import jax
