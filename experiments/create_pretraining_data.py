@@ -10,11 +10,11 @@ run_pretraining.py and by data_pipeline.pretraining with file_format="tfrecord")
 prints the reader counters. Held-out documents (--holdout_every) are left out, so the
 held-out evaluation of the corpus stays unseen.
 """
-import os
 import sys
 
 from absl import app, flags, logging
 
+from biobert_jax import fs
 from data_pipeline import paths, pretraining
 from data_pipeline.corpora import ReadStats
 from data_pipeline.errors import InputError
@@ -49,8 +49,8 @@ def main(argv):
       max_predictions_per_seq=_MAX_PRED.value, masked_lm_prob=_PROB.value,
       short_seq_prob=_SHORT.value, whole_word_masking=_WWM.value, dupe_factor=_DUPE.value,
       seed=_SEED.value, holdout_every=_HOLDOUT.value, on_error=_ON_ERROR.value))
-  os.makedirs(_OUTPUT.value, exist_ok=True)
-  pattern = os.path.join(_OUTPUT.value, "pretrain-{shard:05d}-of-{num_shards:05d}.tfrecord")
+  fs.makedirs(_OUTPUT.value)
+  pattern = fs.join(_OUTPUT.value, "pretrain-{shard:05d}-of-{num_shards:05d}.tfrecord")
   stats = ReadStats()
   try:
     written = write_static_examples(config, pattern, _SHARDS.value, stats=stats)

@@ -11,6 +11,10 @@ It does not depend on file order, sharding or seed, so it is stable across runs.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import threading
 import zlib
 from typing import Iterator, Sequence
@@ -40,6 +44,25 @@ def expand_files(train_files: str | Sequence[str]) -> list[str]:
       raise FileNotFoundError(f"no file matches {pattern!r} (config.train_files)")
     files.extend(matched)
   return files
+
+
+def local_copies(files: list[str]) -> list[str]:
+  """`files` with each object-store URL replaced by a local copy (downloaded once per
+  process into a temporary directory removed at exit): TensorFlow's own gs:// client, which
+  tf.data would use, ignores STORAGE_EMULATOR_HOST and other fsspec settings. Called on
+  this host's share only."""
+  if not any(fs.is_remote(f) for f in files):
+    return files
+  cache = tempfile.mkdtemp(prefix="biobert-shards-")
+  atexit.register(shutil.rmtree, cache, True)
+  out = []
+  for i, f in enumerate(files):
+    if fs.is_remote(f):
+      target = os.path.join(cache, f"{i:05d}-{fs.basename(f)}")
+      fs.copy(f, target)
+      f = target
+    out.append(f)
+  return out
 
 
 def shard_files(files: list[str], process_index: int,
