@@ -2,7 +2,6 @@
 gs:// corpus and vocabulary, BERT's static TFRecord shards are written to gs:// and read
 back, and the same local input gives the same batches."""
 import numpy as np
-
 import pytest
 
 from biobert_jax import fs
