@@ -40,6 +40,11 @@ def configure() -> None:
     os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", url)
     # The zonal-bucket probe goes to Google's control API, which an emulator lacks.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+      # An emulator takes no credentials: every gcsfs instance (orbax's through epath
+      # too) skips the credential search, which would ask a metadata server.
+      import fsspec.config  # pylint: disable=import-outside-toplevel
+      fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
 
 
 configure()

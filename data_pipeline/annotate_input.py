@@ -88,9 +88,9 @@ def detect_format(path: str) -> str:
   if name.endswith(".txt"):
     return "text"
   if name.endswith(".xml"):
-    opener = gzip.open if path.lower().endswith(".gz") else open
     try:
-      with opener(path, "rb") as f:
+      with fs.open(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
         head = f.read(1 << 16)
     except READ_ERRORS as e:
       raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from e

@@ -146,8 +146,7 @@ def test_annotate_gs_xml_to_gs_jsonl_and_rerun_skips(finetuned, inputs, tmp_path
   workdir, _ = finetuned
   model = fs.join(workdir, "model")
   out = f"{inputs}/annotated"
-  kwargs = {"batch_size": 32, "block_docs": 64, "log_every_s": 1e9,
-            "mesh_shape": {"data": 1, "fsdp": 1, "tensor": 1}}
+  kwargs = {"batch_size": 32, "block_docs": 64, "log_every_s": 1e9}
   # A half-written output of a killed run is never taken for a finished one.
   fs.write_text(f"{out}/medline16n0902_sample.jsonl.partial", '{"cut": ')
   first = annotate.annotate([model], f"{inputs}/xml/*.xml.gz", out, **kwargs)
