@@ -44,6 +44,12 @@ def test_commit_is_never_mistaken_for_finished_midway(bucket):
   fs.write_text(tmp + "/params/x", "1")
   fs.commit(tmp, final)
   assert fs.finished(final) and fs.walk_files(final) == ["params/x", "task.json"]
+  # Object names are prefixes of each other: removing `model` leaves `model.tmp*` alone.
+  fs.write_text(tmp + "/a", "2")
+  fs.write_text(final + "x", "3")
+  fs.remove(final)
+  assert not fs.exists(final)
+  assert fs.exists(tmp + "/a") and fs.exists(final + "x")
 
 
 def test_missing_bucket_object_and_denied_are_one_line(gcs_emulator, bucket):
