@@ -14,6 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from biobert_jax import fs
 from biobert_jax.checkpoints.convert import CheckpointError
 
 STATE_ITEM = "state"
@@ -50,19 +51,19 @@ def write_errno(error: BaseException) -> int | None:
 def missing_files(path: str | os.PathLike) -> list[str]:
   """The files of an orbax (OCDBT) pytree directory that are not there, by name."""
   path = os.fspath(path)
-  if not os.path.isdir(path):
+  if not fs.isdir(path):
     return [path]
-  names = os.listdir(path)
-  process_dirs = [os.path.join(path, d) for d in sorted(names)
+  names = fs.listdir(path)
+  process_dirs = [fs.join(path, d) for d in sorted(names)
                   if d.startswith("ocdbt.process_")]
-  wanted = [os.path.join(path, "_METADATA")]
+  wanted = [fs.join(path, "_METADATA")]
   if process_dirs or "manifest.ocdbt" in names or "d" in names:  # the OCDBT layout
-    wanted += [os.path.join(path, "manifest.ocdbt"), os.path.join(path, "d")]
+    wanted += [fs.join(path, "manifest.ocdbt"), fs.join(path, "d")]
     if not process_dirs:
-      wanted.append(os.path.join(path, "ocdbt.process_0"))
+      wanted.append(fs.join(path, "ocdbt.process_0"))
   for process_dir in process_dirs:
-    wanted += [os.path.join(process_dir, "manifest.ocdbt"), os.path.join(process_dir, "d")]
-  return [w for w in wanted if not os.path.exists(w)]
+    wanted += [fs.join(process_dir, "manifest.ocdbt"), fs.join(process_dir, "d")]
+  return [w for w in wanted if not fs.exists(w)]
 
 
 def read_pytree(path: str | os.PathLike, subtree: str | None = None) -> Any:
@@ -140,7 +141,7 @@ class CheckpointManager:
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True, read_only: bool = False):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = fs.abspath(directory)  # gs:// goes to orbax untouched
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation_policy(keep, keep_every),
         enable_async_checkpointing=async_save,
@@ -217,7 +218,7 @@ class CheckpointManager:
       step = self.latest_step()
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-    missing = missing_files(os.path.join(self.directory, str(int(step)), STATE_ITEM))
+    missing = missing_files(fs.join(self.directory, str(int(step)), STATE_ITEM))
     if missing:
       raise CheckpointError(f"{self.directory}: step {step} is incomplete, missing "
                             f"{', '.join(missing)}; remove that step directory to resume "
@@ -236,7 +237,7 @@ class CheckpointManager:
       step = self.latest_step()
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
-    path = os.path.join(self.directory, str(int(step)), STATE_ITEM)
+    path = fs.join(self.directory, str(int(step)), STATE_ITEM)
     return int(step), read_pytree(path, subtree="params")
 
   def delete(self, step: int) -> None:

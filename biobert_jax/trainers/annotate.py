@@ -6,9 +6,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import glob
 import json
-import os
 import pathlib
 import queue
 import threading
@@ -20,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import models, sharding, xla_options
+from biobert_jax import fs, models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
@@ -195,7 +193,7 @@ def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
   patterns = patterns.split(",") if isinstance(patterns, str) else list(patterns)
   files: list[str] = []
   for pattern in patterns:
-    matched = sorted(p for p in glob.glob(pattern.strip()) if os.path.isfile(p))
+    matched = sorted(p for p in fs.glob(pattern.strip()) if fs.isfile(p))
     if not matched:
       raise FileNotFoundError(f"no file matches --input pattern {pattern.strip()!r}")
     files.extend(matched)
@@ -216,8 +214,8 @@ def _output_names(files: Sequence[str], ext: str) -> dict[str, str]:
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
   tmp = path.with_name(path.name + ".partial")
-  tmp.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-  os.replace(tmp, path)
+  fs.write_text(tmp, json.dumps(value, indent=1, sort_keys=True) + "\n")
+  fs.commit(tmp, path)
 
 
 def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir: str, *,
@@ -236,8 +234,8 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
   all_files = expand_inputs(inputs)
   names = _output_names(all_files, OUTPUT_FORMATS[output_format])
   files = all_files[pi::pc]
-  out = pathlib.Path(output_dir)
-  (out / STATS_DIR).mkdir(parents=True, exist_ok=True)
+  out = fs.path(output_dir)
+  fs.makedirs(out / STATS_DIR)
   mesh = sharding.make_mesh(mesh_shape or {"data": -1, "fsdp": 1, "tensor": 1},
                             devices=jax.local_devices())
   rows = batch_size + (-batch_size) % sharding.batch_shard_count(mesh)
@@ -258,14 +256,14 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
       file_reports[names[path]] = dict(report, status="existing")
     else:
       todo.append(path)
-  todo_bytes = sum(os.path.getsize(p) for p in todo)
+  todo_bytes = sum(fs.getsize(p) for p in todo)
   t0 = last_log = time.time()
   done_bytes, tokens, docs_this_run = 0, 0, 0
   handle, counts = None, collections.Counter()
   for block in _background(_prepared_blocks(todo, taggers, block_docs, input_format), 2):
     name = names[block.path]
     if handle is None:
-      handle = open(out / (name + ".partial"), "w", encoding="utf-8")
+      handle = fs.open(out / (name + ".partial"), "w", encoding="utf-8")
       counts = collections.Counter()
     entities: list[list[dict]] = [[] for _ in block.docs]
     for tagger, windows in zip(taggers, block.windows):
@@ -290,7 +288,7 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
                 "entities": dict(sorted(counts.items())),
                 **dataclasses.asdict(block.stream.stats)}
       _write_json(out / STATS_DIR / (name + ".json"), report)
-      os.replace(out / (name + ".partial"), out / name)
+      fs.commit(out / (name + ".partial"), out / name)
       file_reports[name] = dict(report, status="written")
       done_bytes += block.stream.size
     now = time.time()

@@ -7,8 +7,6 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import os
-import shutil
 import time
 from typing import Any
 from collections.abc import Callable
@@ -17,7 +15,7 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import models, sharding
+from biobert_jax import fs, models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -183,11 +181,11 @@ def discard_checkpoints(workdir: str) -> None:
   """Deletes a finished run's training checkpoints (its results, predictions and exported
   model stay). A study of many fine-tunes keeps what it reports, not ~0.5 GB of optimizer
   state per run; a finished run is never resumed, so nothing needs them."""
-  if not os.path.exists(os.path.join(workdir, RESULTS_NAME)):
+  if not fs.exists(fs.join(workdir, RESULTS_NAME)):
     raise ValueError(f"{workdir} has no {RESULTS_NAME}: its checkpoints are still needed "
                      "to resume it")
   for name in (CHECKPOINTS_DIR, BEST_DIR):
-    shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    fs.remove(fs.join(workdir, name))
 
 
 def _fresh_tracker() -> dict:
@@ -196,13 +194,10 @@ def _fresh_tracker() -> dict:
 
 def _publish(stage: str, workdir: str) -> None:
   """Moves every staged result into the workdir, eval_results.json last."""
-  names = sorted(os.listdir(stage), key=lambda n: (n == RESULTS_NAME, n))
+  names = sorted(fs.listdir(stage), key=lambda n: (n == RESULTS_NAME, n))
   for name in names:
-    final = os.path.join(workdir, name)
-    if os.path.isdir(final) and not os.path.islink(final):
-      shutil.rmtree(final)
-    os.replace(os.path.join(stage, name), final)
-  os.rmdir(stage)
+    fs.commit(fs.join(stage, name), fs.join(workdir, name))
+  fs.remove(stage)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -223,7 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   """
   t_run = time.time()
   validate_finetune_config(config, device_count=len(devices) if devices else None)
-  workdir = os.path.abspath(workdir)
+  workdir = fs.abspath(workdir)
   setup = build(config)
   check_splits(setup.splits, config)  # empty dev/test dropped (and said) before training
   train = setup.splits["train"]
@@ -246,11 +241,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # Nothing is written before this check: a re-run with another config stops here.
   workdir_lib.check_or_record_config(workdir, config)
   if setup.surgery_report is not None:
-    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
+    with workdir_lib.atomic_path(fs.join(workdir, "surgery_report.json")) as tmp:
       setup.surgery_report.save(tmp)
-  checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
+  checkpoints = CheckpointManager(fs.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
-  best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
+  best_checkpoints = CheckpointManager(fs.join(workdir, BEST_DIR), keep=2,
                                        async_save=False)
   tracker = _fresh_tracker()
   # The best epoch's dev decoding, kept in memory so that the final evaluation scores it
@@ -279,7 +274,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     print(announced, flush=True)
 
   task, dev = setup.task, setup.splits.get("dev")
-  tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
+  tb_dir = fs.join(workdir, "tensorboard") if config.tensorboard else None
   writer = metrics_writer.MetricsWriter(workdir, "metrics", tensorboard_dir=tb_dir)
   eval_writer = metrics_writer.MetricsWriter(workdir, "eval_metrics", tensorboard_dir=tb_dir)
   writer.truncate_after(start_step)
@@ -379,10 +374,9 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
   whole call from `t_run` (data, model build, compiles, training, final evaluation and
   model export): what a user waits for, the figure end-to-end comparisons use.
   `dev_decoded` is the best epoch's dev decoding when the loop still holds it."""
-  stage = os.path.join(workdir, STAGING_DIR)
-  if os.path.exists(stage):
-    shutil.rmtree(stage)
-  os.makedirs(stage)
+  stage = fs.join(workdir, STAGING_DIR)
+  fs.remove(stage)
+  fs.makedirs(stage)
   task = setup.task
   results: dict[str, Any] = {"task": config.task, "best_epoch": best_epoch,
                              "primary_metric": task.primary_metric,
@@ -391,7 +385,7 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
     for split in ("dev", "test"):
       if split not in setup.splits:
         continue
-      data, prefix = setup.splits[split], os.path.join(stage, f"predictions_{split}")
+      data, prefix = setup.splits[split], fs.join(stage, f"predictions_{split}")
       if split == "dev" and dev_decoded is not None:
         results[split] = score_split(task, dev_decoded, data, config, prefix)
       else:
@@ -403,12 +397,12 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
               "doc_stride": int(config.doc_stride), "lowercase": bool(setup.lowercase),
               "extra_tokens": list(setup.extra_tokens), "dtype": config.dtype}
       info.update(task.export_info(config, setup.data.labels))
-      model_dir_lib.save_finetuned(os.path.join(stage, "model"), setup.bert_config, params,
+      model_dir_lib.save_finetuned(fs.join(stage, "model"), setup.bert_config, params,
                                    setup.vocab_path, info)
     results["run_seconds"] = time.time() - t_run
-    workdir_lib.write_json(os.path.join(stage, RESULTS_NAME), results)
+    workdir_lib.write_json(fs.join(stage, RESULTS_NAME), results)
   except BaseException:
-    shutil.rmtree(stage, ignore_errors=True)  # nothing half-done ever reaches the workdir
+    fs.remove(stage)  # nothing half-done ever reaches the workdir
     raise
   _publish(stage, workdir)
   return results

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.trainers import model_dir as model_dir_lib
@@ -59,7 +60,7 @@ def predict_file(task: str, checkpoint: str, input_path: str, output_path: str) 
   if task not in RECORD_PREDICTORS:
     raise ValueError(f"task {task!r} has no raw-input prediction (predict_records)")
   records = RECORD_PREDICTORS[task](checkpoint, read_records(input_path))
-  with open(output_path, "w", encoding="utf-8") as f:
+  with fs.open(output_path, "w", encoding="utf-8") as f:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + "\n")
   return len(records)
