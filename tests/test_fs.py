@@ -1,6 +1,7 @@
 """biobert_jax.fs against a Cloud Storage emulator on 127.0.0.1: the same answers as for
 local paths, one-line errors naming the URL and operation, bounded retries of 429/503."""
 import os
+import pathlib
 import time
 
 import pytest
@@ -110,3 +111,11 @@ def test_a_lasting_503_is_reported_after_bounded_retries(gcs_emulator, bucket):
   finally:
     os.environ["STORAGE_EMULATOR_HOST"] = gcs_emulator
     proxy.close()
+
+
+def test_a_gs_data_dir_stays_a_url(monkeypatch):
+  from data_pipeline import paths
+  monkeypatch.setenv("BIOBERT_DATA_DIR", "gs://bucket/data")
+  assert str(paths.data_path("ner", "NCBI-disease")) == "gs://bucket/data/ner/NCBI-disease"
+  monkeypatch.setenv("BIOBERT_DATA_DIR", "rel/data")
+  assert paths.data_dir() == (pathlib.Path.cwd() / "rel" / "data")
