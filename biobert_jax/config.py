@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any
 
+from biobert_jax import fs
+
 # Activation names accepted in `hidden_act`. "gelu" is the exact erf form used by Google's
 # BERT and HF's "gelu"; "gelu_new" (HF) and "gelu_approx" are the tanh approximation.
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_approx", "relu")
@@ -125,7 +127,7 @@ class BertConfig:
   @classmethod
   def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
     """Reads Google's bert_config.json or a HF config.json."""
-    with open(path, encoding="utf-8") as f:
+    with fs.open(path, encoding="utf-8") as f:
       try:
         d = json.load(f)
       except json.JSONDecodeError as e:
@@ -145,7 +147,7 @@ class BertConfig:
 
   def to_json_file(self, path: str | os.PathLike, *, hf: bool = False) -> None:
     d = self.to_hf_dict() if hf else self.to_dict()
-    with open(path, "w", encoding="utf-8") as f:
+    with fs.open(path, "w", encoding="utf-8") as f:
       json.dump(d, f, indent=2, sort_keys=True)
       f.write("\n")
 

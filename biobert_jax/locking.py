@@ -10,9 +10,9 @@ alone decides: a holder on this host whose pid is gone is stale; one on another 
 trusted (remove the file by hand when that host is known to be down).
 
 Multi-host runs call `hold(..., primary=jax.process_index() == 0)`: only the primary
-locks; the others run under its lock. Object stores have no flock: the analogue is a lock
-object created with a generation-match precondition (create-if-absent) and refreshed as a
-lease; see docs/robustness.md. This module handles local (and NFS/Lustre) paths only.
+locks; the others run under its lock. On an object store (gs://) the lock is an object
+created only if absent (generation-match precondition, decided by the store); a holder on
+this host whose pid is gone is stale, one on another host is trusted (docs/robustness.md).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+
+from biobert_jax import fs
 
 LOCK_NAME = ".biobert.lock"
 
@@ -99,6 +101,10 @@ def hold(directory: str | os.PathLike, *, primary: bool = True,
   if not primary:
     yield None
     return
+  if fs.is_remote(directory):
+    with _hold_object(os.fspath(directory).rstrip("/"), log) as path:
+      yield path
+    return
   directory = os.path.abspath(os.fspath(directory))
   created = not os.path.isdir(directory)
   os.makedirs(directory, exist_ok=True)
@@ -164,8 +170,47 @@ def _open_locked(path: str, directory: str) -> tuple[int, bool]:
     os.close(fd)  # the previous holder removed the file after we opened it: again
 
 
+@contextlib.contextmanager
+def _hold_object(directory: str, log) -> Iterator[str]:
+  """The object-store lock: `<directory>/.biobert.lock` created only if absent."""
+  path = fs.join(directory, LOCK_NAME)
+  with _held_guard:
+    if directory in _held:
+      raise LockHeld(f"{directory} is in use by this process (pid {os.getpid()}); one run "
+                     "per directory")
+    _held.add(directory)
+  try:
+    record = (json.dumps(_record(), sort_keys=True) + "\n").encode("utf-8")
+    for _ in range(2):
+      if fs.create_new(path, record):
+        break
+      previous = holder(directory)
+      if _alive(previous):
+        raise LockHeld(f"{directory} is in use by {describe(previous)} (lock {path}); wait "
+                       "for that run to end, or delete the lock object if it is gone")
+      log(f"{directory}: taking over a stale lock of {describe(previous)} (that run ended "
+          "without releasing it)")
+      fs.remove(path)
+    else:
+      raise LockHeld(f"{directory}: another run took the lock {path} while a stale one was "
+                     "replaced")
+    try:
+      yield path
+    finally:
+      fs.remove(path)
+  finally:
+    with _held_guard:
+      _held.discard(directory)
+
+
 def holder(directory: str | os.PathLike) -> dict:
   """The record in `directory`'s lock file ({} when there is none)."""
+  if fs.is_remote(directory):
+    try:
+      value = json.loads(fs.read_text(fs.join(os.fspath(directory), LOCK_NAME)))
+    except (OSError, ValueError):
+      return {}
+    return value if isinstance(value, dict) else {}
   path = os.path.join(os.fspath(directory), LOCK_NAME)
   try:
     fd = os.open(path, os.O_RDONLY)
@@ -194,7 +239,7 @@ def hold_for_job(directory: str | os.PathLike, log=print) -> Iterator[str | None
     if jax.process_count() > 1:
       refused = bool(multihost_utils.broadcast_one_to_all(np.asarray(held is not None)))
       if refused and held is None:
-        held = LockHeld(f"{os.path.abspath(os.fspath(directory))}: the primary process "
+        held = LockHeld(f"{fs.abspath(directory)}: the primary process "
                         f"could not lock it (held by {describe(holder(directory))})")
     if held is not None:
       raise held

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
+from biobert_jax import fs
 from data_pipeline.corpora import bioc_reader, pmc
 from data_pipeline.corpora.io import READ_ERRORS
 from data_pipeline.corpora.pubmed_xml import element_text
@@ -91,9 +92,9 @@ def detect_format(path: str) -> str:
   if name.endswith(".txt"):
     return "text"
   if name.endswith(".xml"):
-    opener = gzip.open if path.lower().endswith(".gz") else open
     try:
-      with opener(path, "rb") as f:
+      with fs.open(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
         head = f.read(1 << 16)
     except READ_ERRORS as e:
       raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
@@ -116,7 +117,7 @@ class DocumentStream:
     self.path = str(path)
     self.format = detect_format(self.path) if input_format == "auto" else input_format
     self.stats = stats if stats is not None else InputStats()
-    self.size = os.path.getsize(self.path)
+    self.size = fs.getsize(self.path)
     self._raw = None
 
   @property
@@ -132,7 +133,7 @@ class DocumentStream:
   def __iter__(self) -> Iterator[TextDocument]:
     readers = {"pubmed_xml": self._pubmed, "pmc": self._pmc, "text": self._text,
                "jsonl": self._text, "bioc_xml": self._bioc, "bioc_json": self._bioc}
-    with open(self.path, "rb") as raw:
+    with fs.open(self.path, "rb") as raw:
       self._raw = raw
       handle = gzip.GzipFile(fileobj=raw, mode="rb") if self.path.endswith(".gz") else raw
       with handle:

@@ -2,6 +2,10 @@
 import os
 import pathlib
 
+from etils import epath
+
+from biobert_jax import fs
+
 _SOURCE_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -17,11 +21,12 @@ def _checkout_default() -> pathlib.Path | None:
   return (_SOURCE_ROOT.parent / "shared" / "data").resolve()
 
 
-def data_dir() -> pathlib.Path:
-  """The data folder; raises DataDirError with the fix when none is set or found."""
+def data_dir() -> pathlib.Path | epath.Path:
+  """The data folder (a gs:// URL stays one); raises DataDirError with the fix when none is
+  set or found."""
   env = os.environ.get("BIOBERT_DATA_DIR")
   if env:
-    return pathlib.Path(env).expanduser().resolve()
+    return fs.path(env) if fs.is_remote(env) else pathlib.Path(env).expanduser().resolve()
   default = _checkout_default()
   if default is None:
     raise DataDirError(
@@ -30,5 +35,5 @@ def data_dir() -> pathlib.Path:
   return default
 
 
-def data_path(*parts: str) -> pathlib.Path:
+def data_path(*parts: str) -> pathlib.Path | epath.Path:
   return data_dir().joinpath(*parts)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from data_pipeline.errors import InputError
 
+from biobert_jax import fs
+
 BOM = "\ufeff"
 
 
@@ -31,7 +33,7 @@ def iter_lines(path: str | os.PathLike, errors: str = "strict") -> Iterator[tupl
   """
   if errors not in ("strict", "replace"):
     raise ValueError(f"errors must be 'strict' or 'replace', got {errors!r}")
-  with open(path, "rb") as handle:
+  with fs.open(path, "rb") as handle:
     for lineno, raw in enumerate(handle, start=1):
       line = _decode(raw, path, lineno, errors)
       if lineno == 1 and line.startswith(BOM):
@@ -53,7 +55,7 @@ def open_lines(path: str | os.PathLike) -> Iterator[Iterator[tuple[int, str]]]:
 
 def read_json(path: str | os.PathLike) -> Any:
   """The parsed JSON of a UTF-8 file (a leading BOM is allowed)."""
-  with open(path, "rb") as handle:
+  with fs.open(path, "rb") as handle:
     raw = handle.read()
   try:
     text = raw.decode("utf-8")

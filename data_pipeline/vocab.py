@@ -2,7 +2,6 @@
 SentencePiece with BERT's special ids 0-4 (BioBERT-Large).
 """
 import collections
-import glob
 import pathlib
 from collections.abc import Iterable, Sequence
 
@@ -12,6 +11,8 @@ from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_li
 from data_pipeline.tokenization import SPECIAL_TOKENS, read_text_lines
 from data_pipeline.tokenization.wordpiece import BasicTokenizer
 
+from biobert_jax import fs
+
 
 def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
   """Files matching comma-separated globs (sorted); raises if a pattern matches nothing."""
@@ -19,7 +20,7 @@ def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
     patterns = [p for p in patterns.split(",") if p]
   files = []
   for pattern in patterns:
-    matched = sorted(glob.glob(pattern))
+    matched = fs.glob(pattern)
     if not matched:
       raise FileNotFoundError(f"no input file matches {pattern!r}")
     files.extend(matched)

@@ -3,11 +3,11 @@ r"""Writes static pre-training data: TFRecord shards in original BERT's format.
   python -m experiments.create_pretraining_data --input_files='/data/pubmed/*.xml.gz' \
       --file_format=pubmed_xml --output_dir=/data/tfrecords --num_shards=64
 """
-import os
 import sys
 
 from absl import app, flags, logging
 
+from biobert_jax import fs
 from data_pipeline import paths, pretraining
 from data_pipeline.corpora import ReadStats
 from data_pipeline.errors import InputError
@@ -42,8 +42,8 @@ def main(argv):
       max_predictions_per_seq=_MAX_PRED.value, masked_lm_prob=_PROB.value,
       short_seq_prob=_SHORT.value, whole_word_masking=_WWM.value, dupe_factor=_DUPE.value,
       seed=_SEED.value, holdout_every=_HOLDOUT.value, on_error=_ON_ERROR.value))
-  os.makedirs(_OUTPUT.value, exist_ok=True)
-  pattern = os.path.join(_OUTPUT.value, "pretrain-{shard:05d}-of-{num_shards:05d}.tfrecord")
+  fs.makedirs(_OUTPUT.value)
+  pattern = fs.join(_OUTPUT.value, "pretrain-{shard:05d}-of-{num_shards:05d}.tfrecord")
   stats = ReadStats()
   try:
     written = write_static_examples(config, pattern, _SHARDS.value, stats=stats)

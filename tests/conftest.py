@@ -55,3 +55,24 @@ def minilm_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def testdata() -> pathlib.Path:
   return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+  """A Cloud Storage emulator on 127.0.0.1 (tests/_gcs.py) for this session's gs:// tests;
+  yields its URL. Any connection outside 127.0.0.1 meanwhile fails the test."""
+  import _gcs
+  tmp = str(tmp_path_factory.mktemp("gcs"))
+  with _gcs.emulator(tmp) as url:
+    yield url
+    violations = _gcs.guard_violations(tmp)
+    assert not violations, f"connections outside 127.0.0.1: {violations}"
+
+
+@pytest.fixture
+def bucket(gcs_emulator, request):
+  """A fresh bucket (gs://<test name>...) on the emulator."""
+  import re
+  import _gcs
+  name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + "-b"
+  return _gcs.make_bucket(name)

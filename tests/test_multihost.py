@@ -22,7 +22,22 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one_process(data_dir, tmp_path):
-  single_dir, multi_dir = tmp_path / "single", tmp_path / "multi"
+  _two_processes_match_one(data_dir, tmp_path / "single", tmp_path / "multi")
+
+
+def test_two_processes_share_a_gs_workdir(data_dir, tmp_path, bucket):
+  """The same on a gs:// workdir (Cloud Storage emulator): process 0 writes the shared
+  files, both write their checkpoint shards through orbax, the export reads back."""
+  from biobert_jax import fs
+  multi = f"{bucket}/multi"
+  _two_processes_match_one(data_dir, tmp_path / "single", multi)
+  names = fs.listdir(multi)
+  assert {"config.json", "metrics.jsonl", "checkpoints", "export"} <= set(names), names
+  assert fs.listdir(fs.join(multi, "checkpoints")) == ["2", "4"]
+
+
+def _two_processes_match_one(data_dir, single_dir, multi_dir):
+  from biobert_jax import fs
   port = _free_port()
   coordinator = [f"--coordinator_address=localhost:{port}", "--num_processes=2"]
   procs = [start_launcher(data_dir, single_dir, num_devices=8, **STEPS)]
@@ -32,15 +47,15 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   outs = [p.communicate(timeout=400)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-4000:]
-  single = read_jsonl(str(single_dir / "metrics.jsonl"))
-  multi = read_jsonl(str(multi_dir / "metrics.jsonl"))  # written by process 0 only
+  single = read_jsonl(fs.join(single_dir, "metrics.jsonl"))
+  multi = read_jsonl(fs.join(multi_dir, "metrics.jsonl"))  # written by process 0 only
   assert [r["step"] for r in multi] == [1, 2, 3, 4]
   for a, b in zip(single, multi):
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
     assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
   assert single[0]["loss"] != single[-1]["loss"]
-  for a, b in zip(jax.tree.leaves(params_of(single_dir / "export")),
-                  jax.tree.leaves(params_of(multi_dir / "export"))):
+  for a, b in zip(jax.tree.leaves(params_of(fs.join(single_dir, "export"))),
+                  jax.tree.leaves(params_of(fs.join(multi_dir, "export")))):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
   # Really two processes: the gloo collectives connected them.
   assert "Gloo" in outs[1] + outs[2]

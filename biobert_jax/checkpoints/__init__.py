@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import jax
 from absl import logging
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import hf, tf1
 from biobert_jax.checkpoints.convert import CheckpointError, LoadReport
 from biobert_jax.checkpoints.names import flatten, stack_layers, unflatten, unstack_layers
@@ -24,7 +25,7 @@ __all__ = ["CheckpointError", "LoadReport", "detect_format", "load", "load_with_
 
 def detect_format(path: str | os.PathLike) -> str:
   """"hf", "tf1" or "native" for `path` (a directory, or a TF1 checkpoint prefix)."""
-  p = pathlib.Path(path)
+  p = fs.path(path)
   if hf.is_hf_dir(p):
     return "hf"
   if tf1.find_checkpoint(p) is not None:
@@ -73,7 +74,7 @@ def load_with_report(path: str | os.PathLike, *, strict: bool = True,
   strict=False: params missing from the checkpoint are freshly initialised (with `rng`) and
   unexpected tensors skipped, both listed in the report; shape mismatches still fail.
   """
-  p = pathlib.Path(path)
+  p = fs.path(path)
   fmt = detect_format(p)
   if fmt == "hf":
     config, params, report = hf.load(p, strict=strict, rng=rng)

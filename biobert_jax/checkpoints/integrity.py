@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Callable
 
+from biobert_jax import fs
 from biobert_jax.checkpoints.convert import CheckpointError
 
 NAME = "checksums.json"
@@ -32,7 +33,7 @@ class CheckpointIntegrityError(CheckpointError):
 
 def file_digest(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     for block in iter(lambda: f.read(_CHUNK), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -48,24 +49,21 @@ def _digests(paths: list[str]) -> list[str]:
 
 
 def _files(directory: str) -> list[str]:
-  found = []
-  for root, dirs, names in os.walk(directory):
-    dirs.sort()
-    for name in sorted(names):
-      rel = os.path.relpath(os.path.join(root, name), directory)
-      if rel != NAME and not name.endswith(".tmp"):
-        found.append(rel)
-  return found
+  return [rel for rel in fs.walk_files(directory)
+          if rel != NAME and not rel.endswith(".tmp")]
 
 
 def record(directory: str | os.PathLike) -> dict:
   """Hashes every file below `directory` into `<directory>/checksums.json`; returns it."""
   directory = os.fspath(directory)
   names = _files(directory)
-  digests = _digests([os.path.join(directory, rel) for rel in names])
-  files = {rel: {"size": os.path.getsize(os.path.join(directory, rel)), "sha256": d}
+  digests = _digests([fs.join(directory, rel) for rel in names])
+  files = {rel: {"size": fs.getsize(fs.join(directory, rel)), "sha256": d}
            for rel, d in zip(names, digests)}
   value = {"algorithm": "sha256", "files": files}
+  if fs.is_remote(directory):  # one object, which appears whole when its upload completes
+    fs.write_text(fs.join(directory, NAME), json.dumps(value, indent=1, sort_keys=True) + "\n")
+    return value
   tmp = os.path.join(directory, NAME + ".tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(value, f, indent=1, sort_keys=True)
@@ -77,11 +75,11 @@ def record(directory: str | os.PathLike) -> dict:
 
 
 def recorded(directory: str | os.PathLike) -> dict | None:
-  path = os.path.join(os.fspath(directory), NAME)
-  if not os.path.exists(path):
+  path = fs.join(os.fspath(directory), NAME)
+  if not fs.exists(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
+    with fs.open(path, encoding="utf-8") as f:
       value = json.load(f)
     files = value["files"]
     assert isinstance(files, dict)
@@ -116,16 +114,16 @@ def verify(directory: str | os.PathLike, what: str = "",
     return False
   expected_files = sorted(value["files"].items())
   for rel, expected in expected_files:
-    path = os.path.join(directory, rel)
-    if not os.path.exists(path):
+    path = fs.join(directory, rel)
+    if not fs.exists(path):
       raise CheckpointIntegrityError(f"{path}: {label}: file missing (recorded in {NAME})")
-    size = os.path.getsize(path)
+    size = fs.getsize(path)
     if size != expected.get("size"):
       raise CheckpointIntegrityError(f"{path}: {label}: checksum mismatch (size {size}, "
                                      f"recorded {expected.get('size')})")
-  digests = _digests([os.path.join(directory, rel) for rel, _ in expected_files])
+  digests = _digests([fs.join(directory, rel) for rel, _ in expected_files])
   for (rel, expected), digest in zip(expected_files, digests):
-    path = os.path.join(directory, rel)
+    path = fs.join(directory, rel)
     if digest != expected.get("sha256"):
       raise CheckpointIntegrityError(f"{path}: {label}: checksum mismatch (sha256 differs "
                                      "from the one recorded when it was written)")

@@ -17,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import integrity
 from biobert_jax.checkpoints.convert import CheckpointError
 
@@ -58,19 +59,19 @@ def write_errno(error: BaseException) -> int | None:
 def missing_files(path: str | os.PathLike) -> list[str]:
   """The files of an orbax (OCDBT) pytree directory that are not there, by name."""
   path = os.fspath(path)
-  if not os.path.isdir(path):
+  if not fs.isdir(path):
     return [path]
-  names = os.listdir(path)
-  process_dirs = [os.path.join(path, d) for d in sorted(names)
+  names = fs.listdir(path)
+  process_dirs = [fs.join(path, d) for d in sorted(names)
                   if d.startswith("ocdbt.process_")]
-  wanted = [os.path.join(path, "_METADATA")]
+  wanted = [fs.join(path, "_METADATA")]
   if process_dirs or "manifest.ocdbt" in names or "d" in names:  # the OCDBT layout
-    wanted += [os.path.join(path, "manifest.ocdbt"), os.path.join(path, "d")]
+    wanted += [fs.join(path, "manifest.ocdbt"), fs.join(path, "d")]
     if not process_dirs:
-      wanted.append(os.path.join(path, "ocdbt.process_0"))
+      wanted.append(fs.join(path, "ocdbt.process_0"))
   for process_dir in process_dirs:
-    wanted += [os.path.join(process_dir, "manifest.ocdbt"), os.path.join(process_dir, "d")]
-  return [w for w in wanted if not os.path.exists(w)]
+    wanted += [fs.join(process_dir, "manifest.ocdbt"), fs.join(process_dir, "d")]
+  return [w for w in wanted if not fs.exists(w)]
 
 
 def read_pytree(path: str | os.PathLike, subtree: str | None = None) -> Any:
@@ -148,7 +149,7 @@ class CheckpointManager:
 
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True, read_only: bool = False):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = fs.abspath(directory)  # gs:// goes to orbax untouched
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation_policy(keep, keep_every),
         enable_async_checkpointing=async_save,
@@ -218,7 +219,7 @@ class CheckpointManager:
     return started
 
   def step_dir(self, step: int) -> str:
-    return os.path.join(self.directory, str(int(step)))
+    return fs.join(self.directory, str(int(step)))
 
   def _record_checksums(self) -> None:
     """checksums.json for every finished step (primary process; others skip)."""
@@ -226,7 +227,7 @@ class CheckpointManager:
     if jax.process_index() != 0:
       return
     for step in steps:
-      if os.path.isdir(self.step_dir(step)):  # a preservation policy may have removed it
+      if fs.isdir(self.step_dir(step)):  # a preservation policy may have removed it
         integrity.record(self.step_dir(step))
 
   def verify(self, step: int) -> bool:
@@ -242,11 +243,9 @@ class CheckpointManager:
     """Moves a damaged step out of orbax's sight (kept for inspection)."""
     if self._read_only or jax.process_index() != 0:
       return
-    target = os.path.join(self.directory, f"damaged-{int(step)}")
-    if os.path.exists(target):
-      import shutil  # pylint: disable=import-outside-toplevel
-      shutil.rmtree(target)
-    os.rename(self.step_dir(step), target)
+    target = fs.join(self.directory, f"damaged-{int(step)}")
+    fs.remove(target)
+    fs.commit(self.step_dir(step), target)  # a rename locally, copy + delete on a store
     self._manager.reload()
 
   def _newest_whole(self, check: Any) -> tuple[int, Any]:
@@ -287,7 +286,7 @@ class CheckpointManager:
     return self._restore_step(step, target)
 
   def _restore_step(self, step: int, target: Any) -> tuple[Any, dict]:
-    missing = missing_files(os.path.join(self.directory, str(int(step)), STATE_ITEM))
+    missing = missing_files(fs.join(self.directory, str(int(step)), STATE_ITEM))
     if missing:
       raise CheckpointError(f"{self.directory}: step {step} is incomplete, missing "
                             f"{', '.join(missing)}; remove that step directory to resume "
@@ -312,7 +311,7 @@ class CheckpointManager:
     """Only the params of a step, as host numpy arrays (no optimizer state, any mesh);
     step None = the newest whole step (as in `restore`)."""
     def read(s: int) -> Any:
-      path = os.path.join(self.step_dir(s), STATE_ITEM)
+      path = fs.join(self.step_dir(s), STATE_ITEM)
       if not missing_files(path):  # else read_pytree names the missing files
         self.verify(s)
       return read_pytree(path, subtree="params")

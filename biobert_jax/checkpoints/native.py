@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 from typing import Any
 
 import jax
 from absl import logging
 import orbax.checkpoint as ocp
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import integrity
 from biobert_jax.checkpoints.manager import (CheckpointManager, CheckpointWriteError,
                                              missing_files, read_pytree, write_errno)
@@ -37,12 +37,12 @@ def save_native(config: BertConfig, params: Any, out_dir: str | os.PathLike) -> 
   Params may be sharded jax.Arrays (every process must call this; orbax writes each shard
   once) or host numpy arrays.
   """
-  out = pathlib.Path(out_dir).absolute()
-  out.mkdir(parents=True, exist_ok=True)
+  out = fs.path(fs.abspath(out_dir))
+  fs.makedirs(out)
   if jax.process_index() == 0:
     config.to_json_file(out / CONFIG_NAME)
     if (out / PARAMS_DIR).exists():
-      shutil.rmtree(out / PARAMS_DIR)
+      fs.remove(out / PARAMS_DIR)
   params = _unstacked(params)
   try:
     with ocp.StandardCheckpointer() as ckptr:
@@ -71,7 +71,7 @@ def load_native(path: str | os.PathLike) -> tuple[BertConfig, Any]:
     CheckpointError: naming the missing orbax metadata/data file of an incomplete copy.
     CheckpointIntegrityError: a file differs from the checksum recorded at save time.
   """
-  p = pathlib.Path(path).absolute()
+  p = fs.path(fs.abspath(path))
   config_path = p / CONFIG_NAME
   if not config_path.exists():
     raise FileNotFoundError(f"{p}: no {CONFIG_NAME} (not a native checkpoint or workdir)")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
+from biobert_jax import fs
 from biobert_jax.config import BertConfig
 from biobert_jax.tree import flatten, matches_any, merge_params, shape_of as _shape, unflatten
 
@@ -69,7 +70,7 @@ class SurgeryReport:
     return "\n".join(lines)
 
   def save(self, path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    with fs.open(path, "w", encoding="utf-8") as f:
       json.dump(self.to_dict(), f, indent=2, sort_keys=True)
       f.write("\n")
 

@@ -9,6 +9,8 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
+from biobert_jax import fs
+
 TOP_K = 5
 
 
@@ -19,7 +21,7 @@ def normalize_answer(text: str) -> str:
 
 def read_golden_factoids(path: str | os.PathLike) -> dict[str, list[list[str]]]:
   """Reads a BioASQ golden file; returns {question id: [[synonym, ...], ...]} (factoid only)."""
-  with open(path, encoding="utf-8") as f:
+  with fs.open(path, encoding="utf-8") as f:
     try:
       data = json.load(f)
     except json.JSONDecodeError as e:

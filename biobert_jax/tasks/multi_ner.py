@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForMultiTokenClassification
 from biobert_jax.tasks.base import SplitData, TaskData, masked_cross_entropy
@@ -43,11 +44,11 @@ def _corpus_dirs(config: ml_collections.ConfigDict) -> dict[str, pathlib.Path]:
     raise ValueError("config.ner.corpora is empty: name the NER corpora to train jointly")
   dirs = {}
   for corpus in corpora:
-    root = (pathlib.Path(config.data_dir) / corpus if config.data_dir
+    root = (fs.path(config.data_dir) / corpus if config.data_dir
             else paths.data_path("ner", corpus))
     if head_name(corpus) in {head_name(c) for c in dirs}:
       raise ValueError(f"config.ner.corpora: {corpus!r} repeats a corpus (or its head name)")
-    dirs[corpus] = pathlib.Path(root)
+    dirs[corpus] = fs.path(root)
   return dirs
 
 
@@ -174,7 +175,7 @@ class MultiNerTask:
     for part in split.extra["corpora"]:
       s0, s1 = part["sentences"]
       path = f"{out_path_prefix}_{part['head']}.conll"
-      with open(path, "w", encoding="utf-8") as f:
+      with fs.open(path, "w", encoding="utf-8") as f:
         for sentence, tags in zip(split.examples[s0:s1], decoded[s0:s1]):
           for word, gold, p in zip(sentence.words, sentence.tags, tags):
             f.write(f"{word} {gold} {p}\n")

@@ -2,7 +2,6 @@
 """
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.tasks.base import SplitData, TaskData, default_data_dir, masked_cross_entropy
@@ -39,7 +39,7 @@ class NerTask:
     return []
 
   def load(self, config: ml_collections.ConfigDict, tokenizer: Any) -> TaskData:
-    root = pathlib.Path(default_data_dir(config))
+    root = fs.path(default_data_dir(config))
     sub = config.ner
     raw = {}
     for split, filename in SPLIT_FILES.items():
@@ -95,7 +95,7 @@ class NerTask:
                         out_path_prefix: str) -> list[str]:
     """CoNLL format `token gold pred`, blank line between sentences (conlleval's input)."""
     path = f"{out_path_prefix}.conll"
-    with open(path, "w", encoding="utf-8") as f:
+    with fs.open(path, "w", encoding="utf-8") as f:
       for sentence, tags in zip(split.examples, decoded):
         for word, gold, p in zip(sentence.words, sentence.tags, tags):
           f.write(f"{word} {gold} {p}\n")

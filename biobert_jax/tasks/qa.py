@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import bioasq
 from biobert_jax.metrics import qa_decoding
 from biobert_jax.models import BertForQuestionAnswering
@@ -22,7 +23,7 @@ from biobert_jax.tasks.base import SplitData, TaskData, default_data_dir, masked
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> pathlib.Path:
-    return pathlib.Path(default_data_dir(config))
+    return fs.path(default_data_dir(config))
 
 
 def _cap_questions(examples: list[qa_data.QAExample], limit: int
@@ -157,9 +158,9 @@ class QuestionAnsweringTask:
          "exact_answer": [[answer] for answer, _ in answers]}
         for qid, answers in ranked.items()]}
     paths = [f"{out_path_prefix}.json", f"{out_path_prefix}_nbest.json"]
-    with open(paths[0], "w", encoding="utf-8") as f:
+    with fs.open(paths[0], "w", encoding="utf-8") as f:
       json.dump(submission, f, indent=2)
-    with open(paths[1], "w", encoding="utf-8") as f:
+    with fs.open(paths[1], "w", encoding="utf-8") as f:
       json.dump({qid: [{"text": a, "weight": w} for a, w in answers]
                  for qid, answers in ranked.items()}, f, indent=2)
     return paths

@@ -4,7 +4,6 @@ with `[CLS]` or entity-start pooling.
 from __future__ import annotations
 
 import functools
-import pathlib
 import random
 import re
 from typing import Any
@@ -15,6 +14,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import re as re_metrics
 from biobert_jax.models import BertForSequenceClassification
 from data_pipeline.tasks import chemprot
@@ -43,7 +43,7 @@ def dataset_kind(config: ml_collections.ConfigDict) -> str:
 @functools.lru_cache(maxsize=8)
 def _tsv_summary(data_dir: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
   """(sorted labels of train.tsv, anonymisation markers in file order of first use)."""
-  examples = re_data.read_relation_tsv(pathlib.Path(data_dir) / "train.tsv")
+  examples = re_data.read_relation_tsv(fs.path(data_dir) / "train.tsv")
   markers: dict[str, None] = {}
   for e in examples:
     for m in _MARKER_PATTERN.findall(e.text):
@@ -219,7 +219,7 @@ class RelationExtractionTask:
     (BioBERT writes only the probabilities; the extra columns make errors readable)."""
     labels = split.extra["labels"]
     path = f"{out_path_prefix}.tsv"
-    with open(path, "w", encoding="utf-8") as f:
+    with fs.open(path, "w", encoding="utf-8") as f:
       f.write("\t".join(["index", "label", "prediction", *labels]) + "\n")
       for e, pred, p in zip(split.examples, decoded["labels"], decoded["probs"]):
         f.write("\t".join([e.guid, e.label, pred,

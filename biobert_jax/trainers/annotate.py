@@ -10,9 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import glob
 import json
-import os
 import pathlib
 import queue
 import re
@@ -25,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import locking, models, sharding, xla_options
+from biobert_jax import fs, locking, models, sharding, xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import annotate_outputs as outputs_lib
 from biobert_jax.trainers import bioc_output
@@ -216,7 +214,7 @@ def expand_inputs(patterns: str | Sequence[str]) -> list[str]:
   patterns = patterns.split(",") if isinstance(patterns, str) else list(patterns)
   files: list[str] = []
   for pattern in patterns:
-    matched = sorted(p for p in glob.glob(pattern.strip()) if os.path.isfile(p))
+    matched = sorted(p for p in fs.glob(pattern.strip()) if fs.isfile(p))
     if not matched:
       raise FileNotFoundError(f"no file matches --input pattern {pattern.strip()!r}")
     files.extend(matched)
@@ -239,7 +237,7 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
   tmp = path.with_name(outputs_lib.temp_name(path.name))
   with outputs_lib.open_new(tmp) as f:
     f.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
-  os.replace(tmp, path)
+  fs.commit(tmp, path)
 
 
 def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir: str, *,
@@ -266,7 +264,7 @@ def annotate(model_dirs: Sequence[str], inputs: str | Sequence[str], output_dir:
   all_files = expand_inputs(inputs)
   names = _output_names(all_files, OUTPUT_FORMATS[output_format])
   files = all_files[pi::pc]
-  out = pathlib.Path(output_dir)
+  out = fs.path(output_dir)
   outputs_lib.prepare_output(out, [names[p] for p in files], STATS_DIR)
   with (locking.hold_for_job(out) if process_index is None
         else locking.hold(out, primary=pi == 0)):
@@ -299,7 +297,7 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       stale = outputs_lib.stale_reason(report, path)
       if stale:
         print(f"annotate: redoing {out / names[path]}: {stale}", flush=True)
-        (out / names[path]).unlink()
+        fs.remove(out / names[path])
         todo.append(path)
         continue
       if report.get("models", model_ids) != model_ids:
@@ -308,7 +306,7 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       file_reports[names[path]] = dict(report, status="existing")
     else:
       todo.append(path)
-  todo_bytes = sum(os.path.getsize(p) for p in todo)
+  todo_bytes = sum(fs.getsize(p) for p in todo)
   t0 = last_log = time.time()
   done_bytes, tokens, docs_this_run = 0, 0, 0
   handle, counts, bioc_writer = None, collections.Counter(), None
@@ -319,7 +317,7 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       if handle is not None:
         handle.close()
         handle = None
-      partial.unlink(missing_ok=True)
+      fs.remove(partial)
       failed[name] = block.failed
       file_reports[name] = {"input": block.path, "status": "failed", "reason": block.failed,
                             **(dataclasses.asdict(block.stream.stats) if block.stream
@@ -363,14 +361,14 @@ def _annotate(model_dirs: Sequence[str], files: list[str], names: dict[str, str]
       if fingerprint != outputs_lib.fingerprint(block.path):
         report["incomplete"] = f"{block.path} changed while it was read"
       if report["incomplete"]:  # never renamed: the next run redoes the whole file
-        partial.unlink()
+        fs.remove(partial)
         failed[name] = report["incomplete"]
         file_reports[name] = dict(report, status="incomplete")
         print(f"annotate: ERROR {report['incomplete']} ({report['documents']} documents "
               f"read); {name} not written, redone by the next run", flush=True)
       else:
         _write_json(out / STATS_DIR / (name + ".json"), report)
-        os.replace(partial, out / name)
+        fs.commit(partial, out / name)
         file_reports[name] = dict(report, status="written")
       done_bytes += block.stream.size
     now = time.time()

@@ -19,6 +19,8 @@ import re
 import socket
 from collections.abc import Mapping
 
+from biobert_jax import fs
+
 PARTIAL = ".partial"
 
 
@@ -53,6 +55,14 @@ def prepare_output(out: pathlib.Path, names: list[str], stats_dir: str) -> None:
   Raises:
     AnnotateOptionError: naming the path that is a link, or not a writable directory.
   """
+  if fs.is_remote(out):  # no links or directories on an object store: a write decides
+    probe = fs.join(out, stats_dir, temp_name(".write_probe"))
+    try:
+      fs.write_text(probe, "ok")
+      fs.remove(probe)
+    except OSError as e:
+      raise AnnotateOptionError(f"--output {out} is not writable ({e})") from None
+    return
   if out.exists() and not out.is_dir():
     raise AnnotateOptionError(f"--output {out} exists and is not a directory")
   try:
@@ -81,7 +91,10 @@ def temp_name(name: str) -> str:
 
 
 def open_new(path: pathlib.Path | str, mode: str = "w"):
-  """A new file opened for writing; never follows a link, never reuses a file."""
+  """A new file opened for writing; never follows a link, never reuses a file (on an
+  object store: a new object, which appears when it is closed)."""
+  if fs.is_remote(path):
+    return fs.open(path, mode)
   flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
   return os.fdopen(os.open(path, flags, 0o644), mode, encoding="utf-8")
 
@@ -92,8 +105,8 @@ def remove_partials(out: pathlib.Path, names: list[str], stats_dir: str) -> int:
   removed = 0
   for name in names:
     for directory, base in ((out, name), (out / stats_dir, name + ".json")):
-      for path in directory.glob(glob_escape(base) + PARTIAL + "*"):
-        path.unlink()
+      for path in fs.glob(fs.join(directory, glob_escape(base) + PARTIAL + "*")):
+        fs.remove(path)
         removed += 1
   return removed
 
@@ -103,9 +116,9 @@ def glob_escape(name: str) -> str:
 
 
 def fingerprint(path: str) -> dict:
-  """What identifies an input's content cheaply: its size and modification time."""
-  st = os.stat(path)
-  return {"input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns}
+  """What identifies an input's content cheaply: its size and modification time (an
+  object's generation on a store)."""
+  return {"input_size": fs.getsize(path), "input_mtime_ns": fs.version(path)}
 
 
 def stale_reason(report: Mapping, input_path: str) -> str | None:

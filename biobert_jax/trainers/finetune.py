@@ -7,8 +7,6 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import os
-import shutil
 import time
 from typing import Any
 from collections.abc import Callable
@@ -17,7 +15,7 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import locking, models, sharding
+from biobert_jax import fs, locking, models, sharding
 from biobert_jax.checkpoints import head_labels, surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -195,11 +193,11 @@ def discard_checkpoints(workdir: str) -> None:
   """Deletes a finished run's training checkpoints (its results, predictions and exported
   model stay). A study of many fine-tunes keeps what it reports, not ~0.5 GB of optimizer
   state per run; a finished run is never resumed, so nothing needs them."""
-  if not os.path.exists(os.path.join(workdir, RESULTS_NAME)):
+  if not fs.exists(fs.join(workdir, RESULTS_NAME)):
     raise ValueError(f"{workdir} has no {RESULTS_NAME}: its checkpoints are still needed "
                      "to resume it")
   for name in (CHECKPOINTS_DIR, BEST_DIR):
-    shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    fs.remove(fs.join(workdir, name))
 
 
 def _fresh_tracker() -> dict:
@@ -208,13 +206,10 @@ def _fresh_tracker() -> dict:
 
 def _publish(stage: str, workdir: str) -> None:
   """Moves every staged result into the workdir, eval_results.json last."""
-  names = sorted(os.listdir(stage), key=lambda n: (n == RESULTS_NAME, n))
+  names = sorted(fs.listdir(stage), key=lambda n: (n == RESULTS_NAME, n))
   for name in names:
-    final = os.path.join(workdir, name)
-    if os.path.isdir(final) and not os.path.islink(final):
-      shutil.rmtree(final)
-    os.replace(os.path.join(stage, name), final)
-  os.rmdir(stage)
+    fs.commit(fs.join(stage, name), fs.join(workdir, name))
+  fs.remove(stage)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -237,7 +232,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoint was saved; re-running the same command continues).
   """
   validate_finetune_config(config, device_count=len(devices) if devices else None)
-  workdir = os.path.abspath(workdir)
+  workdir = fs.abspath(workdir)
   with locking.hold(workdir):
     return _run(config, workdir, compiler_options, devices)
 
@@ -270,9 +265,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   # Nothing is written before this check: a re-run with another config stops here.
   # export_hf only adds an export at the end: a re-run may switch it.
   workdir_lib.check_or_record_config(workdir, config, ignore=("export_hf",))
-  checkpoints = CheckpointManager(os.path.join(workdir, CHECKPOINTS_DIR),
+  checkpoints = CheckpointManager(fs.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
-  best_checkpoints = CheckpointManager(os.path.join(workdir, BEST_DIR), keep=2,
+  best_checkpoints = CheckpointManager(fs.join(workdir, BEST_DIR), keep=2,
                                        async_save=False)
   tracker = _fresh_tracker()
   # The best epoch's dev decoding, kept in memory so that the final evaluation scores it
@@ -295,7 +290,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
                                                    int(config.seed))
   # After the resume: a checkpoint that does not fit this model stops the run before it.
   if setup.surgery_report is not None:
-    with workdir_lib.atomic_path(os.path.join(workdir, "surgery_report.json")) as tmp:
+    with workdir_lib.atomic_path(fs.join(workdir, "surgery_report.json")) as tmp:
       setup.surgery_report.save(tmp)
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
@@ -307,7 +302,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
     print(announced, flush=True)
 
   task, dev = setup.task, setup.splits.get("dev")
-  tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
+  tb_dir = fs.join(workdir, "tensorboard") if config.tensorboard else None
   writer = metrics_writer.MetricsWriter(workdir, "metrics", tensorboard_dir=tb_dir)
   eval_writer = metrics_writer.MetricsWriter(workdir, "eval_metrics", tensorboard_dir=tb_dir)
   writer.truncate_after(start_step)
@@ -407,10 +402,9 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
   whole call from `t_run` (data, model build, compiles, training, final evaluation and
   model export): what a user waits for, the figure end-to-end comparisons use.
   `dev_decoded` is the best epoch's dev decoding when the loop still holds it."""
-  stage = os.path.join(workdir, STAGING_DIR)
-  if os.path.exists(stage):
-    shutil.rmtree(stage)
-  os.makedirs(stage)
+  stage = fs.join(workdir, STAGING_DIR)
+  fs.remove(stage)
+  fs.makedirs(stage)
   task = setup.task
   results: dict[str, Any] = {"task": config.task, "best_epoch": best_epoch,
                              "primary_metric": task.primary_metric,
@@ -419,7 +413,7 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
     for split in ("dev", "test"):
       if split not in setup.splits:
         continue
-      data, prefix = setup.splits[split], os.path.join(stage, f"predictions_{split}")
+      data, prefix = setup.splits[split], fs.join(stage, f"predictions_{split}")
       if split == "dev" and dev_decoded is not None:
         results[split] = score_split(task, dev_decoded, data, config, prefix)
       else:
@@ -432,18 +426,18 @@ def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,
               "extra_tokens": list(setup.extra_tokens), "dtype": config.dtype}
       info.update(task.export_info(config, setup.data.labels))
       info = hf_export.export_info(info)
-      model_dir_lib.save_finetuned(os.path.join(stage, "model"), setup.bert_config, params,
+      model_dir_lib.save_finetuned(fs.join(stage, "model"), setup.bert_config, params,
                                    setup.vocab_path, info)
     results["run_seconds"] = time.time() - t_run
     if config.save_model:
       card = dict(config=workdir_lib.config_as_json(config), results=results)
-      model_card.write_card(os.path.join(stage, "model"), info, **card)
+      model_card.write_card(fs.join(stage, "model"), info, **card)
       if config.get("export_hf", False):
-        hf_export.export_model_dir(os.path.join(stage, "model"),
-                                   os.path.join(stage, "model_hf"), **card)
-    workdir_lib.write_json(os.path.join(stage, RESULTS_NAME), results)
+        hf_export.export_model_dir(fs.join(stage, "model"), fs.join(stage, "model_hf"),
+                                   **card)
+    workdir_lib.write_json(fs.join(stage, RESULTS_NAME), results)
   except BaseException:
-    shutil.rmtree(stage, ignore_errors=True)  # nothing half-done ever reaches the workdir
+    fs.remove(stage)  # nothing half-done ever reaches the workdir
     raise
   _publish(stage, workdir)
   return results

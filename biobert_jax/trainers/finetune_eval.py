@@ -3,13 +3,13 @@ epoch's dev decoding can be scored again without predicting again.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 from collections.abc import Callable
 
 import ml_collections
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.tasks import SplitData, Task
 from biobert_jax.trainers.finetune_batches import predict_split, predict_splits
 
@@ -40,7 +40,7 @@ def score_split(task: Task, decoded: Any, split: SplitData | list[SplitData],
             task.primary_metric: average.get(task.primary_metric, 0.0)}
   result = task.evaluate(decoded, split, config)
   if out_prefix and config.write_predictions:
-    result["prediction_files"] = [os.path.basename(p) for p in
+    result["prediction_files"] = [fs.basename(p) for p in
                                   task.write_predictions(decoded, split, out_prefix)]
   return result
 

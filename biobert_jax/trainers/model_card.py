@@ -12,6 +12,8 @@ import sys
 from typing import Any
 from collections.abc import Mapping, Sequence
 
+from biobert_jax import fs
+
 PIPELINE_TAGS = {"ner": "token-classification", "multi_ner": "token-classification",
                  "re": "text-classification", "qa": "question-answering"}
 # The corpora this project reads, by the directory names of the shared data.
@@ -51,10 +53,10 @@ def _module_argv() -> list[str]:
   return [name] + sys.argv[1:]
 
 
-def _json(path: pathlib.Path) -> dict | None:
-  if not path.exists():
+def _json(path: str) -> dict | None:
+  if not fs.exists(path):
     return None
-  with open(path, encoding="utf-8") as f:
+  with fs.open(path, encoding="utf-8") as f:
     return json.load(f)
 
 
@@ -64,7 +66,7 @@ def _corpus(info: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[s
   config = config or {}
   data_dir = config.get("data_dir") or ""
   if data_dir:
-    return [pathlib.Path(data_dir).name]
+    return [fs.basename(data_dir.rstrip("/"))]
   sub = config.get(info.get("task", ""), {}) or {}
   return [sub["corpus"]] if sub.get("corpus") else []
 
@@ -141,9 +143,9 @@ def write_card(out_dir: str | os.PathLike, info: Mapping[str, Any], *,
                results: Mapping | None = None, **kwargs: Any) -> pathlib.Path:
   """Writes `out_dir/README.md`; config and results default to the workdir's files."""
   if workdir is not None:
-    w = pathlib.Path(workdir)
-    config = config if config is not None else _json(w / "config.json")
-    results = results if results is not None else _json(w / "eval_results.json")
-  path = pathlib.Path(out_dir) / "README.md"
-  path.write_text(render(info, config, results, **kwargs), encoding="utf-8")
-  return path
+    config = config if config is not None else _json(fs.join(workdir, "config.json"))
+    results = (results if results is not None
+               else _json(fs.join(workdir, "eval_results.json")))
+  path = fs.join(out_dir, "README.md")
+  fs.write_text(path, render(info, config, results, **kwargs))
+  return fs.path(path)

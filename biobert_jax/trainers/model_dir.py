@@ -6,9 +6,9 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 from typing import TYPE_CHECKING, Any
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import integrity, native
 from biobert_jax.config import BertConfig
 from biobert_jax.trainers import workdir as workdir_lib
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotation only: model dirs load where ml_collections is ab
 
 def checkpoint_dir(init_checkpoint: str) -> pathlib.Path:
   """The directory holding a checkpoint (a TF1 checkpoint is a file prefix)."""
-  path = pathlib.Path(init_checkpoint)
+  path = fs.path(init_checkpoint)
   return path if path.is_dir() else path.parent
 
 
@@ -58,7 +58,7 @@ def resolve_lowercase(config: ml_collections.ConfigDict, vocab_path: str) -> boo
   if config.init_checkpoint:
     tokenizer_config = checkpoint_dir(config.init_checkpoint) / "tokenizer_config.json"
     if tokenizer_config.exists():
-      with open(tokenizer_config, encoding="utf-8") as f:
+      with fs.open(tokenizer_config, encoding="utf-8") as f:
         value = json.load(f).get("do_lower_case")
       if isinstance(value, bool):
         return value
@@ -80,8 +80,8 @@ def save_finetuned(model_dir: str, bert_config: BertConfig, params: Any, vocab_p
   """
   with workdir_lib.atomic_path(str(model_dir)) as tmp:
     native.save_native(bert_config, params, tmp)
-    shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
-    workdir_lib.write_json(os.path.join(tmp, "task.json"), info)
+    fs.copy(vocab_path, fs.join(tmp, "vocab.txt"))
+    workdir_lib.write_json(fs.join(tmp, "task.json"), info)
     integrity.record(tmp)  # every file, vocab and task.json included
 
 
@@ -100,18 +100,23 @@ def load_finetuned(path: str | os.PathLike) -> Finetuned:
   (trainers/foreign_models)."""
   from biobert_jax.trainers import foreign_models  # pylint: disable=import-outside-toplevel
 
-  path = pathlib.Path(path)
+  path = fs.path(path)
   model_dir = path / "model" if (path / "model" / "task.json").exists() else path
-  foreign = foreign_models.read_foreign(model_dir)
+  info_path = model_dir / "task.json"
+  if info_path.exists() and not fs.finished(model_dir):
+    raise FileNotFoundError(f"{model_dir} is incomplete (a copy into place was interrupted "
+                            "or is still running): re-run the job that writes it")
+  # Our own model dir on a store is never a foreign one (whose readers are local-only).
+  foreign = (None if fs.is_remote(model_dir) and info_path.exists()
+             else foreign_models.read_foreign(model_dir))
   if foreign is not None:
     info, bert_config, params = foreign
   else:
-    info_path = model_dir / "task.json"
     if not info_path.exists():
       raise FileNotFoundError(f"{info_path} not found: pass a finetune workdir or its "
                               "model/ subdirectory, a transformers task directory or a TF1 "
                               "fine-tuned checkpoint directory")
-    with open(info_path, encoding="utf-8") as f:
+    with fs.open(info_path, encoding="utf-8") as f:
       info = json.load(f)
     bert_config, params = native.load_native(str(model_dir))
   tokenizer = load_tokenizer(model_dir / "vocab.txt", lowercase=bool(info["lowercase"]),

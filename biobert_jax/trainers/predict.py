@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.trainers import annotate_outputs as outputs_lib
@@ -81,10 +82,10 @@ def predict_file(task: str, checkpoint: str, input_path: str, output_path: str,
   predictor = RECORD_PREDICTORS[task]
   bioc = predict_formats.is_bioc(input_path)
   records = None if bioc else read_records(input_path)
-  if os.path.isdir(output_path):
+  if fs.isdir(output_path):
     raise InputError(f"--output {output_path} is a directory; name a file")
-  tmp = os.path.join(os.path.dirname(os.path.abspath(output_path)),
-                     outputs_lib.temp_name(os.path.basename(output_path)))
+  tmp = fs.join(fs.dirname(fs.abspath(output_path)),
+                outputs_lib.temp_name(fs.basename(output_path)))
   try:
     handle = outputs_lib.open_new(tmp)
   except OSError as e:
@@ -96,10 +97,9 @@ def predict_file(task: str, checkpoint: str, input_path: str, output_path: str,
                               log_every_s=log_every_s, log=log)
       results = predict_formats.predict_bioc(input_path, tag) if bioc else tag(records)
       predict_formats.write_records(results, handle, output_format)
-    os.replace(tmp, output_path)
+    fs.commit(tmp, output_path)
   except BaseException:
-    if os.path.lexists(tmp):
-      os.remove(tmp)
+    fs.remove(tmp)
     raise
   return len(results)
 

@@ -1,8 +1,6 @@
 """Pre-training as a library: `train(config, workdir)` (experiments/pretrain.py is its main)."""
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Any
 
 import jax
@@ -12,7 +10,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from biobert_jax import checkpoints as checkpoint_formats
-from biobert_jax import locking, models, sharding, tree
+from biobert_jax import fs, locking, models, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -108,7 +106,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   run holds it, every process raises locking.LockHeld before anything is written.
   """
   validate_pretrain_config(config)
-  workdir = os.path.abspath(workdir)
+  workdir = fs.abspath(workdir)
   with locking.hold_for_job(workdir):
     return _train(config, workdir)
 
@@ -136,12 +134,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
                                      ignore=("total_steps", "eval_every", "eval_steps"),
                                      write=jax.process_index() == 0)
   if jax.process_index() == 0:
-    with workdir_lib.atomic_path(os.path.join(workdir, native.CONFIG_NAME)) as tmp:
+    with workdir_lib.atomic_path(fs.join(workdir, native.CONFIG_NAME)) as tmp:
       bert_config.to_json_file(tmp)
-    with workdir_lib.atomic_path(os.path.join(workdir, "vocab.txt")) as tmp:
-      shutil.copyfile(config.vocab_path, tmp)
+    with workdir_lib.atomic_path(fs.join(workdir, "vocab.txt")) as tmp:
+      fs.copy(config.vocab_path, tmp)
 
-  checkpoints = CheckpointManager(os.path.join(workdir, native.CHECKPOINTS_DIR),
+  checkpoints = CheckpointManager(fs.join(workdir, native.CHECKPOINTS_DIR),
                                   keep=config.keep_checkpoints, keep_every=config.keep_every,
                                   async_save=config.async_checkpoints)
   batches = pretrain_data.make_train_batches(config, vocab_size, jax.process_index(),
@@ -175,7 +173,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   if jax.process_count() > 1:  # every process must run the same number of eval steps.
     n = int(np.min(multihost_utils.process_allgather(np.asarray(len(eval_batches)))))
     eval_batches = eval_batches[:n]
-  tb_dir = os.path.join(workdir, "tensorboard") if config.tensorboard else None
+  tb_dir = fs.join(workdir, "tensorboard") if config.tensorboard else None
   writer = metrics_writer.MetricsWriter(workdir, "metrics", tensorboard_dir=tb_dir)
   eval_writer = metrics_writer.MetricsWriter(workdir, "eval_metrics", tensorboard_dir=tb_dir,
                                              tag_prefix="")
@@ -205,8 +203,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
 
 def export(workdir: str, bert_config: BertConfig, vocab_path: str) -> str:
   """Final params of the workdir's latest checkpoint -> workdir/export (native + vocab)."""
-  out = os.path.join(workdir, "export")
-  manager = CheckpointManager(os.path.join(workdir, native.CHECKPOINTS_DIR), read_only=True)
+  out = fs.join(workdir, "export")
+  manager = CheckpointManager(fs.join(workdir, native.CHECKPOINTS_DIR), read_only=True)
   try:
     _, params = manager.restore_params()
   finally:
@@ -219,7 +217,7 @@ def export(workdir: str, bert_config: BertConfig, vocab_path: str) -> str:
       multihost_utils.sync_global_devices("export: tmp dir cleared")
     native.save_native(bert_config, params, tmp)
     if primary:
-      shutil.copyfile(vocab_path, os.path.join(tmp, "vocab.txt"))
+      fs.copy(vocab_path, fs.join(tmp, "vocab.txt"))
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("export: written")
   return out

@@ -3,18 +3,15 @@ and the handling of empty or missing dev/test splits.
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
-import os
-import pathlib
 from typing import Any
 from collections.abc import Iterable, Mapping
 
 import jax
 from absl import logging
 
-from biobert_jax import sharding
+from biobert_jax import fs, sharding
 from biobert_jax.config import BertConfig
 from biobert_jax.models import DTYPES
 
@@ -111,7 +108,7 @@ def _choice(config: Any, key: str, choices: Iterable[Any]) -> None:
 
 def _existing_path(config: Any, key: str, what: str) -> None:
   present, value = _lookup(config, key)
-  if present and value and not os.path.exists(str(value)):
+  if present and value and not fs.exists(str(value)):
     _fail(key, value, f"no such {what}")
 
 
@@ -133,13 +130,13 @@ def _optimizer(config: Any) -> None:
 
 def _checkpoint_positions(path: str) -> int | None:
   """max_position_embeddings from the JSON config of a checkpoint, when one is found."""
-  p = pathlib.Path(path)
+  p = fs.path(path)
   folder = p if p.is_dir() else p.parent
   for name in ("bert_config.json", "config.json"):
     candidate = folder / name
     if candidate.is_file():
       try:
-        with open(candidate, encoding="utf-8") as f:
+        with fs.open(candidate, encoding="utf-8") as f:
           value = json.load(f).get("max_position_embeddings")
       except (OSError, ValueError, AttributeError):
         return None  # the loader reports a broken config with its own message
@@ -214,7 +211,7 @@ def validate_pretrain_config(config: Any, *, device_count: int | None = None,
       if not [p for p in patterns if str(p).strip()]:
         _fail("train_files", files, "is empty: give a glob or comma-separated globs")
       for pattern in patterns:
-        if str(pattern).strip() and not glob.glob(str(pattern).strip()):
+        if str(pattern).strip() and not fs.glob(str(pattern).strip()):
           _fail("train_files", files, f"no file matches {str(pattern).strip()!r}")
   shape = _mesh(config, device_count)
   has_batch, batch = _lookup(config, "batch_size")

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from typing import Any
 from collections.abc import Iterator, Mapping, Sequence
 
-from biobert_jax import locking, tree
+from biobert_jax import fs, locking, tree
 
 CONFIG_NAME = "config.json"
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = fs.TMP_SUFFIX
 
 # Keys that never change what a run computes, only how it is logged, checkpointed or laid
 # out on devices (checkpoints restore onto any mesh), plus overwrite itself.
@@ -53,22 +51,17 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
 
 def clear(workdir: str) -> None:
   """Removes everything inside `workdir` but its lock (the directory itself stays)."""
-  for name in os.listdir(workdir):
-    if name == locking.LOCK_NAME:  # held by the run that clears
-      continue
-    path = os.path.join(workdir, name)
-    if os.path.isdir(path) and not os.path.islink(path):
-      shutil.rmtree(path)
-    else:
-      os.remove(path)
+  for name in fs.listdir(workdir):
+    if name != locking.LOCK_NAME:  # held by the run that clears
+      fs.remove(fs.join(workdir, name))
 
 
 def recorded_config(workdir: str) -> dict | None:
   """The config.json a run recorded in `workdir` (plain JSON values), or None."""
-  path = os.path.join(workdir, CONFIG_NAME)
-  if not os.path.exists(path):
+  path = fs.join(workdir, CONFIG_NAME)
+  if not fs.exists(path):
     return None
-  with open(path, encoding="utf-8") as f:
+  with fs.open(path, encoding="utf-8") as f:
     return json.load(f)
 
 
@@ -89,7 +82,7 @@ def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] =
   Raises:
     WorkdirConfigMismatch: listing the differing keys, before anything is written.
   """
-  path = os.path.join(workdir, CONFIG_NAME)
+  path = fs.join(workdir, CONFIG_NAME)
   current = config_as_json(config)
   overwrite = bool(config.get("overwrite", False))
   resumed = False
@@ -108,7 +101,7 @@ def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] =
     else:
       resumed = True
   if write:
-    os.makedirs(workdir, exist_ok=True)
+    fs.makedirs(workdir)
     write_json(path, current)
   return resumed
 
@@ -116,16 +109,9 @@ def check_or_record_config(workdir: str, config: Any, *, ignore: Sequence[str] =
 def write_json(path: str, obj: Any) -> None:
   """JSON (indented, keys sorted) written to a temporary name, then renamed."""
   with atomic_path(path) as tmp:
-    with open(tmp, "w", encoding="utf-8") as f:
+    with fs.open(tmp, "w", encoding="utf-8") as f:
       json.dump(obj, f, indent=2, sort_keys=True)
       f.write("\n")
-
-
-def _remove(path: str) -> None:
-  if os.path.isdir(path) and not os.path.islink(path):
-    shutil.rmtree(path)
-  elif os.path.lexists(path):
-    os.remove(path)
 
 
 @contextlib.contextmanager
@@ -133,8 +119,10 @@ def atomic_path(final: str, *, primary: bool = True) -> Iterator[str]:
   """Yields `<final>.tmp` to write (a file or a directory); renames it to `final` on
   success (replacing an older `final`), removes it on failure.
 
-  A directory replaces an older one in two renames (old out of the way, new in); a kill
-  between them leaves the old one at `<final>.old`, never a partial result at `final`.
+  Locally a directory replaces an older one in two renames (old out of the way, new in);
+  a kill between them leaves the old one at `<final>.old`, never a partial result at
+  `final`. On an object store `fs.commit` copies and deletes the stage last: see
+  `fs.finished`.
   With several processes writing one directory, only the `primary` one removes and
   renames (the caller synchronises the processes around the block).
   """
@@ -142,17 +130,10 @@ def atomic_path(final: str, *, primary: bool = True) -> Iterator[str]:
   if not primary:
     yield tmp
     return
-  _remove(tmp)
+  fs.discard_unfinished(final)
   try:
     yield tmp
   except BaseException:
-    _remove(tmp)
+    fs.remove(tmp)
     raise
-  if os.path.isdir(tmp) and os.path.isdir(final):
-    old = final + ".old"
-    _remove(old)
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old)
-  else:
-    os.replace(tmp, final)
+  fs.commit(tmp, final)

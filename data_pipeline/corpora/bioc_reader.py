@@ -15,10 +15,14 @@ splitting never crosses.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Iterator
+
+from biobert_jax import fs
 
 if TYPE_CHECKING:
   import bioc
@@ -51,8 +55,14 @@ def sniff(head: bytes) -> str | None:
   return None
 
 
-def _open(path: str):
-  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[IO[bytes]]:
+  with fs.open(path, "rb") as raw:  # local or gs://
+    if str(path).endswith(".gz"):
+      with gzip.open(raw, "rb") as f:
+        yield f
+    else:
+      yield raw
 
 
 def read_head(path: str, size: int = 1 << 16) -> bytes:

@@ -6,6 +6,8 @@ import pathlib
 import zlib
 from typing import BinaryIO
 
+from biobert_jax import fs
+
 # What reading a corpus file can raise besides a parse error: a truncated or corrupt gzip
 # (EOFError, zlib.error, OSError), and LookupError when an XML declaration names an
 # encoding Python does not know (expat asks the codecs registry; found by fuzzing).
@@ -15,7 +17,7 @@ READ_ERRORS = (EOFError, OSError, zlib.error, LookupError)
 def open_binary(path: str | pathlib.Path) -> BinaryIO:
   """Opens `path` for streaming reads; `.gz` files are decompressed on the fly."""
   path = str(path)
-  raw = open(path, "rb")  # pylint: disable=consider-using-with
+  raw = fs.open(path, "rb")  # pylint: disable=consider-using-with
   if path.endswith(".gz"):
     return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
   return raw

@@ -191,6 +191,7 @@ def _tfrecord_batches(config, process_index: int, process_count: int,
   """Batches of static examples; parsing is vectorised over each batch."""
   files = sources.expand_files(config.train_files)
   files, shard_index, shard_count = sources.shard_files(files, process_index, process_count)
+  files = sources.local_copies(files)
   _check_has_records(files, shard_index, shard_count, process_index, process_count)
   files_ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
   files_ds = files_ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)

@@ -3,7 +3,10 @@ reading, hold-out by crc32 of the document id, tokenisation.
 """
 from __future__ import annotations
 
-import glob
+import atexit
+import os
+import shutil
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
@@ -13,6 +16,7 @@ import numpy as np
 from data_pipeline._tf import tf
 from data_pipeline.corpora import CorpusError, ReadStats, read_documents
 from data_pipeline.pretraining.instances import TokenizedDocument
+from biobert_jax import fs
 
 # A chunk of documents from one file: ids [k], all their sentences [n], sentences per
 # document [k]. Python hands documents to TF in chunks because each from_generator step
@@ -27,11 +31,30 @@ def expand_files(train_files: str | Sequence[str]) -> list[str]:
   patterns = train_files.split(",") if isinstance(train_files, str) else list(train_files)
   files: list[str] = []
   for pattern in patterns:
-    matched = sorted(glob.glob(pattern.strip()))
+    matched = fs.glob(pattern.strip())
     if not matched:
       raise FileNotFoundError(f"no file matches {pattern!r} (config.train_files)")
     files.extend(matched)
   return files
+
+
+def local_copies(files: list[str]) -> list[str]:
+  """`files` with each object-store URL replaced by a local copy (downloaded once per
+  process into a temporary directory removed at exit): TensorFlow's own gs:// client, which
+  tf.data would use, ignores STORAGE_EMULATOR_HOST and other fsspec settings. Called on
+  this host's share only."""
+  if not any(fs.is_remote(f) for f in files):
+    return files
+  cache = tempfile.mkdtemp(prefix="biobert-shards-")
+  atexit.register(shutil.rmtree, cache, True)
+  out = []
+  for i, f in enumerate(files):
+    if fs.is_remote(f):
+      target = os.path.join(cache, f"{i:05d}-{fs.basename(f)}")
+      fs.copy(f, target)
+      f = target
+    out.append(f)
+  return out
 
 
 def shard_files(files: list[str], process_index: int,

@@ -4,7 +4,10 @@ an empty shard.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
+from biobert_jax import fs
 from data_pipeline._tf import tf
 from data_pipeline.corpora import CorpusError
 from data_pipeline.pretraining import dataset as dataset_lib
@@ -47,7 +50,10 @@ def write_static_examples(config, output_pattern: str, num_shards: int = 1,
     passes.append(dataset_lib.corpus_batches(pass_config, batch_size=256,
                                              drop_remainder=False, tokenizer=tokenizer,
                                              for_static=True, stats=stats).unbatch())
-  paths = [output_pattern.format(shard=i, num_shards=num_shards) for i in range(num_shards)]
+  finals = [output_pattern.format(shard=i, num_shards=num_shards) for i in range(num_shards)]
+  # Shards for an object store are written locally, then uploaded whole (see local_copies).
+  staging = tempfile.mkdtemp(prefix="biobert-shards-") if fs.is_remote(output_pattern) else None
+  paths = [os.path.join(staging, fs.basename(f)) for f in finals] if staging else finals
   writers = [tf.io.TFRecordWriter(path) for path in paths]
   count = 0
   try:
@@ -63,4 +69,10 @@ def write_static_examples(config, output_pattern: str, num_shards: int = 1,
       os.remove(path)
     raise CorpusError(f"{config.train_files}: only {count} example(s) for {num_shards} "
                       f"shards; no shard may be empty (use fewer shards or more text)")
-  return paths
+  if staging:
+    try:
+      for path, final in zip(paths, finals):
+        fs.copy(path, final)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  return finals

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from biobert_jax import fs
 from data_pipeline import textio
 from data_pipeline.errors import InputError
 
@@ -46,7 +47,7 @@ def read_relation_tsv(path: str | os.PathLike,
     InputError naming `path:line` for a row with the wrong number of columns, an empty
     sentence, an empty label or a label outside `allowed_labels`.
   """
-  path = pathlib.Path(path)
+  path = fs.path(path)
   lines = _open_lines(path)
   allowed = None if allowed_labels is None else set(allowed_labels)
   has_header = bool(lines) and [c.strip().lower() for c in lines[0].split("\t")] == [
@@ -80,7 +81,7 @@ def read_relation_tsv(path: str | os.PathLike,
 def detect_dataset(data_dir: str | os.PathLike) -> str:
   """"chemprot" for a raw ChemProt release (data_dir or data_dir/raw holds
   chemprot_training/), "biobert_tsv" for a directory with train.tsv/test.tsv."""
-  d = pathlib.Path(data_dir)
+  d = fs.path(data_dir)
   if chemprot_raw_dir(d) is not None:
     return "chemprot"
   if (d / "train.tsv").exists() or (d / "test.tsv").exists():
@@ -91,7 +92,7 @@ def detect_dataset(data_dir: str | os.PathLike) -> str:
 
 
 def chemprot_raw_dir(data_dir: str | os.PathLike) -> pathlib.Path | None:
-  d = pathlib.Path(data_dir)
+  d = fs.path(data_dir)
   for candidate in (d, d / "raw"):
     if (candidate / "chemprot_training").is_dir():
       return candidate
@@ -105,7 +106,7 @@ def read_biobert_splits(data_dir: str | os.PathLike, allowed_labels: Iterable[st
   allowed_labels: a label outside it is an InputError naming the file and line (instead of
   silently becoming one more class, which also turns GAD's binary F1 into micro F1).
   """
-  d = pathlib.Path(data_dir)
+  d = fs.path(data_dir)
   splits = {}
   for split in ("train", "dev", "test"):
     if (d / f"{split}.tsv").exists():

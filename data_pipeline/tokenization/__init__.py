@@ -8,6 +8,7 @@ from data_pipeline.tokenization import sentencepiece_model
 from data_pipeline.tokenization.base import (CLS, MASK, PAD, SEP, SPECIAL_TOKENS, UNK, Span,
                                              Tokenizer, WordPieceTokenizer, read_text_lines,
                                              read_vocab)
+from biobert_jax import fs
 
 
 def load_tokenizer(vocab_path: str | pathlib.Path, lowercase: bool = False,
@@ -20,7 +21,7 @@ def load_tokenizer(vocab_path: str | pathlib.Path, lowercase: bool = False,
       does for uncased vocabularies. Must match how the vocabulary was built.
     extra_tokens: tokens never split, with ids `len(vocab) + i`.
   """
-  vocab_path = pathlib.Path(vocab_path)
+  vocab_path = fs.path(vocab_path)
   if vocab_path.suffix == ".model":
     return sentencepiece_model.SentencePieceTokenizer(
         vocab_path, lowercase=lowercase, extra_tokens=extra_tokens)

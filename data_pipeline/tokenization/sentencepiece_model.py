@@ -10,6 +10,8 @@ import sentencepiece as spm
 
 from data_pipeline.tokenization.base import Span, Tokenizer
 
+from biobert_jax import fs
+
 if TYPE_CHECKING:
   from data_pipeline._tf import tf
 
@@ -21,7 +23,7 @@ class SentencePieceTokenizer(Tokenizer):
 
   def __init__(self, model_path: str | pathlib.Path, lowercase: bool = False,
                extra_tokens: Sequence[str] = ()):
-    self._model_proto = pathlib.Path(model_path).read_bytes()
+    self._model_proto = fs.read_bytes(model_path)
     self._sp = spm.SentencePieceProcessor(model_proto=self._model_proto)
     base_vocab = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
     super().__init__(base_vocab, lowercase, extra_tokens, str(model_path))
