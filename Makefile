@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,notebook]"
+	$(PY) -m pip install -q -e ".[test,notebook,tpu]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -11,7 +11,7 @@ into the original text). A task supports this when its adapter module defines
 """
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import runtime
 from biobert_jax.trainers.predict import predict_file
 
 _TASK = flags.DEFINE_enum("task", "ner", ["ner", "re", "qa"], "Task family.")
@@ -24,8 +24,7 @@ flags.mark_flags_as_required(["checkpoint", "input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value)
   print(f"wrote {n} records to {_OUTPUT.value}")
 

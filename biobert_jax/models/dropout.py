@@ -1,23 +1,9 @@
-"""Dropout with the masks of `jax.random.bernoulli`, computed in one fused pass.
+"""Dropout with the masks of `jax.random.bernoulli` (flax's Dropout draw).
 
-The masks are bit for bit those of `jax.random.bernoulli(key, keep_prob, shape)` (flax's
-Dropout draw, partitionable threefry): each element's 32 random bits are threefry2x32 of
-the key and the element's flat index, the two output words XORed, and an element is kept
-when those bits, read as a uniform float in [0, 1), fall below the keep probability.
-
-Why not call `jax.random.bernoulli`: on CPU, JAX lowers threefry2x32 as a loop of five
-steps, each reading and writing whole counter arrays the size of the mask. Written out
-here as the 20 rounds of plain integer ops, XLA fuses the hash into the select that
-applies it: one pass, in registers. One [32, 12, 128, 128] attention mask alone: 250-290 ms
--> 30-50 ms on the 2-core box. MiniLM's fine-tuning step (batch 32, one process, same
-params after 9 steps to the bit): L=128 3.92 -> 3.46 s, L=64 1.70 -> 1.67 s, L=32 unchanged;
-the gain grows with the [B, N, L, L] attention masks, so QA's 384-piece windows gain most.
-
-History (WORKSPACE_NOTES, issues 12 and 14): sessions 2-11 drew the masks from a cheap
-counter hash (lowbias32 of the flat index), which passed every statistical check yet
-trained worse on ChemProt (three seeds 0.314-0.319 against 0.338-0.346 with Bernoulli
-masks); session 13 tried four 16-bit draws per threefry block (ChemProt 0.3232 on one
-seed). Both were other random streams. This module keeps the Bernoulli stream exactly.
+Where the mask comes from is the runtime's choice (`biobert_jax.runtime`): on CPU the
+straight-line threefry of `runtime.dropout_hash` (fused into the select that applies it),
+with the mask saved for the backward pass; on TPU and GPU `jax.random.bernoulli` and
+plain autodiff, the standard program. Both draw the same bits, so the outputs are equal.
 
 The drop probability is rounded to a multiple of 2^-16 and kept values are divided by the
 exact keep probability, so the output is unbiased.
@@ -25,7 +11,6 @@ exact keep probability, so the output is unbiased.
 from __future__ import annotations
 
 import functools
-import math
 
 import flax.linen as nn
 import jax
@@ -33,40 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-_BITS = 16  # Resolution of the drop probability: rate is rounded to a multiple of 2^-16.
-# Threefry-2x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011):
-# rotation distances of the two alternating groups of four rounds, and the key-schedule
-# parity constant.
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_PARITY = np.uint32(0x1BD11BDA)
+from biobert_jax import runtime
+from biobert_jax.runtime import dropout_hash
 
-
-def _rotl(v: jax.Array, d: int) -> jax.Array:
-  return lax.shift_left(v, np.uint32(d)) | lax.shift_right_logical(v, np.uint32(32 - d))
-
-
-def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array
-                 ) -> tuple[jax.Array, jax.Array]:
-  """Threefry-2x32, 20 rounds, as straight-line integer ops (XLA fuses it whole)."""
-  ks = (k0, k1, k0 ^ k1 ^ _PARITY)
-  x0, x1 = x0 + ks[0], x1 + ks[1]
-  for block in range(5):
-    for d in _ROTATIONS[block % 2]:
-      x0 = x0 + x1
-      x1 = _rotl(x1, d) ^ x0
-    x0 = x0 + ks[(block + 1) % 3]
-    x1 = x1 + ks[(block + 2) % 3] + np.uint32(block + 1)
-  return x0, x1
-
-
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-  """uint32 row-major index of every element, built from per-axis iotas (partitionable)."""
-  index = jnp.zeros(shape, jnp.uint32)
-  stride = 1
-  for axis in reversed(range(len(shape))):
-    index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
-    stride *= shape[axis]
-  return index
+_BITS = dropout_hash.BITS
 
 
 def drop_threshold(rate: float) -> int:
@@ -75,32 +30,23 @@ def drop_threshold(rate: float) -> int:
 
 
 def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-  """Boolean keep mask of `shape`: True with probability 1 - drop_threshold(rate) / 2^16;
-  equal to `jax.random.bernoulli(key, that probability, shape)` for a threefry key.
-
-  bernoulli keeps an element when uniform < p, where uniform = (bits >> 9) / 2^23 exactly;
-  with p = (2^16 - t) / 2^16 that is bits < (2^16 - t) << 16, an integer compare.
-  """
+  """Boolean keep mask of `shape`: True with probability 1 - drop_threshold(rate) / 2^16,
+  equal to `jax.random.bernoulli(key, that probability, shape)`; drawn as the current
+  runtime says (threefry written out on CPU, bernoulli elsewhere)."""
   shape = tuple(int(d) for d in shape)
   threshold = drop_threshold(rate)
   if threshold <= 0:
     return jnp.ones(shape, bool)
-  data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-  if (math.prod(shape) >= 1 << 32 or data.shape != (2,)
-      or jax.config.jax_default_prng_impl != "threefry2x32"
-      or not jax.config.jax_threefry_partitionable):
-    # Beyond a 32-bit index, or another generator or stream layout: JAX's own draw.
-    return jax.random.bernoulli(key, 1.0 - threshold / (1 << _BITS), shape)
-  data = data.astype(jnp.uint32)
-  hi, lo = threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), _flat_index(shape))
-  bound = np.uint32(((1 << _BITS) - threshold) << (32 - _BITS))
-  return (hi ^ lo) < bound
+  if runtime.current().dropout_hash:
+    return dropout_hash.keep_mask(key, shape, threshold)
+  return jax.random.bernoulli(key, 1.0 - threshold / (1 << _BITS), shape)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array, save_mask: bool = True) -> jax.Array:
   """Inverted dropout of `x` (identity when nothing drops).
 
-  `save_mask` hands the gradient the boolean mask through a custom VJP. Without it, XLA
+  `save_mask` (CPU runtime only; elsewhere plain autodiff) hands the gradient the boolean
+  mask through a custom VJP. Without it, XLA
   fuses the hash into every consumer of the mask: for a hidden-state site, the forward
   select, the backward select and both operands of the next dense layer's gradient dots,
   four threefry hashes per site. With it, two (forward and backward). MiniLM, batch 32, one
@@ -116,7 +62,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, save_mask: bool = True) -
     return jnp.zeros_like(x)
   keep_prob = 1.0 - threshold / (1 << _BITS)
   mask = keep_mask(key, x.shape, rate)
-  if save_mask:
+  if save_mask and runtime.current().dropout_hash:
     return _masked_scale(x, mask, keep_prob)
   return _scale_kept(x, mask, keep_prob)
 

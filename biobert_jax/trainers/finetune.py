@@ -37,17 +37,18 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import models, sharding
+from biobert_jax import models, runtime as runtime_lib, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.tasks import Task, TaskData, get_task
-from biobert_jax.train import ahead, loop, metrics_writer, optim
+from biobert_jax.train import loop, metrics_writer, optim
+from biobert_jax.runtime import ahead
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
-from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
+from biobert_jax.trainers.finetune_batches import compile_ahead, example_batch, train_batches
 from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
 from biobert_jax.trainers.validation import (check_splits, split_notes,
                                              validate_finetune_config)
@@ -152,7 +153,8 @@ _STEPS_CACHE_SIZE = 4
 
 
 def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings: Any,
-           mesh: Any, compiler_options: dict | None) -> tuple[Callable, Callable]:
+           mesh: Any, compiler_options: dict | None,
+           rt: runtime_lib.Runtime) -> tuple[Callable, Callable]:
   """`_make_steps`, reused when an earlier run had the same key.
 
   The steps depend on the task adapter (a stateless module singleton), the flax module (a
@@ -162,12 +164,12 @@ def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings:
   options. Seeds, data and the initial params are inputs of the steps, not part of them.
   """
   key = (setup.task, setup.module, tuple(sorted(opt_spec.items())), mesh,
-         tuple(sorted((compiler_options or {}).items())))
+         tuple(sorted((compiler_options or {}).items())), rt)
   if key in _STEPS_CACHE:
     _STEPS_CACHE.move_to_end(key)
     return _STEPS_CACHE[key]
   steps = _make_steps(setup, tx, schedule, shardings, mesh, compiler_options,
-                      opt_spec["trainable"])
+                      opt_spec["trainable"], rt)
   _STEPS_CACHE[key] = steps
   while len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
     _STEPS_CACHE.popitem(last=False)
@@ -175,10 +177,12 @@ def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings:
 
 
 def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
-                compiler_options: dict | None,
-                trainable: tuple[str, ...]) -> tuple[Callable, Callable]:
-  """(train_step(state, batch): a gradient program per batch shape and one update
-  program, predict_step(params, batch)), both compiled ahead by `compile_ahead`."""
+                compiler_options: dict | None, trainable: tuple[str, ...],
+                rt: runtime_lib.Runtime) -> tuple[Callable, Callable]:
+  """(train_step(state, batch), predict_step(params, batch)). On CPU (rt.split_train_step,
+  rt.compile_ahead) the train step is a gradient program per batch shape and one update
+  program, and both steps compile every shape ahead (`compile_ahead`); elsewhere they are
+  the standard jitted one-program step and predict function."""
   task, module = setup.task, setup.module
 
   def loss_fn(params, batch, rng):
@@ -190,15 +194,66 @@ def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh:
     outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
     return task.predict_outputs(outputs)
 
-  train_step = ahead.SplitTrainStep(
-      step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn, trainable=trainable),
-                             shardings, mesh, compiler_options=compiler_options),
-      step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
-                               compiler_options=compiler_options))
+  loss_fn = rt.traced(loss_fn)
+  if rt.split_train_step:
+    train_step = ahead.SplitTrainStep(
+        step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn, trainable=trainable),
+                               shardings, mesh, compiler_options=compiler_options),
+        step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
+                                 compiler_options=compiler_options))
+  else:
+    train_step = step_lib.jit_train_step(
+        step_lib.make_loss_train_step(loss_fn, tx, schedule, trainable=trainable),
+        shardings, mesh, compiler_options=compiler_options)
   predict_step = step_lib.jit_eval_step(predict, shardings["params"], mesh,
                                         compiler_options=compiler_options)
-  # Wrapped so that run() can compile every batch shape ahead, in parallel.
-  return train_step, ahead.CompiledByShape(predict_step)
+  if rt.compile_ahead:  # wrapped so that run() can compile every batch shape ahead
+    predict_step = ahead.CompiledByShape(predict_step)
+  return train_step, predict_step
+
+
+@dataclasses.dataclass
+class Program:
+  """What `run` jits, built once for the trainer and the planner (biobert_jax.plan)."""
+  mesh: Any
+  runtime: runtime_lib.Runtime
+  opt_spec: dict
+  tx: Any
+  schedule: Callable
+  specs: Any
+  abstract_params: Any
+  abstract_state: Any
+  shardings: Any
+  train_step: Callable
+  predict_step: Callable
+
+  def abstract_batch(self, setup: Setup, batch_size: int, length: int) -> dict[str, Any]:
+    """A training batch of `length` pieces, as sharded ShapeDtypeStructs."""
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
+                                    sharding=sharding.batch_sharding(self.mesh))
+            for k, v in example_batch(setup.splits["train"], batch_size, length).items()}
+
+
+def build_program(setup: Setup, config: ml_collections.ConfigDict, batch_size: int,
+                  total_steps: int, devices: list[Any] | None = None,
+                  compiler_options: dict | None = None) -> Program:
+  """Mesh, optimiser, state shardings and the jitted steps for `devices` (default: all;
+  abstract TPU devices for the planner). The devices' platform picks the runtime."""
+  devices = list(jax.devices() if devices is None else devices)
+  rt = runtime_lib.for_devices(devices)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  _check_batch_sizes(config, batch_size, mesh)
+  extra_trainable = trainable_patterns(config, setup.bert_config)
+  opt_spec = optim.optimizer_spec(config, total_steps, extra_trainable=extra_trainable)
+  tx, schedule = optim.make_optimizer(opt_spec)
+  specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                 setup.params)
+  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
+                                    compiler_options, rt)
+  return Program(mesh, rt, opt_spec, tx, schedule, specs, abstract_params, abstract_state,
+                 shardings, train_step, predict_step)
 
 
 def discard_checkpoints(workdir: str) -> None:
@@ -253,17 +308,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if n_train == 0:
     raise ValueError("no training features (check config.data_dir / max_train_examples)")
   batch_size = min(int(config.batch_size), n_train)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
   total_steps = steps_per_epoch * int(config.num_epochs)
-  extra_trainable = trainable_patterns(config, setup.bert_config)
-  opt_spec = optim.optimizer_spec(config, total_steps, extra_trainable=extra_trainable)
-  tx, schedule = optim.make_optimizer(opt_spec)
-  specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
-  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                 setup.params)
-  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  program = build_program(setup, config, batch_size, total_steps, devices, compiler_options)
+  mesh, tx, specs = program.mesh, program.tx, program.specs
+  abstract_params, abstract_state = program.abstract_params, program.abstract_state
+  shardings = program.shardings
 
   # Nothing is written before this check: a re-run with another config stops here.
   workdir_lib.check_or_record_config(workdir, config)
@@ -292,9 +342,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     state, shardings = state_lib.state_from_params(setup.params, specs, tx, mesh,
                                                    int(config.seed))
   start_step = int(jax.device_get(state["step"]))
-  train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
-                                    compiler_options)
-  announced = compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
+  train_step, predict_step = program.train_step, program.predict_step
+  announced = program.runtime.compile_ahead and compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
                             steps_per_epoch, start_step, total_steps,
                             sharding.batch_sharding(mesh))
   if announced:
@@ -388,8 +437,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                    tracker["history"], time.time() - t_start, t_run, dev_decoded)
   finally:
     best_checkpoints.close()
-    train_step.cancel_pending()
-    predict_step.cancel_pending()
+    for step in (train_step, predict_step):
+      if hasattr(step, "cancel_pending"):  # the CPU runtime's compiled-ahead steps
+        step.cancel_pending()
 
 
 def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,

@@ -21,8 +21,10 @@ import numpy as np
 import optax
 from absl import app
 
-from biobert_jax import checkpoints, host_memory, models, sharding
-from biobert_jax.train import ahead, optim
+from biobert_jax import checkpoints, models, sharding
+from biobert_jax.runtime import host_memory
+from biobert_jax.train import optim
+from biobert_jax.runtime import ahead
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 from experiments.benchmarks import common

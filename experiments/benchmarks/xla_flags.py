@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from biobert_jax import checkpoints, host_memory, models
+from biobert_jax import checkpoints, models
+from biobert_jax.runtime import host_memory
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 

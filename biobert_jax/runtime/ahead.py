@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
-from biobert_jax import host_memory
+from biobert_jax.runtime import host_memory
 
 
 def batch_key(batch: dict[str, Any]) -> tuple:

@@ -18,7 +18,7 @@ Measured (`experiments.benchmarks.finetune_step`, one process per setting): our 
 1.16x faster at length 32 and 1.28x at 128, with no page faults per step.
 
 What it costs:
-- Freed host memory stays with the process. Compiling in threads (`train/ahead.py`) leaves
+- Freed host memory stays with the process. Compiling in threads (`runtime/ahead.py`) leaves
   each compile thread's arena full of freed memory; `release_free_memory()` after each compile
   hands it back (a 40-step GAD fine-tune: peak RSS 4.3 -> 3.9 GB; 3.5 GB with glibc's defaults).
 - Python no longer runs ahead of the CPU step. The input pipeline has its own threads.
