@@ -4,10 +4,6 @@ Each recipe is one call into the library's public entry points (the pre-training
 `train`, the fine-tuning loop's `run`, the native checkpoint writer), with the knobs a
 budget-bound ablation turns. Nothing here re-implements training: a notebook that uses
 these stays short and never copies a training loop.
-
-Importing this module sets the process up as the mains do (`runtime.setup_process`: the
-CPU allocator settings on CPU, the compilation cache everywhere), so a notebook that
-imports it before its first JAX computation runs what the command line runs.
 """
 from __future__ import annotations
 
@@ -20,15 +16,13 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
-from biobert_jax import models, runtime
+from biobert_jax import models
 from biobert_jax.checkpoints import native
 from biobert_jax.trainers import finetune as finetune_lib
 from biobert_jax.trainers import pretrain as pretrain_lib
 from data_pipeline import paths
 from experiments.configs import finetune as finetune_configs
 from experiments.configs import pretrain as pretrain_configs
-
-runtime.setup_process()
 
 
 def cased_vocab() -> str:

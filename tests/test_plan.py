@@ -242,3 +242,22 @@ def test_collectives_parser_on_hand_written_hlo():
   assert got["all-gather"] == {"count": 12, "bytes": 12 * 16 * 4 * 4, "static_count": 1}
   assert got["all-reduce"] == {"count": 1, "bytes": 8 * 4 + 4 * 2, "static_count": 1}
   assert got["reduce-scatter"] == {"count": 1, "bytes": 64 * 4, "static_count": 1}
+
+
+def test_h100_topology_compiles_without_a_gpu(tmp_path):
+  """XLA's GPU compiler through jax's CUDA plugin (the `gpu-plan` extra), no GPU needed.
+  In its own process: where JAX already tried (and failed) to start CUDA, the plugin cannot
+  describe a topology any more."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+    pytest.skip("jax-cuda12-plugin (the gpu-plan extra) is not installed")
+  out = tmp_path / "plan.json"
+  proc = _run_plan(["--config=experiments/configs/pretrain.py:tiny", "--topology=h100:8",
+                    "--config.batch_size=16", "--config.max_seq_length=64",
+                    f"--output={out}"], tmp_path,
+                   {"PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["fits"] and result["chip"] == "h100" and result["devices"] == 8
+  assert result["per_chip_bytes"]["temporaries"] > 0
+  assert result["hbm_bytes_per_chip"] == int(0.75 * 80e9)

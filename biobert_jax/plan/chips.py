@@ -38,11 +38,14 @@ class Chip:
   devices_per_chip: int = 1  # JAX devices per chip in the planner's topology
   source: str = ""
 
+  switched: bool = False      # links go through a switch (NVSwitch): all carry a collective
+
   @property
   def ring_bandwidth(self) -> float:
-    """Bytes/s a chip moves in a bidirectional ring along one mesh axis (two links, one
-    way each): the rate the roofline gives every collective."""
-    return 2.0 * self.link_bandwidth
+    """Bytes/s one chip sends in a collective, the rate the roofline gives every collective:
+    a bidirectional ring along one torus axis uses two links one way each (TPU); behind
+    NVSwitch every link carries it (H100: 18 x 25 GB/s = 450 GB/s one way)."""
+    return (self.links if self.switched else 2.0) * self.link_bandwidth
 
 
 CHIPS: dict[str, Chip] = {
@@ -52,7 +55,7 @@ CHIPS: dict[str, Chip] = {
                 source="cloud.google.com/tpu/docs/v5e; scaling book (ICI per link)"),
     "v5p": Chip("v5p", 459e12, 95 * GIB, 2.765e12, 9e10, 6,
                 source="cloud.google.com/tpu/docs/v5p; scaling book (ICI per link)"),
-    "h100": Chip("h100", 989e12, 80 * 10**9, 3.35e12, 25e9, 18,
+    "h100": Chip("h100", 989e12, 80 * 10**9, 3.35e12, 25e9, 18, switched=True,
                  source="NVIDIA H100 datasheet (SXM5)"),
     # The host CPU: no published peak; a nominal 2-core AVX2 figure so that `cpu:N` plans
     # print something. Its times are not estimates of anything.
