@@ -15,7 +15,9 @@ import re
 import time
 from typing import Any
 
+import jax
 import ml_collections
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from biobert_jax.config import DEFAULT_VOCAB_SIZE, BertConfig
 from biobert_jax.plan import analytic, compiled as compiled_lib, topology as topology_lib
@@ -55,12 +57,21 @@ def _pretrain_bert(config: ml_collections.ConfigDict) -> BertConfig:
 
 
 def _compile(jitted: Any, args: tuple) -> Any:
+  """Compiles outside the persistent cache: a deviceless executable cannot be loaded
+  back from it (no client), and it would only fill the cache of real runs."""
+  cached = jax.config.jax_enable_compilation_cache
+  # JAX decides once whether the cache is in use: reset that decision around the switch.
+  jax.config.update("jax_enable_compilation_cache", False)
+  jax_cache.reset_cache()
   try:
     return jitted.lower(*args).compile()
   except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
     if _OOM.search(str(e)):
       raise DoesNotFit(str(e).splitlines()[0][:400]) from e
     raise
+  finally:
+    jax.config.update("jax_enable_compilation_cache", cached)
+    jax_cache.reset_cache()
 
 
 def compile_step(config: ml_collections.ConfigDict, devices: list[Any]
@@ -87,9 +98,7 @@ def compile_step(config: ml_collections.ConfigDict, devices: list[Any]
                          head_outputs=labels, dtype=config.dtype)
   step = program.train_step
   if hasattr(step, "grad"):  # the CPU runtime's two programs
-    import jax  # pylint: disable=import-outside-toplevel
-    grads = state_lib.with_shardings(program.abstract_params,
-                                              program.shardings["params"])
+    grads = state_lib.with_shardings(program.abstract_params, program.shardings["params"])
     loss = {"loss": jax.ShapeDtypeStruct((), "float32")}
     return ([_compile(step.grad._jitted, (state, batch)),  # pylint: disable=protected-access
              _compile(step.update._jitted, (state, grads, loss))],  # pylint: disable=protected-access

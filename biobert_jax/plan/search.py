@@ -80,8 +80,9 @@ def estimate(config: ml_collections.ConfigDict, c: dict[str, Any], chip: Any, de
 
 def search(config: ml_collections.ConfigDict, topology: str, compile_top: int = 3
            ) -> dict[str, Any]:
-  """{"fits", "best" (the plan of the fastest compiled candidate that fits), "candidates"
-  (fastest first: analytic figures, and the compiled verdict for those compiled)}."""
+  """The plan of the fastest compiled candidate that fits (planner.plan's keys), with
+  "search": {"candidates" (those that fit, fastest first: analytic figures, and the
+  compiled verdict where compiled), "searched"}; {"fits": False, ...} when none fits."""
   devices = topology_lib.devices(topology)
   chip = topology_lib.chip_of(devices)
   hbm = topology_lib.usable_hbm_bytes(devices)
@@ -101,24 +102,26 @@ def search(config: ml_collections.ConfigDict, topology: str, compile_top: int = 
     if result["fits"] and best is None:
       best = result
   fitting = [r for r in rows if r.get("compiled_fits", r["analytic_fits"])]
-  return {"fits": best is not None, "topology": topology, "best": best,
-          "candidates": fitting, "hbm_bytes_per_chip": hbm,
-          "searched": len(rows)}
+  found = {"candidates": fitting, "searched": len(rows)}
+  if best is None:
+    return {"fits": False, "topology": topology, "hbm_bytes_per_chip": hbm, "search": found}
+  return dict(best, search=found)
 
 
 def table(result: dict[str, Any]) -> str:
-  lines = [f"search on {result['topology']}: {result['searched']} candidates, "
-           f"{len(result['candidates'])} fit (analytic; compiled where marked)",
+  found = result["search"]
+  lines = [f"search on {result['topology']}: {found['searched']} candidates, "
+           f"{len(found['candidates'])} fit (analytic; compiled where marked)",
            "  data fsdp tensor remat accum  GiB/dev(analytic) compiled   step ms   MFU<="]
-  for r in result["candidates"][:20]:
+  for r in found["candidates"][:20]:
     comp = r.get("compiled_bytes_per_chip")
     lines.append(f"  {r['data']:>4} {r['fsdp']:>4} {r['tensor']:>6} {str(r['remat']):>5} "
                  f"{r['grad_accum_steps']:>5}  {r['analytic_bytes_per_chip'] / 2**30:>17.2f} "
                  f"{'-' if comp is None else f'{comp / 2**30:.2f}':>8} "
                  f"{r['estimated_step_seconds'] * 1e3:>9.1f} {r['estimated_mfu']:>6.2f}")
-  if result["best"] is not None:
+  if result["fits"]:
     lines.append("best (compiled):")
-    lines.append(planner.table(result["best"]))
+    lines.append(planner.table(result))
   return "\n".join(lines)
 
 

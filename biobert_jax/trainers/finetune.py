@@ -25,7 +25,6 @@ anything; results (eval_results.json, predictions_*, model/) are staged in
 """
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import os
@@ -37,18 +36,17 @@ import jax
 import ml_collections
 
 from biobert_jax import checkpoints as checkpoints_lib
-from biobert_jax import models, runtime as runtime_lib, sharding
+from biobert_jax import models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.tasks import Task, TaskData, get_task
-from biobert_jax.train import loop, metrics_writer, optim
-from biobert_jax.runtime import ahead
+from biobert_jax.train import loop, metrics_writer
 from biobert_jax.train import state as state_lib
-from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
-from biobert_jax.trainers.finetune_batches import compile_ahead, example_batch, train_batches
+from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
+from biobert_jax.trainers.finetune_program import build_program
 from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
 from biobert_jax.trainers.validation import (check_splits, split_notes,
                                              validate_finetune_config)
@@ -120,140 +118,6 @@ def build(config: ml_collections.ConfigDict) -> Setup:
   params = jax.device_get(params)
   return Setup(task, tokenizer, bert_config, module, params, data, vocab_path, lowercase,
                extra, report)
-
-
-def trainable_patterns(config: ml_collections.ConfigDict,
-                       bert_config: BertConfig) -> tuple[str, ...]:
-  """Patterns added to config.trainable by config.trainable_top_k (>= 0)."""
-  if config.trainable_top_k >= 0:
-    return surgery.trainable_patterns_top_k(bert_config, int(config.trainable_top_k))
-  return ()
-
-
-def _check_batch_sizes(config: ml_collections.ConfigDict, batch_size: int,
-                       mesh: Any) -> None:
-  shards = sharding.batch_shard_count(mesh)
-  for key, value in (("batch_size", batch_size), ("eval_batch_size", config.eval_batch_size)):
-    if int(value) % shards:
-      raise ValueError(
-          f"config.{key}={value} is not divisible by the {shards} batch shards (data x "
-          f"fsdp) of mesh {dict(mesh.shape)}: set config.{key} to a multiple of {shards} "
-          f"or change config.mesh")
-
-
-# The jitted steps of earlier runs in this process, keyed by everything they are a
-# function of. jit caches traces and executables per function object, so a new run that
-# built new closures re-traced (2-3 s per batch shape on 2 cores) and re-compiled (~10 s
-# per shape, or a persistent-cache load) the very same programs: the main job's 12
-# fine-tunes (2 corpora x 2 arms x 3 seeds) share one model shape and one optimiser, and a
-# notebook sweep over seeds or checkpoints is the same. Bounded: a long notebook session
-# keeps the newest few.
-_STEPS_CACHE: collections.OrderedDict = collections.OrderedDict()
-_STEPS_CACHE_SIZE = 4
-
-
-def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings: Any,
-           mesh: Any, compiler_options: dict | None,
-           rt: runtime_lib.Runtime) -> tuple[Callable, Callable]:
-  """`_make_steps`, reused when an earlier run had the same key.
-
-  The steps depend on the task adapter (a stateless module singleton), the flax module (a
-  frozen dataclass holding the BertConfig, head sizes and dtype), the optimiser (tx and
-  schedule are built from `opt_spec` alone; it holds the trainable patterns), the mesh
-  (the shardings follow from the module's logical axes, tx and the mesh) and the XLA
-  options. Seeds, data and the initial params are inputs of the steps, not part of them.
-  """
-  key = (setup.task, setup.module, tuple(sorted(opt_spec.items())), mesh,
-         tuple(sorted((compiler_options or {}).items())), rt)
-  if key in _STEPS_CACHE:
-    _STEPS_CACHE.move_to_end(key)
-    return _STEPS_CACHE[key]
-  steps = _make_steps(setup, tx, schedule, shardings, mesh, compiler_options,
-                      opt_spec["trainable"], rt)
-  _STEPS_CACHE[key] = steps
-  while len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
-    _STEPS_CACHE.popitem(last=False)
-  return steps
-
-
-def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
-                compiler_options: dict | None, trainable: tuple[str, ...],
-                rt: runtime_lib.Runtime) -> tuple[Callable, Callable]:
-  """(train_step(state, batch), predict_step(params, batch)). On CPU (rt.split_train_step,
-  rt.compile_ahead) the train step is a gradient program per batch shape and one update
-  program, and both steps compile every shape ahead (`compile_ahead`); elsewhere they are
-  the standard jitted one-program step and predict function."""
-  task, module = setup.task, setup.module
-
-  def loss_fn(params, batch, rng):
-    outputs = module.apply({"params": params}, **task.model_inputs(batch),
-                           deterministic=False, rngs={"dropout": rng})
-    return task.loss(outputs, batch)
-
-  def predict(params, batch):
-    outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
-    return task.predict_outputs(outputs)
-
-  loss_fn = rt.traced(loss_fn)
-  if rt.split_train_step:
-    train_step = ahead.SplitTrainStep(
-        step_lib.jit_grad_step(step_lib.make_loss_grad_step(loss_fn, trainable=trainable),
-                               shardings, mesh, compiler_options=compiler_options),
-        step_lib.jit_update_step(step_lib.make_update_step(tx, schedule), shardings, mesh,
-                                 compiler_options=compiler_options))
-  else:
-    train_step = step_lib.jit_train_step(
-        step_lib.make_loss_train_step(loss_fn, tx, schedule, trainable=trainable),
-        shardings, mesh, compiler_options=compiler_options)
-  predict_step = step_lib.jit_eval_step(predict, shardings["params"], mesh,
-                                        compiler_options=compiler_options)
-  if rt.compile_ahead:  # wrapped so that run() can compile every batch shape ahead
-    predict_step = ahead.CompiledByShape(predict_step)
-  return train_step, predict_step
-
-
-@dataclasses.dataclass
-class Program:
-  """What `run` jits, built once for the trainer and the planner (biobert_jax.plan)."""
-  mesh: Any
-  runtime: runtime_lib.Runtime
-  opt_spec: dict
-  tx: Any
-  schedule: Callable
-  specs: Any
-  abstract_params: Any
-  abstract_state: Any
-  shardings: Any
-  train_step: Callable
-  predict_step: Callable
-
-  def abstract_batch(self, setup: Setup, batch_size: int, length: int) -> dict[str, Any]:
-    """A training batch of `length` pieces, as sharded ShapeDtypeStructs."""
-    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
-                                    sharding=sharding.batch_sharding(self.mesh))
-            for k, v in example_batch(setup.splits["train"], batch_size, length).items()}
-
-
-def build_program(setup: Setup, config: ml_collections.ConfigDict, batch_size: int,
-                  total_steps: int, devices: list[Any] | None = None,
-                  compiler_options: dict | None = None) -> Program:
-  """Mesh, optimiser, state shardings and the jitted steps for `devices` (default: all;
-  abstract TPU devices for the planner). The devices' platform picks the runtime."""
-  devices = list(jax.devices() if devices is None else devices)
-  rt = runtime_lib.for_devices(devices)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  _check_batch_sizes(config, batch_size, mesh)
-  extra_trainable = trainable_patterns(config, setup.bert_config)
-  opt_spec = optim.optimizer_spec(config, total_steps, extra_trainable=extra_trainable)
-  tx, schedule = optim.make_optimizer(opt_spec)
-  specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
-  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                 setup.params)
-  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
-  train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
-                                    compiler_options, rt)
-  return Program(mesh, rt, opt_spec, tx, schedule, specs, abstract_params, abstract_state,
-                 shardings, train_step, predict_step)
 
 
 def discard_checkpoints(workdir: str) -> None:
@@ -343,7 +207,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                                                    int(config.seed))
   start_step = int(jax.device_get(state["step"]))
   train_step, predict_step = program.train_step, program.predict_step
-  announced = program.runtime.compile_ahead and compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
+  announced = program.runtime.compile_ahead and compile_ahead(
+      train_step, predict_step, state, setup.splits, config, batch_size,
                             steps_per_epoch, start_step, total_steps,
                             sharding.batch_sharding(mesh))
   if announced:

@@ -25,6 +25,8 @@ _TOPOLOGIES = flags.DEFINE_list("topologies", ["v4:2x2x1", "v5e:4x4", "v5e:16x16
                                 "Topologies.")
 _OUT = flags.DEFINE_string("out_dir", "work/plan_table", "Where the JSON plans go.")
 _SET = flags.DEFINE_multi_string("set", [], "key=value config overrides for every run.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of the JSONs in "
+                                 "--out_dir; compile nothing.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds per plan.")
 
 # BERT's pre-training settings per length (Devlin et al.): 20 predictions at 128, 80 at 512.
@@ -54,7 +56,9 @@ def row(r: dict) -> str:
   return (f"| {m['layers']}L/{m['hidden']} | {m['seq_len']} | {r['topology']} | "
           f"{r['mesh']['data']}x{r['mesh']['fsdp']}x{r['mesh']['tensor']} | "
           f"{m['global_batch']} | {m['remat']} | {gib(pc.get('total'))} | "
-          f"{gib(r['analytic_bytes_per_chip'])} | {gib(r['hbm_bytes_per_chip'])} | "
+          f"{gib(r['analytic_bytes_per_chip'])} | "
+          f"{(pc.get('total') or 0) / r['analytic_bytes_per_chip']:.1f} | "
+          f"{gib(r['hbm_bytes_per_chip'])} | "
           f"{'yes' if r['fits'] else 'NO'} | {r['estimated_step_seconds'] * 1e3:.1f} | "
           f"{r['estimated_mfu']:.2f} | {r['roofline']['bound']} |")
 
@@ -64,13 +68,19 @@ def main(argv: list[str]) -> None:
   out_dir = pathlib.Path(_OUT.value)
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = []
+  if _TABLE_ONLY.value:  # the JSONs already in --out_dir, nothing compiled
+    for path in sorted(out_dir.glob("*.json")):
+      rows.append(row(json.loads(path.read_text())))
   for topology in _TOPOLOGIES.value:
+    if _TABLE_ONLY.value:
+      break
     for model in _MODELS.value:
       for length in map(int, _LENGTHS.value):
         rows.append(row(run_cell(model, length, topology, out_dir)))
   print("| model | length | topology | mesh d x f x t | batch | remat | compiled GiB/dev | "
-        "analytic GiB/dev | HBM GiB/dev | fits | roofline ms/step | MFU <= | bound |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "analytic GiB/dev | compiled / analytic | HBM GiB/dev | fits | roofline ms/step | "
+        "MFU <= | bound |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   print("\n".join(rows))
 
 
