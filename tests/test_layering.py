@@ -12,7 +12,8 @@ CORE = ["biobert_jax", "biobert_jax.tree", "biobert_jax.config", "biobert_jax.mo
         "biobert_jax.train.state", "biobert_jax.train.optim",
         "biobert_jax.train.metrics_writer", "biobert_jax.metrics", "biobert_jax.metrics.ner",
         "biobert_jax.metrics.re", "biobert_jax.metrics.bioasq",
-        "biobert_jax.metrics.qa_decoding"]
+        "biobert_jax.metrics.qa_decoding", "biobert_jax.runtime",
+        "biobert_jax.runtime.ahead", "biobert_jax.plan.planner", "biobert_jax.plan.search"]
 FORBIDDEN = ("tensorflow", "tensorflow_text", "tensorflow_datasets", "data_pipeline",
              "experiments")
 
