@@ -5,7 +5,7 @@ r"""Annotates PubMed/PMC/text with fine-tuned NER models, resumably, on every lo
 """
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import runtime
 from biobert_jax.trainers import annotate
 from biobert_jax.distributed import initialize_distributed
 
@@ -33,8 +33,7 @@ _AUTO = flags.DEFINE_bool("jax_distributed", False, "jax.distributed.initialize(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
   summary = annotate.annotate(

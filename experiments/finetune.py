@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import runtime
 from biobert_jax.trainers import finetune as finetune_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
@@ -23,8 +23,7 @@ def main(argv):
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     # Progress lines are printed; orbax logs every file it writes at INFO.
     logging.set_verbosity(logging.WARNING)
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
   if results.get("preempted"):
     return

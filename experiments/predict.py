@@ -5,7 +5,7 @@ r"""Predicts with a fine-tuned NER model on raw text (one text per line, or JSON
 """
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import runtime
 from biobert_jax.trainers.predict import predict_file
 
 _TASK = flags.DEFINE_enum("task", "ner", ["ner", "re", "qa"], "Task family.")
@@ -18,8 +18,7 @@ flags.mark_flags_as_required(["checkpoint", "input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value)
   print(f"wrote {n} records to {_OUTPUT.value}")
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _PROBE = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp
-    from biobert_jax import compile_cache
+    from biobert_jax.runtime import compile_cache
     hits = []
     jax.monitoring.register_event_listener(
         lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import models, sharding, xla_options
+from biobert_jax import models, sharding
+from biobert_jax.runtime import xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
