@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax import locking, runtime
 from biobert_jax.trainers import annotate
 from biobert_jax.trainers.annotate_outputs import AnnotateOptionError
 from biobert_jax.distributed import initialize_distributed
@@ -41,8 +41,7 @@ _AUTO = flags.DEFINE_bool("jax_distributed", False, "jax.distributed.initialize(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO.value)
   try:

@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax import locking, runtime
 from biobert_jax.checkpoints.convert import CheckpointError
 from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.trainers import finetune as finetune_lib
@@ -25,8 +25,7 @@ def main(argv):
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     # Progress lines are printed; orbax logs every file it writes at INFO.
     logging.set_verbosity(logging.WARNING)
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   try:
     results = finetune_lib.run(_CONFIG.value, _WORKDIR.value)
   except (locking.LockHeld, CheckpointError, CheckpointMismatchError) as e:

@@ -9,7 +9,7 @@ import os
 import jax
 from absl import app, flags, logging
 
-from biobert_jax import host_memory
+from biobert_jax import runtime
 from biobert_jax.configs import overrides
 from biobert_jax.trainers import recipe
 from experiments import recipes
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  host_memory.keep_host_buffers()
+  runtime.setup_process(cache=False)
   # The 12 fine-tunes compile the same programs (same shapes, fresh closures): a persistent
   # cache in the workdir compiles each once (and again never, on a resumed run).
   jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "xla_cache"))

@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from biobert_jax import compile_cache, host_memory
+from biobert_jax import runtime
 from biobert_jax.trainers.predict import predict_file
 from biobert_jax.trainers.predict_formats import OUTPUT_FORMATS
 from data_pipeline.errors import InputError
@@ -28,8 +28,7 @@ flags.mark_flags_as_required(["checkpoint", "input", "output"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   try:
     n = predict_file(_TASK.value, _CHECKPOINT.value, _INPUT.value, _OUTPUT.value,
                      _FORMAT.value, log_every_s=_LOG_EVERY.value)

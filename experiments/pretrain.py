@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from biobert_jax import compile_cache, host_memory, locking
+from biobert_jax import locking, runtime
 from biobert_jax.checkpoints.convert import CheckpointError
 from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.distributed import initialize_distributed
@@ -34,8 +34,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
-  host_memory.keep_host_buffers()
-  compile_cache.use_persistent_cache()
+  runtime.setup_process()  # CPU: host allocator settings; all: compile cache
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _AUTO_DISTRIBUTED.value)
   try:

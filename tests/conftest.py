@@ -14,11 +14,15 @@ import pathlib
 _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-# libtpu (the `tpu` extra, for deviceless TPU compiles) must never probe for a chip or the
-# cloud metadata server in tests: JAX runs on the CPU, TPU programs compile deviceless.
+# libtpu (the `tpu` extra, for deviceless TPU compiles) is loaded by every JAX start: it
+# must never probe for a chip or the cloud metadata server, and stays quiet. JAX runs on the
+# CPU; TPU programs compile deviceless.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-1")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -21,10 +21,10 @@ from absl import flags
 
 from biobert_jax import checkpoints, models
 from biobert_jax.config import BertConfig
-from biobert_jax.train import ahead
+from biobert_jax.runtime import ahead
 from experiments.benchmarks import common
 
-FAST_HOST_MEMORY = "biobert_jax.host_memory.keep_host_buffers"
+FAST_HOST_MEMORY = "biobert_jax.runtime.host_memory.keep_host_buffers"
 
 
 @contextlib.contextmanager

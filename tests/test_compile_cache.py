@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _PROBE = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp
-    from biobert_jax import compile_cache
+    from biobert_jax.runtime import compile_cache
     hits = []
     jax.monitoring.register_event_listener(
         lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
@@ -78,7 +78,7 @@ def test_unusable_directory_is_skipped_not_fatal(tmp_path):
 _CORRUPT = textwrap.dedent("""
     import glob, json, os, sys, warnings
     import jax, jax.numpy as jnp
-    from biobert_jax import compile_cache
+    from biobert_jax.runtime import compile_cache
     compile_cache.use_persistent_cache()
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     fn = lambda x: jnp.tanh(x) * 5 - jnp.exp(x)

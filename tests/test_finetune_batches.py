@@ -1,5 +1,5 @@
 """The shapes a fine-tune will feed, known before its first step, and the steps compiled
-ahead for them (train/ahead.py): the announced lengths are exactly those the batches
+ahead for them (runtime/ahead.py): the announced lengths are exactly those the batches
 have, in first-use order, and a compiled-ahead step computes what the jitted one does."""
 import itertools
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from biobert_jax.tasks.base import SplitData
-from biobert_jax.train import ahead
+from biobert_jax.runtime import ahead
 from biobert_jax.trainers import finetune_batches as fb
 
 

@@ -18,6 +18,7 @@ from biobert_jax.configs.overrides import apply_overrides
 from biobert_jax.train import loop
 from biobert_jax.train.metrics_writer import read_jsonl
 from biobert_jax.trainers import finetune as finetune_lib
+from biobert_jax.trainers import finetune_program
 from biobert_jax.trainers import workdir as workdir_lib
 from experiments.configs.finetune import get_config
 
@@ -90,30 +91,30 @@ def test_batch_size_must_divide_the_batch_shards(tmp_path, data_dir, char_vocab)
 @pytest.mark.slow  # four tiny fine-tunes, ~35 s
 def test_a_second_run_reuses_the_jitted_steps_and_ends_as_a_fresh_run_would(
     tmp_path, data_dir, char_vocab, monkeypatch):
-  monkeypatch.setattr(finetune_lib, "_STEPS_CACHE", type(finetune_lib._STEPS_CACHE)())
+  monkeypatch.setattr(finetune_program, "_STEPS_CACHE", type(finetune_program._STEPS_CACHE)())
   one = jax.devices()[:1]
   run = lambda workdir, **o: finetune_lib.run(  # pylint: disable=unnecessary-lambda-assignment
       _config("ner", data_dir, char_vocab, **o), str(tmp_path / workdir),
       compiler_options=FAST, devices=one)
   run("seed0", seed=0)
-  (key, steps), = finetune_lib._STEPS_CACHE.items()
+  (key, steps), = finetune_program._STEPS_CACHE.items()
   run("seed1", seed=1)  # another seed: same program, reused
-  assert list(finetune_lib._STEPS_CACHE.items()) == [(key, steps)]
-  assert all(s is t for s, t in zip(finetune_lib._STEPS_CACHE[key], steps))
-  finetune_lib._STEPS_CACHE.clear()
+  assert list(finetune_program._STEPS_CACHE.items()) == [(key, steps)]
+  assert all(s is t for s, t in zip(finetune_program._STEPS_CACHE[key], steps))
+  finetune_program._STEPS_CACHE.clear()
   run("seed1_fresh", seed=1)  # the same run with nothing cached
   assert _losses(tmp_path / "seed1") == _losses(tmp_path / "seed1_fresh")
   assert _comparable(tmp_path / "seed1") == _comparable(tmp_path / "seed1_fresh")
   assert _losses(tmp_path / "seed0") != _losses(tmp_path / "seed1")
   run("lr", seed=1, learning_rate=5e-4)  # another optimiser: another program
-  assert len(finetune_lib._STEPS_CACHE) == 2
+  assert len(finetune_program._STEPS_CACHE) == 2
   assert _losses(tmp_path / "lr") != _losses(tmp_path / "seed1")
 
 
 @pytest.mark.slow  # two tiny fine-tunes with several bucket shapes, ~30 s
 def test_compiling_ahead_covers_every_shape_and_changes_nothing(
     tmp_path, data_dir, char_vocab, monkeypatch):
-  monkeypatch.setattr(finetune_lib, "_STEPS_CACHE", type(finetune_lib._STEPS_CACHE)())
+  monkeypatch.setattr(finetune_program, "_STEPS_CACHE", type(finetune_program._STEPS_CACHE)())
   one = jax.devices()[:1]
   # Character pieces: sentences of 20-300 pieces, so windows of 96 come in several buckets.
   buckets = {"bucket_length": 16, "group_by_length": 2, "compile_threads": 2,
@@ -121,14 +122,14 @@ def test_compiling_ahead_covers_every_shape_and_changes_nothing(
              "max_eval_examples": 6, "eval_batch_size": 2}
   finetune_lib.run(_config("ner", data_dir, char_vocab, **buckets), str(tmp_path / "ahead"),
                    compiler_options=FAST, devices=one)
-  (train_step, predict_step), = finetune_lib._STEPS_CACHE.values()
+  (train_step, predict_step), = finetune_program._STEPS_CACHE.values()
   # Every shape the run fed had been announced: nothing compiled on first use.
   assert train_step.on_demand == 0 and predict_step.on_demand == 0
   assert train_step.num_compiled >= 2 and predict_step.num_compiled >= 2
-  finetune_lib._STEPS_CACHE.clear()
+  finetune_program._STEPS_CACHE.clear()
   finetune_lib.run(_config("ner", data_dir, char_vocab, compile_ahead=False, **buckets),
                    str(tmp_path / "on_first_use"), compiler_options=FAST, devices=one)
-  (train_step, predict_step), = finetune_lib._STEPS_CACHE.values()
+  (train_step, predict_step), = finetune_program._STEPS_CACHE.values()
   assert train_step.num_compiled == 0 and train_step.on_demand > 0
   assert _losses(tmp_path / "ahead") == _losses(tmp_path / "on_first_use")
   assert _comparable(tmp_path / "ahead") == _comparable(tmp_path / "on_first_use")

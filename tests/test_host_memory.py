@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from biobert_jax import host_memory
+from biobert_jax.runtime import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # prints whether the settings took effect and the page faults per run after two warm-ups.
 _PROGRAM = r"""
 import json, resource
-from biobert_jax import host_memory
+from biobert_jax.runtime import host_memory
 applied = host_memory.keep_host_buffers()
 import jax, jax.numpy as jnp
 from jax._src import xla_bridge

@@ -7,7 +7,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from biobert_jax import models, sharding
-from biobert_jax.train import ahead, losses, optim
+from biobert_jax.train import losses, optim
+from biobert_jax.runtime import ahead
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 

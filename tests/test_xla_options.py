@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from biobert_jax import models, sharding, xla_options
+from biobert_jax import models, sharding
+from biobert_jax.runtime import xla_options
 from biobert_jax.config import BertConfig
 from biobert_jax.train import step as step_lib
 

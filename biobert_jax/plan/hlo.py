@@ -7,7 +7,8 @@ what a device really holds and moves, whatever the sharding annotations asked fo
 `collectives` counts by kind (all-reduce, all-gather, reduce-scatter, all-to-all,
 collective-permute). An async pair (`all-gather-start`/`-done`) counts once, at its done;
 an op inside a `while` body counts once per iteration when the loop's trip count is known
-(a scanned layer stack runs its body num_layers times). `bytes` is the per-device buffer
+(a scanned layer stack runs its body num_layers times; on TPU, whose HLO has no trip
+count, the bound of the loop's `i < N` condition). `bytes` is the per-device buffer
 each op moves per step: its result for all-reduce, all-gather, all-to-all and
 collective-permute; its input (result x group size) for reduce-scatter. The TPU
 compiler's reduce-scatter, an `all-reduce-scatter` fusion around an all-reduce, counts as
@@ -33,6 +34,7 @@ _COMPUTATION = re.compile(r"^(ENTRY\s+)?%(\S+)\s.*\{\s*$")
 # (an all-reduce whose result is dynamic-sliced to the device's shard, done as one op).
 _TPU_REDUCE_SCATTER = "all-reduce-scatter"
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+_CONST = re.compile(r"s32\[\]\S*\s+constant\((\d+)\)")
 
 
 def _arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -78,6 +80,20 @@ def _parse(hlo_text: str) -> tuple[dict[str, list[str]], str | None]:
   return comps, entry
 
 
+def _trip_count(line: str, comps: dict[str, list[str]]) -> int:
+  """A while loop's trip count: XLA's known_trip_count (CPU, GPU), else the bound of a
+  scan's condition `i < N`, its one s32 constant (the TPU compiler keeps no annotation)."""
+  m = _TRIP.search(line)
+  if m:
+    return int(m.group(1))
+  cond = re.search(r"\bcondition=%([^,}\s]+)", line)
+  body = comps.get(cond.group(1), ()) if cond else ()
+  consts = [int(c) for text in body for c in _CONST.findall(text)]
+  if len(consts) == 1 and any("direction=LT" in text for text in body):
+    return consts[0]
+  return 1
+
+
 def _executions(comps: dict[str, list[str]], entry: str | None) -> dict[str, int]:
   """How many times each computation runs per call of the entry (while trip counts)."""
   if entry is None:
@@ -87,11 +103,11 @@ def _executions(comps: dict[str, list[str]], entry: str | None) -> dict[str, int
   order = [entry]
   for name in order:  # breadth first over the call graph (XLA's is acyclic).
     for line in comps.get(name, ()):
-      trip = _TRIP.search(line)
+      trip = _trip_count(line, comps)
       for m in re.finditer(r"\b(calls|body|condition|to_apply|called_computations|"
                            r"branch_computations)=\{?((?:%[^,}\s]+(?:,\s*)?)+)\}?", line):
         for callee in re.findall(r"%([^,}\s]+)", m.group(2)):
-          times = int(trip.group(1)) if trip and m.group(1) == "body" else 1
+          times = trip if m.group(1) == "body" else 1
           if callee not in runs:
             order.append(callee)
           runs[callee] += runs[name] * times
@@ -183,14 +199,15 @@ def max_activation_batch(hlo_text: str, seq_len: int) -> int:
 def memory(compiled: Any) -> dict[str, int]:
   """Per-device bytes from `compiled.memory_analysis()`: arguments, outputs, temporaries,
   aliased (outputs that reuse donated arguments), generated code, and their total
-  (arguments + outputs - aliased + temporaries: what the device holds at the peak)."""
+  (arguments + outputs - aliased + temporaries + code: what the device holds at the peak)."""
   m = compiled.memory_analysis()
   if m is None:
     raise ValueError("this backend gives no memory_analysis for the compiled program")
   out = {"arguments": int(m.argument_size_in_bytes), "outputs": int(m.output_size_in_bytes),
          "temporaries": int(m.temp_size_in_bytes), "aliased": int(m.alias_size_in_bytes),
          "generated_code": int(m.generated_code_size_in_bytes)}
-  out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+  out["total"] = (out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+                  + out["generated_code"])
   return out
 
 

@@ -12,8 +12,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from biobert_jax import sharding as sharding_lib
-from biobert_jax import xla_options
-from biobert_jax.train import ahead, losses, optim
+from biobert_jax.runtime import ahead, xla_options
+from biobert_jax.train import losses, optim
 
 Batch = dict[str, jax.Array]
 
@@ -158,7 +158,7 @@ def make_update_step(tx: optax.GradientTransformation,
                      schedule: Callable[[jax.Array], jax.Array]) -> Callable:
   """update_step(state, grads, {"loss": loss}) -> (new_state, metrics): `apply_gradients`
   as a program of its own. Its shapes are the parameters', whatever the batch, so a
-  fine-tune with many batch shapes compiles it once (train.ahead.SplitTrainStep)."""
+  fine-tune with many batch shapes compiles it once (runtime.ahead.SplitTrainStep)."""
   def update_step(state: dict, grads: Any, scalars: dict) -> tuple[dict, dict]:
     return apply_gradients(state, grads, scalars, tx, schedule)
   return update_step

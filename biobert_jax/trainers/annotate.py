@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biobert_jax import fs, locking, models, sharding, xla_options
+from biobert_jax import fs, locking, models, sharding
+from biobert_jax.runtime import xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import annotate_outputs as outputs_lib
 from biobert_jax.trainers import bioc_output

@@ -4,7 +4,6 @@ Resumable and mesh-sharded like pre-training; what it writes: docs/finetuning.md
 """
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import time
@@ -20,13 +19,13 @@ from biobert_jax.checkpoints import head_labels, surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
 from biobert_jax.tasks import Task, TaskData, get_task
-from biobert_jax.train import ahead, loop, metrics_writer, optim
+from biobert_jax.train import loop, metrics_writer
 from biobert_jax.train import state as state_lib
-from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import hf_export, model_card
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
 from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
+from biobert_jax.trainers.finetune_program import build_program
 from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
 from biobert_jax.trainers.validation import (check_splits, split_notes,
                                              validate_finetune_config)
@@ -111,84 +110,6 @@ def task_head_labels(task: str, labels: list[str]) -> dict[str, list[str]]:
   return {"classifier": list(labels)} if labels else {}
 
 
-def trainable_patterns(config: ml_collections.ConfigDict,
-                       bert_config: BertConfig) -> tuple[str, ...]:
-  """Patterns added to config.trainable by config.trainable_top_k (>= 0)."""
-  if config.trainable_top_k >= 0:
-    return surgery.trainable_patterns_top_k(bert_config, int(config.trainable_top_k))
-  return ()
-
-
-def _check_batch_sizes(config: ml_collections.ConfigDict, batch_size: int,
-                       mesh: Any) -> None:
-  shards = sharding.batch_shard_count(mesh)
-  for key, value in (("batch_size", batch_size), ("eval_batch_size", config.eval_batch_size)):
-    if int(value) % shards:
-      raise ValueError(
-          f"config.{key}={value} is not divisible by the {shards} batch shards (data x "
-          f"fsdp) of mesh {dict(mesh.shape)}: set config.{key} to a multiple of {shards} "
-          f"or change config.mesh")
-
-
-# The jitted steps of earlier runs in this process, keyed by everything they are a
-# function of. jit caches traces and executables per function object, so a new run that
-# built new closures re-traced (2-3 s per batch shape on 2 cores) and re-compiled (~10 s
-# per shape, or a persistent-cache load) the very same programs: the main job's 12
-# fine-tunes (2 corpora x 2 arms x 3 seeds) share one model shape and one optimiser, and a
-# notebook sweep over seeds or checkpoints is the same. Bounded: a long notebook session
-# keeps the newest few.
-_STEPS_CACHE: collections.OrderedDict = collections.OrderedDict()
-_STEPS_CACHE_SIZE = 4
-
-
-def _steps(setup: Setup, opt_spec: dict, tx: Any, schedule: Callable, shardings: Any,
-           mesh: Any, compiler_options: dict | None) -> tuple[Callable, Callable]:
-  """`_make_steps`, reused when an earlier run had the same key.
-
-  The steps depend on the task adapter (a stateless module singleton), the flax module (a
-  frozen dataclass holding the BertConfig, head sizes and dtype), the optimiser (tx and
-  schedule are built from `opt_spec` alone; it holds the trainable patterns), the mesh
-  (the shardings follow from the module's logical axes, tx and the mesh) and the XLA
-  options. Seeds, data and the initial params are inputs of the steps, not part of them.
-  """
-  key = (setup.task, setup.module, tuple(sorted(opt_spec.items())), mesh,
-         tuple(sorted((compiler_options or {}).items())))
-  if key in _STEPS_CACHE:
-    _STEPS_CACHE.move_to_end(key)
-    return _STEPS_CACHE[key]
-  steps = _make_steps(setup, tx, schedule, shardings, mesh, compiler_options,
-                      opt_spec["trainable"])
-  _STEPS_CACHE[key] = steps
-  while len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
-    _STEPS_CACHE.popitem(last=False)
-  return steps
-
-
-def _make_steps(setup: Setup, tx: Any, schedule: Callable, shardings: Any, mesh: Any,
-                compiler_options: dict | None,
-                trainable: tuple[str, ...]) -> tuple[Callable, Callable]:
-  """(train_step(state, batch): a gradient program per batch shape and one update
-  program, predict_step(params, batch)), both compiled ahead by `compile_ahead`."""
-  task, module = setup.task, setup.module
-
-  def loss_fn(params, batch, rng):
-    outputs = module.apply({"params": params}, **task.model_inputs(batch),
-                           deterministic=False, rngs={"dropout": rng})
-    return task.loss(outputs, batch)
-
-  def predict(params, batch):
-    outputs = module.apply({"params": params}, **task.model_inputs(batch), deterministic=True)
-    return task.predict_outputs(outputs)
-
-  train_step = step_lib.make_finetune_step(loss_fn, tx, schedule, shardings, mesh,
-                                          trainable=trainable,
-                                          compiler_options=compiler_options)
-  predict_step = step_lib.jit_eval_step(predict, shardings["params"], mesh,
-                                        compiler_options=compiler_options)
-  # Wrapped so that run() can compile every batch shape ahead, in parallel.
-  return train_step, ahead.CompiledByShape(predict_step)
-
-
 def discard_checkpoints(workdir: str) -> None:
   """Deletes a finished run's training checkpoints (its results, predictions and exported
   model stay). A study of many fine-tunes keeps what it reports, not ~0.5 GB of optimizer
@@ -250,17 +171,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   if batch_size < int(config.batch_size):
     print(f"batch_size reduced from {config.batch_size} to {batch_size}: the training set "
           f"has only {n_train} features", flush=True)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  _check_batch_sizes(config, batch_size, mesh)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
   total_steps = steps_per_epoch * int(config.num_epochs)
-  extra_trainable = trainable_patterns(config, setup.bert_config)
-  opt_spec = optim.optimizer_spec(config, total_steps, extra_trainable=extra_trainable)
-  tx, schedule = optim.make_optimizer(opt_spec)
-  specs = models.logical_axes(setup.module, seq_len=min(16, int(config.max_seq_length)))
-  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                 setup.params)
-  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  program = build_program(setup, config, batch_size, total_steps, devices, compiler_options)
+  mesh, tx, specs = program.mesh, program.tx, program.specs
+  abstract_params, abstract_state = program.abstract_params, program.abstract_state
+  shardings = program.shardings
 
   # Nothing is written before this check: a re-run with another config stops here.
   # export_hf only adds an export at the end: a re-run may switch it.
@@ -293,9 +209,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
     with workdir_lib.atomic_path(fs.join(workdir, "surgery_report.json")) as tmp:
       setup.surgery_report.save(tmp)
   start_step = int(jax.device_get(state["step"]))
-  train_step, predict_step = _steps(setup, opt_spec, tx, schedule, shardings, mesh,
-                                    compiler_options)
-  announced = compile_ahead(train_step, predict_step, state, setup.splits, config, batch_size,
+  train_step, predict_step = program.train_step, program.predict_step
+  announced = program.runtime.compile_ahead and compile_ahead(
+      train_step, predict_step, state, setup.splits, config, batch_size,
                             steps_per_epoch, start_step, total_steps,
                             sharding.batch_sharding(mesh))
   if announced:
@@ -389,8 +305,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
                    tracker["history"], time.time() - t_start, t_run, dev_decoded)
   finally:
     best_checkpoints.close()
-    train_step.cancel_pending()
-    predict_step.cancel_pending()
+    for step in (train_step, predict_step):
+      if hasattr(step, "cancel_pending"):  # the CPU runtime's compiled-ahead steps
+        step.cancel_pending()
 
 
 def _finish(setup: Setup, config: ml_collections.ConfigDict, workdir: str,

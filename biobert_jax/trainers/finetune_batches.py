@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from biobert_jax.tasks import SplitData
-from biobert_jax.train import ahead
+from biobert_jax.runtime import ahead
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
@@ -225,7 +225,7 @@ def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_s
 def compile_ahead(train_step: Any, predict_step: Any, state: Any, splits: dict[str, Any],
                   config: Any, batch_size: int, steps_per_epoch: int, start_step: int,
                   total_steps: int, batch_sharding: Any) -> str:
-  """Starts compiling every batch shape of the run (train.ahead.CompiledByShape steps):
+  """Starts compiling every batch shape of the run (runtime.ahead.CompiledByShape steps):
   the training shapes in first-use order, then those of predicting dev and test. Returns
   a line saying what started ("" with config.compile_ahead off)."""
   if not config.get("compile_ahead", True):

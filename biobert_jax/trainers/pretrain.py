@@ -1,7 +1,9 @@
 """Pre-training as a library: `train(config, workdir)` (experiments/pretrain.py is its main)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -10,7 +12,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from biobert_jax import checkpoints as checkpoint_formats
-from biobert_jax import fs, locking, models, sharding, tree
+from biobert_jax import fs, locking, models, runtime as runtime_lib, sharding, tree
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
@@ -74,6 +76,62 @@ def _merge_init(fresh: dict, loaded: dict, path: str) -> dict:
   return params
 
 
+@dataclasses.dataclass
+class Program:
+  """What `train` jits, built once for the trainer and the planner (biobert_jax.plan)."""
+  model: Any
+  mesh: Any
+  runtime: runtime_lib.Runtime
+  tx: Any
+  schedule: Callable
+  specs: Any
+  abstract_state: Any
+  shardings: Any
+  train_step: Callable  # jitted train_step(state, batch) -> (state, metrics)
+
+  def abstract_args(self, config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(state, global batch) as sharded ShapeDtypeStructs: what the step is lowered with."""
+    return (state_lib.with_shardings(self.abstract_state, self.shardings),
+            abstract_batch(config, sharding.batch_sharding(self.mesh)))
+
+
+def abstract_batch(config: ml_collections.ConfigDict, batch_sharding: Any) -> dict[str, Any]:
+  """BERT's pre-training features for one global batch (the pipeline's names and dtypes)."""
+  b, l = int(config.batch_size), int(config.max_seq_length)
+  p = int(config.max_predictions_per_seq)
+  shapes = {"input_ids": ((b, l), np.int32), "input_mask": ((b, l), np.int32),
+            "segment_ids": ((b, l), np.int32), "masked_lm_positions": ((b, p), np.int32),
+            "masked_lm_ids": ((b, p), np.int32), "masked_lm_weights": ((b, p), np.float32),
+            "next_sentence_labels": ((b,), np.int32)}
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+          for k, (shape, dtype) in shapes.items()}
+
+
+def build_program(config: ml_collections.ConfigDict, bert_config: BertConfig,
+                  devices: Sequence[Any] | None = None,
+                  compiler_options: dict | None = None) -> Program:
+  """Model, mesh, optimiser, state shardings and the jitted step, for `devices` (default:
+  all; abstract TPU devices for the planner). The devices' platform picks the runtime."""
+  devices = list(jax.devices() if devices is None else devices)
+  rt = runtime_lib.for_devices(devices)
+  model = models.BertForPreTraining(bert_config, dtype=models.compute_dtype(config.dtype),
+                                    scan_layers=config.scan_layers, remat=config.remat)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  if config.batch_size % sharding.batch_shard_count(mesh):
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{sharding.batch_shard_count(mesh)} batch shards of mesh {mesh.shape}")
+  tx, schedule = optim.optimizer_from_config(config, config.total_steps)
+  specs = models.logical_axes(model, seq_len=16)
+  abstract_params = models.param_shapes(model)
+  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps,
+                                  mesh=mesh, trainable=optim.trainable_from_config(config),
+                                  nsp_weight=float(config.get("nsp_weight", 1.0)))
+  train_step = step_lib.jit_train_step(rt.traced(step), shardings, mesh,
+                                       compiler_options=compiler_options)
+  return Program(model, mesh, rt, tx, schedule, specs, abstract_state, shardings, train_step)
+
+
 def _eval_fn(model: Any, params_shardings: Any, mesh: Any, eval_batches: list) -> Any:
   if not eval_batches:
     return None
@@ -118,16 +176,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
     bert_config, init_params = load_init_checkpoint(config.init_checkpoint, vocab_size)
   else:
     bert_config = model_config(config, vocab_size)
-  model = models.BertForPreTraining(bert_config, dtype=models.compute_dtype(config.dtype),
-                                    scan_layers=config.scan_layers, remat=config.remat)
-  mesh = sharding.make_mesh(config.mesh)
-  if config.batch_size % sharding.batch_shard_count(mesh):
-    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
-                     f"{sharding.batch_shard_count(mesh)} batch shards of mesh {mesh.shape}")
-  tx, schedule = optim.optimizer_from_config(config, config.total_steps)
-  specs = models.logical_axes(model, seq_len=16)
-  abstract_params = models.param_shapes(model)
-  abstract_state, shardings = state_lib.state_shardings(abstract_params, specs, tx, mesh)
+  program = build_program(config, bert_config)
+  model, mesh, tx, specs = program.model, program.mesh, program.tx, program.specs
+  abstract_state, shardings = program.abstract_state, program.shardings
   # Nothing is written before this check: a re-run with another config stops here.
   # total_steps may grow (extending a run); eval_* only change what is measured.
   workdir_lib.check_or_record_config(workdir, config,
@@ -163,11 +214,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
         lambda rng: models.init_params(model, rng), specs, tx, mesh, config.seed)
   start_step = int(jax.device_get(state["step"]))
 
-  train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps,
-                               mesh=mesh, trainable=optim.trainable_from_config(config),
-                               nsp_weight=float(config.get("nsp_weight", 1.0))),
-      shardings, mesh)
+  train_step = program.train_step
   eval_batches = pretrain_data.make_eval_batches(config, vocab_size, jax.process_index(),
                                                  jax.process_count())
   if jax.process_count() > 1:  # every process must run the same number of eval steps.

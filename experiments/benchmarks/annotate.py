@@ -23,7 +23,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from biobert_jax import checkpoints, host_memory  # noqa: E402
+from biobert_jax import checkpoints  # noqa: E402
+from biobert_jax.runtime import host_memory  # noqa: E402
 from biobert_jax.trainers import annotate, hf_export  # noqa: E402
 from biobert_jax.trainers.model_dir import save_finetuned  # noqa: E402
 from data_pipeline import annotate_input  # noqa: E402

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from biobert_jax import checkpoints, host_memory, models
+from biobert_jax import checkpoints, models
+from biobert_jax.runtime import host_memory
 from biobert_jax.config import BertConfig
 from experiments.benchmarks import common
 

@@ -27,7 +27,7 @@ import time  # noqa: E402
 import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from biobert_jax import host_memory  # noqa: E402
+from biobert_jax.runtime import host_memory  # noqa: E402
 from biobert_jax.trainers import predict  # noqa: E402
 from biobert_jax.trainers import finetune as finetune_lib  # noqa: E402
 from data_pipeline.paths import data_path  # noqa: E402

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app
 
-from biobert_jax import checkpoints, host_memory
-from biobert_jax.train import ahead
+from biobert_jax import checkpoints
+from biobert_jax.runtime import ahead, host_memory
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from biobert_jax import host_memory, models
+from biobert_jax import models
+from biobert_jax.runtime import host_memory
 from biobert_jax.config import BertConfig
 from biobert_jax.train import optim
 from biobert_jax.train import step as step_lib

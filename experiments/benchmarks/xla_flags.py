@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from biobert_jax import checkpoints, host_memory, models
-from biobert_jax.train import ahead
+from biobert_jax import checkpoints, models
+from biobert_jax.runtime import ahead, host_memory
 from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 import jax
 import numpy as np
 
-from biobert_jax import host_memory
+from biobert_jax.runtime import host_memory
 
 
 def batch_key(batch: dict[str, Any]) -> tuple:
@@ -52,6 +52,10 @@ class CompiledByShape:
         self._futures[key] = self._pool.submit(self._compile, leading, batch)
         started += 1
     return started
+
+  def lower(self, *args: Any) -> Any:
+    """The jitted function's `lower` (the planner compiles through it)."""
+    return self._jitted.lower(*args)
 
   def _compile(self, leading: tuple, batch: dict[str, Any]) -> Any:
     compiled = self._jitted.lower(*leading, batch).compile()
