@@ -1,13 +1,16 @@
 """biobert_jax.fs against a Cloud Storage emulator on 127.0.0.1: the same answers as for
 local paths, one-line errors naming the URL and operation, bounded retries of 429/503."""
+import json
 import os
 import pathlib
+import socket
+import subprocess
 import time
 
 import pytest
 
 import _gcs
-from biobert_jax import fs
+from biobert_jax import fs, locking
 
 
 def test_local_and_gs_paths_answer_alike(bucket, tmp_path):
@@ -119,3 +122,39 @@ def test_a_gs_data_dir_stays_a_url(monkeypatch):
   assert str(paths.data_path("ner", "NCBI-disease")) == "gs://bucket/data/ner/NCBI-disease"
   monkeypatch.setenv("BIOBERT_DATA_DIR", "rel/data")
   assert paths.data_dir() == (pathlib.Path.cwd() / "rel" / "data")
+
+
+def test_create_new_and_version_on_both_kinds_of_path(bucket, tmp_path):
+  for root in (str(tmp_path), bucket):
+    path = fs.join(root, "once")
+    assert fs.create_new(path, b"first") and not fs.create_new(path, b"second")
+    assert fs.read_bytes(path) == b"first"
+    before = fs.version(path)
+    time.sleep(0.01)
+    fs.write_bytes(path, b"third")
+    assert fs.version(path) != before
+
+
+def test_a_gs_workdir_is_locked_by_an_object(bucket):
+  workdir = bucket + "/run"
+  with locking.hold(workdir) as lock:
+    assert lock == workdir + "/" + locking.LOCK_NAME and fs.exists(lock)
+    assert locking.holder(workdir)["pid"] == os.getpid()
+    with pytest.raises(locking.LockHeld, match="in use by this process"):
+      with locking.hold(workdir):
+        pass
+  assert not fs.exists(workdir + "/" + locking.LOCK_NAME)
+  # A record left by a run on another host holds; one of a dead pid here is taken over.
+  record = {"pid": 1, "host": "elsewhere", "started": "2026-01-01T00:00:00+00:00"}
+  fs.write_text(workdir + "/" + locking.LOCK_NAME, json.dumps(record))
+  with pytest.raises(locking.LockHeld, match="pid 1 on host elsewhere"):
+    with locking.hold(workdir):
+      pass
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  record.update(pid=dead.pid, host=socket.gethostname())
+  fs.write_text(workdir + "/" + locking.LOCK_NAME, json.dumps(record))
+  said = []
+  with locking.hold(workdir, log=said.append):
+    assert locking.holder(workdir)["pid"] == os.getpid()
+  assert said and "taking over a stale lock" in said[0]
