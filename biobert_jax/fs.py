@@ -34,7 +34,7 @@ def configure() -> None:
     if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
       # An emulator takes no credentials: every gcsfs instance (orbax's through epath
       # too) skips the credential search, which would ask a metadata server.
-      import fsspec.config  # pylint: disable=import-outside-toplevel
+      import fsspec.config
       fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
 
 
@@ -51,7 +51,7 @@ def is_remote(p: Any) -> bool:
 
 
 def _fs(p: str):
-  import fsspec  # pylint: disable=import-outside-toplevel
+  import fsspec
   emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
   kwargs = {}
   if p.startswith(("gs://", "gcs://")) and emulator and emulator != "default" and not (
@@ -196,7 +196,7 @@ def remove(p: Any) -> None:
     fs.invalidate_cache()
 
 
-def open(p: Any, mode: str = "r", encoding: str | None = None, **kwargs: Any) -> IO:  # pylint: disable=redefined-builtin
+def open(p: Any, mode: str = "r", encoding: str | None = None, **kwargs: Any) -> IO:
   """`open` for local paths; an fsspec file for URLs (a written object appears on close)."""
   p = os.fspath(p)
   if "b" not in mode and encoding is None:
@@ -373,7 +373,7 @@ def discard_unfinished(final: Any) -> None:
 def local_copy(p: Any) -> Iterator[str]:
   """A local path holding `p`'s content (for readers that need a real file): `p` itself
   when local, else a temporary download removed on exit."""
-  import tempfile  # pylint: disable=import-outside-toplevel
+  import tempfile
   p = os.fspath(p)
   if not is_remote(p):
     yield p

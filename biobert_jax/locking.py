@@ -226,9 +226,9 @@ def holder(directory: str | os.PathLike) -> dict:
 def hold_for_job(directory: str | os.PathLike, log=print) -> Iterator[str | None]:
   """`hold` on the primary process of a (jax.distributed) job; with several processes,
   all raise LockHeld together when the primary could not lock (none goes on alone)."""
-  import jax  # pylint: disable=import-outside-toplevel  # only multi-process jobs need it
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  import jax  # only multi-process jobs need it
+  import numpy as np
+  from jax.experimental import multihost_utils
   with contextlib.ExitStack() as stack:
     held: LockHeld | None = None
     path = None

@@ -31,7 +31,7 @@ def main(argv):
     if _FORMAT.value != "hf":
       raise app.UsageError(f"{_INPUT.value} is a fine-tuned model: only --format=hf exports "
                            "it with its task head (its model/ directory is already native)")
-    from biobert_jax.trainers import hf_export  # pylint: disable=import-outside-toplevel
+    from biobert_jax.trainers import hf_export
     written = hf_export.export_model_dir(_INPUT.value, _OUTPUT.value)
     print(f"wrote transformers task model: {', '.join(str(w) for w in written)} "
           f"(model card {pathlib.Path(_OUTPUT.value) / 'README.md'})")

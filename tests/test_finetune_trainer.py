@@ -93,7 +93,7 @@ def test_a_second_run_reuses_the_jitted_steps_and_ends_as_a_fresh_run_would(
     tmp_path, data_dir, char_vocab, monkeypatch):
   monkeypatch.setattr(finetune_program, "_STEPS_CACHE", type(finetune_program._STEPS_CACHE)())
   one = jax.devices()[:1]
-  run = lambda workdir, **o: finetune_lib.run(  # pylint: disable=unnecessary-lambda-assignment
+  run = lambda workdir, **o: finetune_lib.run(
       _config("ner", data_dir, char_vocab, **o), str(tmp_path / workdir),
       compiler_options=FAST, devices=one)
   run("seed0", seed=0)

@@ -111,7 +111,7 @@ def test_hf_default_label_names_count_as_none(tmp_path):
 
 
 def test_config_validation_knows_fitting_unnamed():
-  from experiments.configs.finetune import get_config  # pylint: disable=import-outside-toplevel
+  from experiments.configs.finetune import get_config
   config = get_config("ner")
   config.init_checkpoint = ""
   config.init_heads = "fitting_unnamed"

@@ -45,7 +45,7 @@ def _run(mode: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(host_memory._glibc_mallopt() is None,  # pylint: disable=protected-access
+@pytest.mark.skipif(host_memory._glibc_mallopt() is None,
                     reason="mallopt is glibc's; elsewhere the call is a no-op")
 def test_kept_buffers_are_not_faulted_in_again_each_run():
   system, kept = _run("system"), _run("kept")
@@ -58,7 +58,7 @@ def test_kept_buffers_are_not_faulted_in_again_each_run():
 
 
 def test_does_nothing_once_backends_exist():
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   jax.numpy.zeros(1).block_until_ready()  # the backends of this pytest process exist now
   assert not host_memory.keep_host_buffers()
   host_memory.release_free_memory()  # a no-op when nothing was applied

@@ -197,7 +197,7 @@ def test_finetune_plan_compiles_the_one_program_step_for_tpu(data_dir):
 
 def test_analytic_flops_match_6nd_and_memory_parts():
   bert = pretrain_configs.get_config("base")
-  shape = analytic.Shape(planner._pretrain_bert(bert), 256, 128, 20, dtype="bfloat16")  # pylint: disable=protected-access
+  shape = analytic.Shape(planner._pretrain_bert(bert), 256, 128, 20, dtype="bfloat16")
   n = analytic.encoder_params(shape.bert)
   assert 84e6 < n < 86e6  # BERT-base's encoder layers
   flops = analytic.flops_per_step(shape)
@@ -254,7 +254,7 @@ def test_h100_topology_compiles_without_a_gpu(tmp_path):
   """XLA's GPU compiler through jax's CUDA plugin (the `gpu-plan` extra), no GPU needed.
   In its own process: where JAX already tried (and failed) to start CUDA, the plugin cannot
   describe a topology any more."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
+  import importlib.util
   if (importlib.util.find_spec("jax_plugins") is None
       or importlib.util.find_spec("jax_plugins.xla_cuda12") is None):
     pytest.skip("jax-cuda12-plugin (the gpu-plan extra) is not installed")

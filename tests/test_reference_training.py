@@ -145,8 +145,8 @@ def test_unknown_schedule_is_refused():
 def test_same_init_reference_starts_from_our_initial_weights(minilm_dir, data_dir):
   """`--same_init`: the torch model holds our trainer's initial weights, new vocabulary rows
   (the GAD markers) and task head included, so both compute the same logits before step 1."""
-  from biobert_jax.trainers import finetune  # pylint: disable=import-outside-toplevel
-  from experiments.configs.finetune import get_config  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import finetune
+  from experiments.configs.finetune import get_config
 
   c = get_config("re")
   c.init_checkpoint, c.model_preset = "", "tiny"

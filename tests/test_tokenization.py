@@ -83,7 +83,7 @@ def hf_wordpiece(path, lowercase):
   """HF tokenizers' BERT tokenizer with original BERT's max_input_chars_per_word."""
   hf = tokenizers.BertWordPieceTokenizer(path, lowercase=lowercase, strip_accents=lowercase,
                                          clean_text=True, handle_chinese_chars=True)
-  hf._tokenizer.model = tokenizers.models.WordPiece(  # pylint: disable=protected-access
+  hf._tokenizer.model = tokenizers.models.WordPiece(
       hf.get_vocab(), unk_token="[UNK]", max_input_chars_per_word=MAX_CHARS)
   return hf
 

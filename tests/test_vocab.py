@@ -60,7 +60,7 @@ def test_learnt_vocab_tokenises_like_hf_tokenizers(learnt_vocab, pubmed_slice):
   ours = tokenization.load_tokenizer(learnt_vocab)
   hf = tokenizers.BertWordPieceTokenizer(str(learnt_vocab), lowercase=False, strip_accents=False)
   # Original BERT's word-length limit (200 characters; HF's default is 100).
-  hf._tokenizer.model = tokenizers.models.WordPiece(  # pylint: disable=protected-access
+  hf._tokenizer.model = tokenizers.models.WordPiece(
       hf.get_vocab(), unk_token="[UNK]", max_input_chars_per_word=200)
   texts = pubmed_slice[:100] + ["unseen: Ωmega 中 ☃ x" + "y" * 120, "z" * 201]
   want = [e.ids[1:-1] for e in hf.encode_batch(texts)]

@@ -59,7 +59,7 @@ def _tf1_data_without_index(p: pathlib.Path) -> pathlib.Path | None:
 
 def _load_native(path: pathlib.Path) -> tuple[BertConfig, dict[str, Any]]:
   try:
-    from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
+    from biobert_jax.checkpoints import native
   except ImportError as e:
     raise CheckpointError(f"{path}: looks like a native checkpoint, but "
                           f"biobert_jax.checkpoints.native is not available ({e})") from e
@@ -120,7 +120,7 @@ def convert_checkpoint(src: str | os.PathLike, out: str | os.PathLike, fmt: str,
   if fmt == "tf1":
     return export_tf1(config, params, pathlib.Path(out) / "model.ckpt", drop_unknown=True)
   if fmt == "native":
-    from biobert_jax.checkpoints import native  # pylint: disable=import-outside-toplevel
+    from biobert_jax.checkpoints import native
     return native.save_native(config, params, out)
   raise ValueError(f"unknown checkpoint format {fmt!r}; valid: hf, tf1, native")
 

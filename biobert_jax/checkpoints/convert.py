@@ -47,7 +47,7 @@ class LoadReport:
 
 def model_shapes(config: BertConfig, *, heads: bool) -> dict[str, tuple[int, ...]]:
   """Flat {our path: shape} of `{"encoder": ...}` (+ "cls" when `heads`)."""
-  from biobert_jax import models  # pylint: disable=import-outside-toplevel
+  from biobert_jax import models
 
   if heads:
     tree = models.param_shapes(models.BertForPreTraining(config))
@@ -57,7 +57,7 @@ def model_shapes(config: BertConfig, *, heads: bool) -> dict[str, tuple[int, ...
 
 
 def fresh_params(config: BertConfig, *, heads: bool, rng: jax.Array) -> dict[str, Any]:
-  from biobert_jax import models  # pylint: disable=import-outside-toplevel
+  from biobert_jax import models
 
   if heads:
     return models.init_params(models.BertForPreTraining(config), rng)

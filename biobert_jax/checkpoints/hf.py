@@ -30,7 +30,7 @@ def is_hf_dir(path: str | os.PathLike) -> bool:
 
 
 def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  from safetensors import safe_open
 
   try:
     out, bf16 = {}, []
@@ -52,7 +52,7 @@ def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
 
 def _read_torch_bin(file: pathlib.Path) -> dict[str, np.ndarray]:
   try:
-    import torch  # pylint: disable=import-outside-toplevel
+    import torch
   except ImportError as e:
     raise CheckpointError(f"{file}: reading pytorch_model.bin needs torch (not installed); "
                           "convert it to model.safetensors") from e
@@ -144,7 +144,7 @@ def export(config: BertConfig, params: Mapping[str, Any], out_dir: str | os.Path
   prefix, cls.*; the tied decoder weight/bias are not stored, as transformers itself saves
   them); without, BertModel (no prefix).
   """
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file
 
   tensors, heads = disassemble(config, params, fmt="hf", drop_unknown=drop_unknown)
   if heads:

@@ -83,7 +83,7 @@ def export_task(out_dir: str | os.PathLike, *, config: BertConfig, params: Mappi
   params: {"encoder": ..., <head>: {"kernel", "bias"}}; `head` names the head scope when
   it is not the class's own (a multi-task NER head).
   """
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file
 
   cls = names.hf_task_class(task=task)
   if cls is None:

@@ -106,7 +106,7 @@ def read_pytree(path: str | os.PathLike, subtree: str | None = None) -> Any:
           partial_restore=subtree is not None))
   except CheckpointError:
     raise
-  except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+  except Exception as e:  # orbax/tensorstore: many types
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: "
                           f"{first[:300]})") from None
@@ -171,7 +171,7 @@ class CheckpointManager:
       return error
     try:
       previous = self._manager.latest_step()
-    except Exception:  # pylint: disable=broad-except  # only for the message
+    except Exception:  # only for the message
       previous = None
     kept = (f"step {previous} is still the latest complete checkpoint" if previous is not None
             else "there is no earlier complete checkpoint")
@@ -208,7 +208,7 @@ class CheckpointManager:
               DATA_ITEM: ocp.args.JsonSave(data_state or {}),
           }),
           force=True)
-    except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+    except Exception as e:  # re-raised, maybe reworded
       failed = self._pending_step if self._pending_step is not None else step
       self._pending_step = None
       self._unrecorded = []
@@ -329,7 +329,7 @@ class CheckpointManager:
     """Blocks until pending async saves are committed (CheckpointWriteError if one failed)."""
     try:
       self._manager.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+    except Exception as e:  # re-raised, maybe reworded
       self._unrecorded = []
       raise self._write_failure(e, self._pending_step) from None
     finally:

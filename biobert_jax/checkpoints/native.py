@@ -26,7 +26,7 @@ def _unstacked(params: Any) -> Any:
   """nn.scan's stacked `encoder/encoder/layer` -> `layer_{i}` (what goes on disk)."""
   enc = params.get("encoder", {}).get("encoder", {}) if isinstance(params, dict) else {}
   if "layer" in enc:
-    from biobert_jax.checkpoints.names import unstack_layers  # pylint: disable=import-outside-toplevel
+    from biobert_jax.checkpoints.names import unstack_layers
     return unstack_layers(params)
   return params
 
@@ -48,7 +48,7 @@ def save_native(config: BertConfig, params: Any, out_dir: str | os.PathLike) -> 
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(out / PARAMS_DIR, params)
       ckptr.wait_until_finished()
-  except Exception as e:  # pylint: disable=broad-except  # re-raised, maybe reworded
+  except Exception as e:  # re-raised, maybe reworded
     code = write_errno(e)
     if code is None:
       raise

@@ -21,7 +21,7 @@ _STEP = re.compile(r"-(\d+)$")
 
 
 def _tf():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   try:
     tf.config.set_visible_devices([], "GPU")

@@ -86,7 +86,7 @@ class BertEmbeddings(nn.Module):
     self.word_embeddings = embed(c.vocab_size, (VOCAB, EMBED))
     self.position_embeddings = embed(c.max_position_embeddings, (None, EMBED))
     self.token_type_embeddings = embed(c.type_vocab_size, (None, EMBED))
-    self.LayerNorm = layer_norm(c, self.param_dtype)  # pylint: disable=invalid-name
+    self.LayerNorm = layer_norm(c, self.param_dtype)
     self.dropout = Dropout(rate=c.hidden_dropout_prob)
 
   def __call__(self, input_ids: Array, token_type_ids: Array, deterministic: bool) -> Array:

@@ -50,7 +50,7 @@ def kind_of(config: ml_collections.ConfigDict) -> str:
 
 
 def _pretrain_bert(config: ml_collections.ConfigDict) -> BertConfig:
-  from biobert_jax.trainers import pretrain  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import pretrain
   vocab = (pretrain.vocab_size_of(config.vocab_path, config.lowercase)
            if config.vocab_path and os.path.exists(config.vocab_path) else DEFAULT_VOCAB_SIZE)
   return pretrain.model_config(config, vocab)
@@ -65,7 +65,7 @@ def _compile(jitted: Any, args: tuple) -> Any:
   jax_cache.reset_cache()
   try:
     return jitted.lower(*args).compile()
-  except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
+  except Exception as e:  # XLA raises JaxRuntimeError
     if _OOM.search(str(e)):
       raise DoesNotFit(str(e).splitlines()[0][:400]) from e
     raise
@@ -77,7 +77,6 @@ def _compile(jitted: Any, args: tuple) -> Any:
 def compile_step(config: ml_collections.ConfigDict, devices: list[Any]
                  ) -> tuple[list[Any], analytic.Shape, Any]:
   """(compiled programs of one train step, the analytic shape, the mesh)."""
-  # pylint: disable=import-outside-toplevel
   from biobert_jax.trainers import finetune, pretrain
   if kind_of(config) == "pretrain":
     bert = _pretrain_bert(config)
@@ -111,7 +110,7 @@ def _gib(n: float) -> str:
 
 def _refusal_bytes(message: str) -> int | None:
   m = _REQUIRED.search(message)
-  return int(float(m.group(1)) * topology_lib._UNITS[m.group(2)]) if m else None  # pylint: disable=protected-access
+  return int(float(m.group(1)) * topology_lib._UNITS[m.group(2)]) if m else None
 
 
 def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
@@ -136,7 +135,7 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
   if mesh is not None:
     out["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
   else:
-    from biobert_jax import sharding  # pylint: disable=import-outside-toplevel
+    from biobert_jax import sharding
     d, f, t = sharding.resolve_mesh_shape(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor,
                                           len(devices))
     out["mesh"] = {"data": d, "fsdp": f, "tensor": t}

@@ -26,7 +26,7 @@ def candidates(config: ml_collections.ConfigDict, n_devices: int) -> list[dict[s
   """Settings to try: every (data, fsdp, tensor) filling the devices, tensor a divisor of
   the heads, batch shards dividing the global batch; remat and micro-batches for
   pre-training."""
-  heads_cfg = planner._shape_without_compile(config)  # pylint: disable=protected-access
+  heads_cfg = planner._shape_without_compile(config)
   heads = heads_cfg.bert.num_attention_heads
   batch = int(config.batch_size)
   pretrain = planner.kind_of(config) == "pretrain"
@@ -65,7 +65,7 @@ def configured(config: ml_collections.ConfigDict, c: dict[str, Any]
 
 def estimate(config: ml_collections.ConfigDict, c: dict[str, Any], chip: Any, devices: int
              ) -> dict[str, Any]:
-  shape = planner._shape_without_compile(configured(config, c))  # pylint: disable=protected-access
+  shape = planner._shape_without_compile(configured(config, c))
   micro = analytic.Shape(shape.bert, shape.global_batch // c["grad_accum_steps"],
                          shape.seq_len, shape.predictions, shape.head_outputs, shape.dtype,
                          shape.remat)

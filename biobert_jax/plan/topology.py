@@ -40,7 +40,6 @@ def devices(topology: str) -> list[Any]:
                        f"set XLA_FLAGS=--xla_force_host_platform_device_count={dims[0]} "
                        "before JAX starts")
     return host[:dims[0]]
-  # pylint: disable=import-outside-toplevel
   from jax.experimental import topologies
   if kind == "h100":
     return _gpu_devices(topology, dims[0])
@@ -60,7 +59,6 @@ def _gpu_devices(topology: str, n: int) -> list[Any]:
   h100_sxm, plus the CUDA runtime version), through jax's CUDA plugin without a GPU
   (openxla/xla#16913): `jax-cuda12-plugin` and `jax-cuda12-pjrt` of jax's version (the
   `gpu-plan` extra)."""
-  # pylint: disable=import-outside-toplevel
   from jax.experimental import topologies
   hosts = max(1, -(-n // GPUS_PER_HOST))
   if n > GPUS_PER_HOST and n % GPUS_PER_HOST:
@@ -101,7 +99,7 @@ def _usable_hbm(device_kind: str, devices_: tuple[Any, ...]) -> int:
   try:
     jax.jit(lambda a: jnp.concatenate([a, a * 2, a * 3]),
             out_shardings=spec).lower(big).compile()
-  except Exception as e:  # pylint: disable=broad-except  (XLA's JaxRuntimeError)
+  except Exception as e:  # XLA's JaxRuntimeError
     limit = parse_hbm_limit(str(e))
     if limit:
       return limit

@@ -81,7 +81,6 @@ def host_platform() -> str:
   """The platform JAX will pick, found without starting its backends: the first of
   JAX_PLATFORMS (or jax_platforms) when set, else TPU or NVIDIA chips seen on PCI / /dev,
   else cpu."""
-  # pylint: disable=import-outside-toplevel
   from jax._src import hardware_utils  # no public alias in jax 0.10
   chosen = _configured_platforms()
   if chosen:

@@ -55,7 +55,7 @@ def _replace_unreadable_entries() -> None:
   """Removes a cache entry JAX cannot read, so that the executable it then compiles takes
   its place: JAX warns and compiles, but its `put` skips an existing key, so a corrupted
   entry would be read, warned about and recompiled by every later run."""
-  from jax._src import compilation_cache as jax_cache  # pylint: disable=import-outside-toplevel
+  from jax._src import compilation_cache as jax_cache
   original = jax_cache.get_executable_and_time
   if getattr(original, "replaces_unreadable", False):
     return

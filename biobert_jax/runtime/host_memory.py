@@ -25,7 +25,7 @@ def _glibc_mallopt():
     return None
   try:
     libc = ctypes.CDLL(None)
-    libc.gnu_get_libc_version  # pylint: disable=pointless-statement  (glibc only)
+    libc.gnu_get_libc_version  # glibc only
     return libc.mallopt
   except (OSError, AttributeError):
     return None

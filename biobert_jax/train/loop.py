@@ -57,7 +57,7 @@ class LoopResult:
 def _preemption_service_running() -> bool:
   """Whether jax.distributed started JAX's preemption sync manager (it owns SIGTERM)."""
   try:
-    from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+    from jax._src import distributed as jax_distributed
   except ImportError:
     return False
   return getattr(jax_distributed.global_state, "preemption_sync_manager", None) is not None
@@ -86,7 +86,7 @@ class PreemptionFlag:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+  def _handle(self, signum, frame):
     logging.warning("SIGTERM received: saving a checkpoint and exiting")
     self._event.set()
 

@@ -69,7 +69,7 @@ class MetricsWriter:
           self._tb_upload = (staging, tensorboard_dir)
           tensorboard_dir = staging
         try:
-          from tensorboard.summary import _writer  # pylint: disable=import-outside-toplevel
+          from tensorboard.summary import _writer
           with _tensorboard_files(tensorboard_dir):
             self._tb = _writer.Writer(tensorboard_dir)
         except ImportError as e:  # tensorboard is optional for the library.

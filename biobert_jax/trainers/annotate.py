@@ -175,7 +175,7 @@ def _prepared_blocks(files: Sequence[str], taggers: Sequence[Tagger], block_docs
         docs.append(next(iterator))
       except StopIteration:
         done = True
-      except Exception as e:  # pylint: disable=broad-except  # one file never stops the job
+      except Exception as e:  # one file never stops the job
         yield _Block(path, [], features_lib.split_block([]), [], True, stream,
                      f"{path}: reading failed after {stream.stats.documents} documents "
                      f"({type(e).__name__}: {e})")
@@ -197,7 +197,7 @@ def _background(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
       for item in iterator:
         items.put(item)
       items.put(end)
-    except BaseException as e:  # pylint: disable=broad-except
+    except BaseException as e:
       items.put(e)
 
   threading.Thread(target=run, daemon=True).start()

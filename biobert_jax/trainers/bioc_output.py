@@ -76,8 +76,8 @@ class BiocWriter:
   def write(self, document: Any) -> None:
     bioc = _bioc()
     if self.fmt == "bioc-xml":
-      from bioc.biocxml import encoder as xml_encoder  # pylint: disable=import-outside-toplevel
-      from lxml import etree  # pylint: disable=import-outside-toplevel
+      from bioc.biocxml import encoder as xml_encoder
+      from lxml import etree
       self.handle.write(etree.tostring(xml_encoder.encode_document(document),
                                        encoding="unicode") + "\n")
     else:

@@ -105,7 +105,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 def task_head_labels(task: str, labels: list[str]) -> dict[str, list[str]]:
   """{head scope: label names} of a task model's labelled heads (QA has none)."""
   if task == "multi_ner":
-    from biobert_jax.tasks.multi_ner import split_labels  # pylint: disable=import-outside-toplevel
+    from biobert_jax.tasks.multi_ner import split_labels
     return split_labels(labels)
   return {"classifier": list(labels)} if labels else {}
 

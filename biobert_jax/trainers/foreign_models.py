@@ -67,7 +67,7 @@ def _read_tf1(path: pathlib.Path) -> tuple[dict, BertConfig, Any]:
   if not (path / "vocab.txt").exists():
     raise FileNotFoundError(f"{path / 'vocab.txt'} not found next to the TF1 checkpoint")
   if "lowercase" not in info:
-    from biobert_jax.trainers.model_dir import vocab_is_uncased  # pylint: disable=import-outside-toplevel
+    from biobert_jax.trainers.model_dir import vocab_is_uncased
     info["lowercase"] = vocab_is_uncased(str(path / "vocab.txt"))
   info.setdefault("max_seq_length", min(128, config.max_position_embeddings))
   info.setdefault("doc_stride", info["max_seq_length"] // 2)

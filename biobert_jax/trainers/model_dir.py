@@ -98,7 +98,7 @@ def load_finetuned(path: str | os.PathLike) -> Finetuned:
   """Reads `<workdir>/model/` (or the model dir itself) written by `save_finetuned`, a
   transformers task directory, or a TF1 fine-tuned checkpoint with its labels.txt
   (trainers/foreign_models)."""
-  from biobert_jax.trainers import foreign_models  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers import foreign_models
 
   path = fs.path(path)
   model_dir = path / "model" if (path / "model" / "task.json").exists() else path

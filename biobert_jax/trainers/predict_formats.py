@@ -61,7 +61,7 @@ def write_records(records: Sequence[dict], f: TextIO, output_format: str) -> Non
   """Writes `records` to the open text file `f` in `output_format`."""
   if output_format not in OUTPUT_FORMATS:
     raise ValueError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
-  from biobert_jax.trainers.annotate import format_document  # pylint: disable=import-outside-toplevel
+  from biobert_jax.trainers.annotate import format_document
   writer = (bioc_output.BiocWriter(f, output_format)
             if output_format in bioc_output.FORMATS else None)
   for number, record in enumerate(records, 1):

@@ -120,7 +120,7 @@ class InterruptibleBatches:
       self._requests.get()
       try:
         self._results.put(("batch", next(self._source)))
-      except BaseException as e:  # pylint: disable=broad-except  # re-raised by __next__
+      except BaseException as e:  # re-raised by __next__
         self._results.put(("error", e))
 
   def __iter__(self) -> InterruptibleBatches:
@@ -161,7 +161,7 @@ class InterruptibleBatches:
 def pipeline_config(config: ml_collections.ConfigDict,
                     process_count: int) -> ml_collections.ConfigDict:
   """data_pipeline.pretraining's config from the trainer's (per-process batch size)."""
-  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  from data_pipeline import pretraining
   if config.batch_size % process_count:
     raise ValueError(f"config.batch_size={config.batch_size} (global) is not divisible by "
                      f"the {process_count} processes")
@@ -184,7 +184,7 @@ def make_train_batches(config: ml_collections.ConfigDict, vocab_size: int,
   if config.data_source != "corpus":
     raise ValueError(f"config.data_source={config.data_source!r}: expected 'corpus' or "
                      "'synthetic'")
-  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  from data_pipeline import pretraining
   return InterruptibleBatches(pretraining.make_iterator(
       pipeline_config(config, process_count), process_index, process_count))
 
@@ -202,7 +202,7 @@ def make_eval_batches(config: ml_collections.ConfigDict, vocab_size: int,
                            process_index=process_index, process_count=process_count,
                            stream=1)
     return [next(src) for _ in range(n)]
-  from data_pipeline import pretraining  # pylint: disable=import-outside-toplevel
+  from data_pipeline import pretraining
   ds = pretraining.make_eval_dataset(pipeline_config(config, process_count), process_index,
                                      process_count)
   batches = list(ds.take(n).as_numpy_iterator())

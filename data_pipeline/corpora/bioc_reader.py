@@ -32,8 +32,8 @@ def _bioc():
   """The `bioc` package, imported when BioC is actually read (the accelerator image runs
   annotate without it)."""
   try:
-    import bioc.biocjson  # pylint: disable=import-outside-toplevel
-    import bioc.biocxml  # pylint: disable=import-outside-toplevel
+    import bioc.biocjson
+    import bioc.biocxml
   except ImportError as e:
     raise ImportError("reading or writing BioC needs the bioc package: "
                       "pip install 'bioc>=2.1,<3'") from e

@@ -17,7 +17,7 @@ READ_ERRORS = (EOFError, OSError, zlib.error, LookupError)
 def open_binary(path: str | pathlib.Path) -> BinaryIO:
   """Opens `path` for streaming reads; `.gz` files are decompressed on the fly."""
   path = str(path)
-  raw = fs.open(path, "rb")  # pylint: disable=consider-using-with
+  raw = fs.open(path, "rb")
   if path.endswith(".gz"):
     return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
   return raw

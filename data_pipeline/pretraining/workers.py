@@ -51,7 +51,7 @@ def _serve(config_dict: dict, virtual_index: int, virtual_count: int, skip_batch
       if not put(("batch", batch)):
         return
     put(("end", None))
-  except BaseException as e:  # pylint: disable=broad-except  # reported to the main process
+  except BaseException as e:  # reported to the main process
     put(("error", f"{type(e).__name__}: {e}\n(pipeline worker {virtual_index} of "
                   f"{virtual_count})\n{traceback.format_exc(limit=4)}"))
 
@@ -110,7 +110,7 @@ class ParallelPretrainingIterator:
   def __del__(self):
     try:
       self.close()
-    except Exception:  # pylint: disable=broad-except  # interpreter shutdown
+    except Exception:  # interpreter shutdown
       pass
 
   # --- iteration and state --------------------------------------------------------------

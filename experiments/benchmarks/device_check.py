@@ -68,7 +68,7 @@ def environment() -> dict[str, Any]:
   for name in ("flax", "optax", "torch", "transformers"):
     try:
       info[name] = __import__(name).__version__
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       info[name] = f"unavailable: {e}"
   return info
 
@@ -76,8 +76,8 @@ def environment() -> dict[str, Any]:
 def parity() -> dict[str, Any]:
   """Our encoder on the accelerator vs transformers' BertModel (torch, CPU), same weights."""
   # Heavy and only needed here and in the annotate section (see annotate_throughput).
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
+  import torch
+  import transformers
 
   c = BertConfig.preset(sizes()["preset"])
   hf_config = transformers.BertConfig(**{k: v for k, v in c.to_dict().items()
@@ -246,9 +246,9 @@ def annotate_throughput() -> dict[str, Any]:
   """Documents/s of our annotate command vs transformers' pipeline, same model and texts."""
   # torch (and the annotate benchmark, which imports it) only in the sections that use
   # them: a section that cannot import them records the error, the others still run.
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
 
-  from experiments.benchmarks import annotate as annotate_bench  # pylint: disable=import-outside-toplevel
+  from experiments.benchmarks import annotate as annotate_bench
 
   setting = sizes()["annotate"]
   with tempfile.TemporaryDirectory() as work:
@@ -305,7 +305,7 @@ def main(argv):
     t = time.perf_counter()
     try:
       result[name] = sections[name]()
-    except Exception as e:  # pylint: disable=broad-except  (record it, run the rest)
+    except Exception as e:  # record it, run the rest
       result[name] = {"error": f"{type(e).__name__}: {e}",
                       "traceback": traceback.format_exc()[-3000:]}
       print(result[name]["traceback"], file=sys.stderr, flush=True)

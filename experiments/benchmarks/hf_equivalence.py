@@ -39,7 +39,7 @@ _TRAIN = flags.DEFINE_integer("train_examples", 1000, "Training sentences (one e
 
 
 def finetune(workdir: str, train_examples: int) -> str:
-  from experiments.configs import finetune as finetune_config  # pylint: disable=import-outside-toplevel
+  from experiments.configs import finetune as finetune_config
   config = finetune_config.get_config("ner")
   config.update(data_dir=str(data_path("ner", "NCBI-disease")), max_train_examples=train_examples,
                 max_eval_examples=200, num_epochs=1, batch_size=32, learning_rate=3e-4,
@@ -107,7 +107,7 @@ def main(argv):
   workdir = _MODEL.value or finetune(_WORKDIR.value, _TRAIN.value)
   hf_dir = str(pathlib.Path(workdir) / "model_hf")
   if not os.path.isdir(hf_dir):
-    from biobert_jax.trainers import hf_export  # pylint: disable=import-outside-toplevel
+    from biobert_jax.trainers import hf_export
     hf_export.export_model_dir(workdir, hf_dir)
   lines = data_path("pretrain", "pubmed_abstracts.txt").read_text().splitlines()
   texts = [l for l in lines if l.strip()][:_NUM.value]

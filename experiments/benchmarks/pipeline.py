@@ -48,7 +48,6 @@ def _rate(iterator, batches: int, windows: int = 3) -> tuple[float, float]:
 
 def _measure(threads: int) -> dict:
   # TensorFlow only in the measuring child processes, not in the parent that starts them.
-  # pylint: disable=import-outside-toplevel
   from data_pipeline import pretraining
   from data_pipeline._tf import tf
   from data_pipeline.pretraining.static_writer import write_static_examples

@@ -37,7 +37,7 @@ def _peak_mb() -> float:
 def main(argv):
   del argv
   config = finetune_configs.get_config("qa")
-  default_vocab = finetune_configs._default_checkpoint()  # pylint: disable=protected-access
+  default_vocab = finetune_configs._default_checkpoint()
   config.init_checkpoint = FLAGS.checkpoint
   if not FLAGS.checkpoint:
     config.vocab_path = f"{default_vocab}/vocab.txt"

@@ -36,18 +36,18 @@ def main(_):
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-16")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from biobert_jax import models, sharding  # pylint: disable=import-outside-toplevel
-  from biobert_jax.config import BertConfig  # pylint: disable=import-outside-toplevel
-  from biobert_jax.plan import hlo  # pylint: disable=import-outside-toplevel
-  from biobert_jax.train import optim  # pylint: disable=import-outside-toplevel
-  from biobert_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
-  from biobert_jax.train import step as step_lib  # pylint: disable=import-outside-toplevel
-  from experiments.configs import pretrain as configs  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
+  from biobert_jax import models, sharding
+  from biobert_jax.config import BertConfig
+  from biobert_jax.plan import hlo
+  from biobert_jax.train import optim
+  from biobert_jax.train import state as state_lib
+  from biobert_jax.train import step as step_lib
+  from experiments.configs import pretrain as configs
 
   if _TOPOLOGY.value:
-    from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+    from jax.experimental import topologies
     devices = topologies.get_topology_desc(topology_name=_TOPOLOGY.value,
                                            platform="tpu").devices
   else:

@@ -17,7 +17,7 @@ from experiments.benchmarks import common
 from experiments.benchmarks import finetune_step as ft
 
 # --seq_lens (one shape each), --batch_size, --rounds, --checkpoint: finetune_step's flags.
-_SEQ_LENS, _BATCH, _ROUNDS, _CHECKPOINT = ft._SEQ_LENS, ft._BATCH, ft._ROUNDS, ft._CHECKPOINT  # pylint: disable=protected-access
+_SEQ_LENS, _BATCH, _ROUNDS, _CHECKPOINT = ft._SEQ_LENS, ft._BATCH, ft._ROUNDS, ft._CHECKPOINT
 
 
 def main(argv):

@@ -31,7 +31,7 @@ def _best_rate(fn, tokens: int, repeats: int) -> float:
 
 def _measure(threads: int) -> dict:
   # TensorFlow only in the measuring child processes, not in the parent that starts them.
-  from data_pipeline._tf import tf  # pylint: disable=import-outside-toplevel
+  from data_pipeline._tf import tf
 
   if threads == 1:
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -44,7 +44,7 @@ def _ours(c: BertConfig, dtype, tx, schedule) -> tuple[Callable, Any]:
 def _peer(c: BertConfig, dtype, tx) -> tuple[Callable, Any] | None:
   # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
-    import transformers  # pylint: disable=import-outside-toplevel
+    import transformers
   except ImportError:
     return None
   hf_config = transformers.BertConfig(**{k: v for k, v in c.to_dict().items()

@@ -84,8 +84,8 @@ def theirs_forward(path: str, num_labels: int) -> Callable[[dict, int], float] |
   (eval mode, no_grad, its default attention: SDPA)."""
   # The peer is optional (heavy): without torch/transformers only ours is timed.
   try:
-    import torch  # pylint: disable=import-outside-toplevel
-    import transformers  # pylint: disable=import-outside-toplevel
+    import torch
+    import transformers
   except ImportError:
     return None
   model = transformers.BertForTokenClassification.from_pretrained(path, num_labels=num_labels)
@@ -186,7 +186,7 @@ def main(argv):
   # YNNPACK's here at L=384, yet were slower in the trainer, which keeps the buffers.
   host_memory.keep_host_buffers()
   variants = {v.strip() or "default": parse_variant(v) for v in _VARIANTS.value.split(";")}
-  path = ft._CHECKPOINT.value or ft.default_checkpoint()  # pylint: disable=protected-access
+  path = ft._CHECKPOINT.value or ft.default_checkpoint()
   print(f"{common.machine_load()}; jax {jax.__version__}", flush=True)
   all_rows = []
   for seq in map(int, ft._SEQ_LENS.value):
