@@ -81,7 +81,7 @@ def test_pipeline_matches_predict_on_whole_abstracts_in_one_window(ner_dirs, abs
   predictor.max_seq_length = 512
   tok = transformers.AutoTokenizer.from_pretrained(out, model_max_length=512)
   pipe = transformers.pipeline("token-classification", model=str(out), tokenizer=tok,
-                               aggregation_strategy="first")
+                               aggregation_strategy="first", framework="pt")
   ours = predictor.tag(abstracts)
   total = 0
   for text, mine in zip(abstracts, ours):
@@ -114,7 +114,7 @@ def test_pipeline_vs_predict_with_windows_differs_only_where_windows_overlap(ner
   work, out = ner_dirs
   tok = transformers.AutoTokenizer.from_pretrained(out)
   pipe = transformers.pipeline("token-classification", model=str(out),
-                               aggregation_strategy="first")
+                               aggregation_strategy="first", framework="pt")
   ours = predict.tag_texts(work, abstracts)
   same = differ = 0
   for text, mine in zip(abstracts, ours):

@@ -69,7 +69,7 @@ def compare(workdir: str, hf_dir: str, texts: list[str]) -> dict:
   row["pieces_mean"] = round(sum(len(tok(t)["input_ids"]) for t in texts) / len(texts), 1)
   # Windowed: the model as exported.
   pipe = transformers.pipeline("token-classification", model=hf_dir,
-                               aggregation_strategy="first")
+                               aggregation_strategy="first", framework="pt")
   t = time.perf_counter()
   ours = predictor.tag(texts)
   row["ours_seconds"] = round(time.perf_counter() - t, 2)
@@ -91,7 +91,7 @@ def compare(workdir: str, hf_dir: str, texts: list[str]) -> dict:
   predictor.max_seq_length = 512
   tok512 = transformers.AutoTokenizer.from_pretrained(hf_dir, model_max_length=512)
   pipe512 = transformers.pipeline("token-classification", model=hf_dir, tokenizer=tok512,
-                                  aggregation_strategy="first")
+                                  aggregation_strategy="first", framework="pt")
   ours = predictor.tag(texts)
   identical = entities = 0
   for text, mine in zip(texts, ours):
