@@ -158,3 +158,22 @@ def test_a_gs_workdir_is_locked_by_an_object(bucket):
   with locking.hold(workdir, log=said.append):
     assert locking.holder(workdir)["pid"] == os.getpid()
   assert said and "taking over a stale lock" in said[0]
+
+
+def test_hf_and_tf1_checkpoints_convert_to_and_from_gs_bit_exact(bucket, tmp_path):
+  import jax
+  import numpy as np
+
+  from biobert_jax import BertConfig, checkpoints, models
+  config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=32)
+  params = models.init_params(models.BertForPreTraining(config), jax.random.key(0))
+  checkpoints.export_hf(config, params, bucket + "/hf")
+  assert checkpoints.detect_format(bucket + "/hf") == "hf" and fs.finished(bucket + "/hf")
+  checkpoints.convert_checkpoint(bucket + "/hf", bucket + "/tf1", "tf1")
+  assert checkpoints.detect_format(bucket + "/tf1") == "tf1"
+  checkpoints.convert_checkpoint(bucket + "/tf1", str(tmp_path / "native"), "native")
+  config2, params2, report = checkpoints.load_with_report(str(tmp_path / "native"))
+  assert config2 == config and sorted(params2) == ["cls", "encoder"]
+  jax.tree.map(np.testing.assert_array_equal, params2, params)
+  assert checkpoints.load_with_report(bucket + "/hf")[2].path == bucket + "/hf"

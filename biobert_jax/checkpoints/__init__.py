@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 from typing import Any
 from collections.abc import Mapping
 
@@ -76,6 +77,14 @@ def load_with_report(path: str | os.PathLike, *, strict: bool = True,
   """
   p = fs.path(path)
   fmt = detect_format(p)
+  if fmt in ("hf", "tf1") and fs.is_remote(p):
+    # safetensors/torch and TF's checkpoint reader need local files: read a local copy.
+    directory = p if p.is_dir() else p.parent
+    with fs.local_copy(directory) as local:
+      local_path = pathlib.Path(local) if p.is_dir() else pathlib.Path(local) / p.name
+      config, params, report = load_with_report(local_path, strict=strict, rng=rng)
+    report.path = str(p)
+    return config, params, report
   if fmt == "hf":
     config, params, report = hf.load(p, strict=strict, rng=rng)
   elif fmt == "tf1":
@@ -98,13 +107,33 @@ def load(path: str | os.PathLike, *, strict: bool = True,
 def export_hf(config: BertConfig, params: Mapping[str, Any], out_dir: str | os.PathLike, *,
               drop_unknown: bool = False) -> pathlib.Path:
   """Writes a transformers-loadable directory (config.json + model.safetensors)."""
+  if fs.is_remote(out_dir):
+    with tempfile.TemporaryDirectory() as local:
+      hf.export(config, params, local, drop_unknown=drop_unknown)
+      _upload(local, out_dir)
+    return fs.path(out_dir)
   return hf.export(config, params, out_dir, drop_unknown=drop_unknown)
 
 
 def export_tf1(config: BertConfig, params: Mapping[str, Any], out_prefix: str | os.PathLike, *,
                drop_unknown: bool = False) -> pathlib.Path:
   """Writes a TF1 checkpoint with Google's variable names + bert_config.json beside it."""
+  if fs.is_remote(out_prefix):
+    with tempfile.TemporaryDirectory() as local:
+      tf1.export(config, params, pathlib.Path(local) / fs.basename(out_prefix),
+                 drop_unknown=drop_unknown)
+      _upload(local, fs.dirname(out_prefix))
+    return fs.path(out_prefix)
   return tf1.export(config, params, out_prefix, drop_unknown=drop_unknown)
+
+
+def _upload(local: str, out_dir: str | os.PathLike) -> None:
+  """A finished local export into place on a store: staged, then committed whole."""
+  out_dir = os.fspath(out_dir)
+  stage = out_dir.rstrip("/") + fs.TMP_SUFFIX
+  fs.discard_unfinished(out_dir)
+  fs.copytree(local, stage)
+  fs.commit(stage, out_dir)
 
 
 def convert_checkpoint(src: str | os.PathLike, out: str | os.PathLike, fmt: str,
@@ -118,7 +147,7 @@ def convert_checkpoint(src: str | os.PathLike, out: str | os.PathLike, fmt: str,
   if fmt == "hf":
     return export_hf(config, params, out, drop_unknown=True)
   if fmt == "tf1":
-    return export_tf1(config, params, pathlib.Path(out) / "model.ckpt", drop_unknown=True)
+    return export_tf1(config, params, fs.join(out, "model.ckpt"), drop_unknown=True)
   if fmt == "native":
     from biobert_jax.checkpoints import native
     return native.save_native(config, params, out)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import names
 from biobert_jax.checkpoints.convert import CheckpointError, LoadReport, assemble, disassemble
 from biobert_jax.config import BertConfig
@@ -24,7 +25,7 @@ CONFIG = "config.json"
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-  p = pathlib.Path(path)
+  p = fs.path(path)  # local: pathlib.Path; gs://: detection only (loads read a copy)
   return p.is_dir() and (p / CONFIG).exists() and any(
       (p / f).exists() for f in (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN))
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from biobert_jax import fs
 from biobert_jax.checkpoints import names
 from biobert_jax.checkpoints.convert import CheckpointError, LoadReport, assemble, disassemble
 from biobert_jax.config import BertConfig
@@ -32,7 +33,7 @@ def _tf():
 
 def find_checkpoint(path: str | os.PathLike) -> pathlib.Path | None:
   """The checkpoint prefix for `path` (a prefix, or a directory: its latest model.ckpt-N)."""
-  p = pathlib.Path(path)
+  p = fs.path(path)  # local: pathlib.Path; gs://: detection only (loads read a copy)
   if p.with_name(p.name + ".index").exists():
     return p
   if not p.is_dir():
