@@ -12,7 +12,6 @@ from absl import app, flags, logging
 from biobert_jax import runtime
 from biobert_jax.configs import overrides
 from biobert_jax.trainers import recipe
-from experiments import recipes
 
 _WORKDIR = flags.DEFINE_string("workdir", "work/main_job", "Where everything is written.")
 _QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 1 seed, tiny budgets.")
@@ -54,11 +53,10 @@ def main(argv: list[str]) -> None:
   settings = dict(recipe.QUICK if _QUICK.value else recipe.FULL)
   settings.update(_parse(_SET.value, settings))
   seeds = _SEEDS.value or (["0"] if _QUICK.value else ["0", "1", "2"])
-  summary = recipes.biobert_recipe(
+  summary = recipe.run(
       _WORKDIR.value, settings, checkpoint=_CHECKPOINT.value, arms=_ARMS.value,
       corpora=_CORPORA.value, seeds=[int(s) for s in seeds],
-      pretrain_extra=_parse(_PRETRAIN.value, None),
-      **({"pubmed_files": _PUBMED.value} if _PUBMED.value else {}))
+      pretrain_extra=_parse(_PRETRAIN.value, None), pubmed_files=_PUBMED.value)
   print(recipe.format_table(summary), flush=True)
   print(f"everything is in {os.path.abspath(_WORKDIR.value)} (summary.json, curves.png, "
         "TensorBoard logs under each stage)", flush=True)

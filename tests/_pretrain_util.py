@@ -61,7 +61,7 @@ def synthetic_batch(seed: int, batch_size: int = 8, seq_len: int = 32, num_predi
 TINY_RUN = {
     "data_source": "synthetic", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
     "batch_size": 8, "max_seq_length": 32, "max_predictions_per_seq": 5,
-    "learning_rate": 1e-3, "warmup_steps": 2, "log_every": 1, "checkpoint_every": 1,
+    "optim.learning_rate": 1e-3, "optim.warmup_steps": 2, "log_every": 1, "checkpoint_every": 1,
     "keep_checkpoints": 2, "eval_steps": 0, "tensorboard": False,
     "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
 }

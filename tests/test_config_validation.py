@@ -10,10 +10,10 @@ import pytest
 
 from biobert_jax.checkpoints import native
 from biobert_jax.configs.overrides import set_dotted
+from biobert_jax.configs import finetune as finetune_configs
+from biobert_jax.configs import pretrain as pretrain_configs
 from biobert_jax.trainers import pretrain_data, validation
 from data_pipeline import pretraining
-from experiments.configs import finetune as finetune_configs
-from experiments.configs import pretrain as pretrain_configs
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "gene", "cancer", "a", "b",
@@ -26,10 +26,11 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "gene", "cancer", 
 @pytest.mark.parametrize("key,value,message", [
     ("batch_size", -4, "config.batch_size=-4: must be an integer >= 1"),
     ("batch_size", 0, "config.batch_size=0: must be an integer >= 1"),
-    ("learning_rate", -1e-4, "config.learning_rate=-0.0001: must be >= 0"),
+    ("optim.learning_rate", -1e-4, "config.optim.learning_rate=-0.0001: must be >= 0"),
     ("total_steps", 0, "config.total_steps=0"),
     ("dtype", "fp8", "config.dtype='fp8': must be one of 'bfloat16', 'float16', 'float32'"),
-    ("optimizer", "sgd", "config.optimizer='sgd': must be one of 'adamw', 'lamb'"),
+    ("optim.optimizer", "sgd",
+     "config.optim.optimizer='sgd': must be one of 'adamw', 'lamb'"),
     ("data.file_format", "csv", "config.data.file_format='csv'"),
     ("data.masked_lm_prob", 1.5, "config.data.masked_lm_prob=1.5"),
     ("mesh.data", 3, "config.mesh: mesh"),
@@ -41,7 +42,7 @@ def test_pretrain_config_errors_name_key_value_and_rule(key, value, message):
   config = pretrain_configs.get_config("tiny")
   set_dotted(config, key, value)
   with pytest.raises(validation.ConfigError) as error:
-    validation.validate_pretrain_config(config)
+    pretrain_configs.validate(config)
   assert message in str(error.value)
 
 
@@ -68,7 +69,7 @@ def test_pretrain_positions_checked_against_init_checkpoint(tmp_path):
   config = pretrain_configs.get_config("tiny")
   config.update(init_checkpoint=str(tmp_path), max_seq_length=512)
   with pytest.raises(validation.ConfigError, match=r"max_seq_length=512: .*128 position"):
-    validation.validate_pretrain_config(config)
+    pretrain_configs.validate(config)
 
 
 def test_pretrain_batch_must_divide_over_the_mesh():
@@ -76,36 +77,37 @@ def test_pretrain_batch_must_divide_over_the_mesh():
   config.update(batch_size=6)
   config.mesh.update(data=1, fsdp=4, tensor=1)
   with pytest.raises(validation.ConfigError, match=r"batch_size=6: .*= 1 x 4 x 1 = 4"):
-    validation.validate_pretrain_config(config, device_count=4, process_count=1)
+    pretrain_configs.validate(config, device_count=4, process_count=1)
 
 
 @pytest.mark.parametrize("task,key,value,message", [
     ("ner", "batch_size", -4, "config.batch_size=-4: must be an integer >= 1"),
     ("ner", "batch_size", 0, "config.batch_size=0"),
     ("ner", "num_epochs", 0, "config.num_epochs=0"),
-    ("ner", "learning_rate", float("nan"), "config.learning_rate=nan: must be finite"),
+    ("ner", "optim.learning_rate", float("nan"),
+     "config.optim.learning_rate=nan: must be finite"),
     ("ner", "ner.scheme", "bio", "config.ner.scheme='bio': must be one of 'iob2'"),
     ("re", "re.pooling", "mean", "config.re.pooling='mean'"),
     ("re", "re.dev_fraction", 1.0, "config.re.dev_fraction=1.0"),
     ("qa", "qa.merge", "avg", "config.qa.merge='avg'"),
     ("qa", "max_seq_length", 40, "qa.max_query_length + 4 = 68"),
     ("ner", "task", "pos", "config.task='pos': must be one of 'ner', 're', 'qa'"),
-    ("ner", "warmup_proportion", 1.5, "config.warmup_proportion=1.5"),
+    ("ner", "optim.warmup_proportion", 1.5, "config.optim.warmup_proportion=1.5"),
 ])
 def test_finetune_config_errors_name_key_value_and_rule(task, key, value, message):
   config = finetune_configs.get_config(task)
   set_dotted(config, key, value)
   with pytest.raises(validation.ConfigError) as error:
-    validation.validate_finetune_config(config)
+    finetune_configs.validate(config)
   assert message in str(error.value)
 
 
 def test_shipped_configs_validate():
   for preset in ("tiny", "base", "large"):
-    validation.validate_pretrain_config(pretrain_configs.get_config(preset), device_count=8,
+    pretrain_configs.validate(pretrain_configs.get_config(preset), device_count=8,
                                         process_count=1)
   for task in ("ner", "re", "qa"):
-    validation.validate_finetune_config(finetune_configs.get_config(task))
+    finetune_configs.validate(finetune_configs.get_config(task))
 
 
 def test_finetune_refuses_a_negative_batch_before_any_work(tmp_path):

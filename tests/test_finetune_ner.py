@@ -45,8 +45,8 @@ def finetuned(data_dir, tmp_path_factory):
   config.update(data_dir=str(corpus), init_checkpoint=str(ckpt), lowercase=-1,
                 max_train_examples=NUM_TRAIN, max_eval_examples=NUM_EVAL, num_epochs=3,
                 batch_size=16, eval_batch_size=8, max_seq_length=32, doc_stride=16,
-                bucket_length=0, learning_rate=2e-3, warmup_proportion=0.0, log_every=1,
-                reinit=("^encoder/pooler/",), export_hf=True)
+                bucket_length=0, log_every=1, reinit=("^encoder/pooler/",), export_hf=True)
+  config.optim.update(learning_rate=2e-3, warmup_proportion=0.0)
   workdir = tmp_path_factory.mktemp("work")
   results = finetune_lib.run(config, str(workdir),
                              compiler_options={"xla_backend_optimization_level": 0})

@@ -39,7 +39,7 @@ def char_vocab(tmp_path_factory) -> str:
 def _overrides(task, data_dir, vocab):
   common = {"init_checkpoint": "", "model_preset": "tiny", "vocab_path": vocab,
             "lowercase": 1, "batch_size": 8, "eval_batch_size": 8, "log_every": 1,
-            "learning_rate": 1e-3, "warmup_proportion": 0.0, "bucket_length": 0,
+            "optim.learning_rate": 1e-3, "optim.warmup_proportion": 0.0, "bucket_length": 0,
             "group_by_length": 0, "save_model": False, "write_predictions": False,
             "tensorboard": False, "checkpoint_every": 100}
   per_task = {
@@ -106,7 +106,7 @@ def test_a_second_run_reuses_the_jitted_steps_and_ends_as_a_fresh_run_would(
   assert _losses(tmp_path / "seed1") == _losses(tmp_path / "seed1_fresh")
   assert _comparable(tmp_path / "seed1") == _comparable(tmp_path / "seed1_fresh")
   assert _losses(tmp_path / "seed0") != _losses(tmp_path / "seed1")
-  run("lr", seed=1, learning_rate=5e-4)  # another optimiser: another program
+  run("lr", seed=1, **{"optim.learning_rate": 5e-4})  # another optimiser: another program
   assert len(finetune_program._STEPS_CACHE) == 2
   assert _losses(tmp_path / "lr") != _losses(tmp_path / "seed1")
 
@@ -169,12 +169,12 @@ def test_other_config_refuses_and_writes_nothing_then_overwrite_starts_afresh(
   workdir_lib.check_or_record_config(str(workdir), first)
   (workdir / "eval_results.json").write_text('{"from": "the first run"}\n')
   before = _snapshot(workdir)
-  second = _config("ner", data_dir, char_vocab, learning_rate=5e-3, batch_size=16,
-                   **{"ner.scheme": "iob1"})
+  second = _config("ner", data_dir, char_vocab, batch_size=16,
+                   **{"ner.scheme": "iob1", "optim.learning_rate": 5e-3})
   with pytest.raises(workdir_lib.WorkdirConfigMismatch) as error:
     finetune_lib.run(second, str(workdir), compiler_options=FAST, devices=jax.devices()[:1])
   message = str(error.value)
-  for key in ("learning_rate: 0.001 -> 0.005", "batch_size: 8 -> 16",
+  for key in ("optim.learning_rate: 0.001 -> 0.005", "batch_size: 8 -> 16",
               "ner.scheme: 'iob2' -> 'iob1'", "--config.overwrite=True"):
     assert key in message, message
   assert "log_every" not in message
@@ -184,7 +184,7 @@ def test_other_config_refuses_and_writes_nothing_then_overwrite_starts_afresh(
   results = finetune_lib.run(second, str(workdir), compiler_options=FAST,
                              devices=jax.devices()[:1])
   recorded = json.loads((workdir / "config.json").read_text())
-  assert recorded["learning_rate"] == 5e-3 and recorded["ner"]["scheme"] == "iob1"
+  assert recorded["optim"]["learning_rate"] == 5e-3 and recorded["ner"]["scheme"] == "iob1"
   assert json.loads((workdir / "eval_results.json").read_text())["dev"] == json.loads(
       json.dumps(results["dev"]))
 
@@ -241,7 +241,8 @@ def test_failed_model_save_leaves_no_finished_workdir_and_a_rerun_completes(
 
 
 def test_nan_stops_naming_the_step_and_saves_nothing_after_it(tmp_path, data_dir, char_vocab):
-  config = _config("ner", data_dir, char_vocab, learning_rate=1e30, checkpoint_every=1)
+  config = _config("ner", data_dir, char_vocab, checkpoint_every=1,
+                   **{"optim.learning_rate": 1e30})
   with pytest.raises(loop.NonFiniteLossError,
                      match=r"step 2: non-finite .*last good checkpoint is step 1"):
     finetune_lib.run(config, str(tmp_path), compiler_options=FAST, devices=jax.devices()[:1])
@@ -269,7 +270,7 @@ def test_pretraining_rerun_with_another_model_refuses_before_writing(tmp_path, d
 
 _CHILD = """
 import json, sys
-from experiments.recipes import finetune_config
+from biobert_jax.trainers.recipe_steps import finetune_config
 from biobert_jax.trainers import finetune
 spec = json.loads(sys.argv[1])
 config = finetune_config(spec.pop("task"), **spec)

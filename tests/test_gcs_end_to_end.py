@@ -103,16 +103,16 @@ def test_pretraining_on_gs_resumes_exactly_after_a_kill(pretrained):
 
 @pytest.fixture(scope="module")
 def finetuned(pretrained, inputs):
-  from experiments.recipes import finetune_config
+  from biobert_jax.trainers.recipe_steps import finetune_config
   from biobert_jax.trainers import finetune
   _, export_workdir, _ = pretrained
   config = finetune_config(
       "ner", init_checkpoint=fs.join(export_workdir, "export"), vocab_path="",
       data_dir=f"{inputs}/ner", lowercase=0, batch_size=4, eval_batch_size=4,
       max_train_examples=8, max_eval_examples=4, max_seq_length=32, doc_stride=16,
-      num_epochs=1, learning_rate=1e-3, warmup_proportion=0.0, log_every=1,
+      num_epochs=1, log_every=1,
       checkpoint_every=1, save_model=True, write_predictions=True, tensorboard=True,
-      **{"mesh.data": 1})
+      **{"mesh.data": 1, "optim.learning_rate": 1e-3, "optim.warmup_proportion": 0.0})
   workdir = f"{inputs}/finetune"
   results = finetune.run(config, workdir, devices=jax.devices()[:1])
   return workdir, results

@@ -12,7 +12,8 @@ import pytest
 
 from biobert_jax import checkpoints, models
 from biobert_jax.checkpoints import head_labels, hf_tasks, surgery
-from biobert_jax.trainers.validation import ConfigError, validate_finetune_config
+from biobert_jax.configs.checks import ConfigError
+from biobert_jax.configs.finetune import validate as validate_finetune_config
 from data_pipeline.tasks.re import CHEMPROT_LABELS
 from test_checkpoint_heads import CONFIG, _batch, _head, write_tf1
 
@@ -111,7 +112,7 @@ def test_hf_default_label_names_count_as_none(tmp_path):
 
 
 def test_config_validation_knows_fitting_unnamed():
-  from experiments.configs.finetune import get_config
+  from biobert_jax.configs.finetune import get_config
   config = get_config("ner")
   config.init_checkpoint = ""
   config.init_heads = "fitting_unnamed"

@@ -18,7 +18,9 @@ CORE = ["biobert_jax", "biobert_jax.fs", "biobert_jax.tree", "biobert_jax.config
         "biobert_jax.train.metrics_writer", "biobert_jax.metrics", "biobert_jax.metrics.ner",
         "biobert_jax.metrics.re", "biobert_jax.metrics.bioasq",
         "biobert_jax.metrics.qa_decoding", "biobert_jax.runtime",
-        "biobert_jax.runtime.ahead", "biobert_jax.plan.planner", "biobert_jax.plan.search"]
+        "biobert_jax.runtime.ahead", "biobert_jax.plan.planner", "biobert_jax.plan.search",
+        "biobert_jax.configs", "biobert_jax.configs.checks", "biobert_jax.configs.optim",
+        "biobert_jax.configs.overrides"]
 FORBIDDEN = ("tensorflow", "tensorflow_text", "tensorflow_datasets", "data_pipeline",
              "experiments")
 
@@ -161,7 +163,9 @@ def test_the_circle_check_can_fail(tmp_path):
 
 # The library's tiers, lowest first: a module may import its own tier and the ones below.
 # The planner compiles the trainers' own programs, so it is wiring, as the trainers are.
-_TIERS = (("core",), ("biobert_jax.tasks",),
+# The presets name the default data files (data_pipeline.paths), as the tasks do.
+_TIERS = (("core",), ("biobert_jax.tasks", "biobert_jax.configs.pretrain",
+                      "biobert_jax.configs.finetune"),
           ("biobert_jax.trainers", "biobert_jax.plan.planner", "biobert_jax.plan.search"))
 
 

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from biobert_jax.trainers import recipe
+from biobert_jax.trainers import finetune as finetune_lib
+from biobert_jax.trainers import pretrain as pretrain_lib
+from biobert_jax.trainers import recipe, recipe_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +24,7 @@ def test_task_text_takes_training_sentences_only(tmp_path):
   assert open(out, encoding="utf-8").read() == "Breast cancer\nBRCA1 .\n"
 
 
-def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
+def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path, monkeypatch):
   calls = []
 
   def finetune(workdir, checkpoint, task, **overrides):
@@ -32,31 +34,68 @@ def test_finished_finetune_is_reused_only_with_the_same_settings(tmp_path):
     (tmp_path / "ft" / "eval_results.json").write_text(json.dumps({"test": {"f1": 0.5}}))
     return {"test": {"f1": 0.5}}
 
+  monkeypatch.setattr(recipe_steps, "finetune", finetune)
   (tmp_path / "ft" / "checkpoints" / "62").mkdir(parents=True)
   (tmp_path / "ft" / "checkpoints_best").mkdir()
   args = (str(tmp_path / "ft"), "/ckpt", "/data/ner/X", 0, True)
-  assert recipe.finetune_one(*args, recipe.FULL, finetune) == {"test": {"f1": 0.5}}
+  assert recipe.finetune_one(*args, recipe.FULL) == {"test": {"f1": 0.5}}
   # A finished fine-tune's training states go (the results are reused, never the states).
   assert sorted(os.listdir(tmp_path / "ft")) == ["config.json", "eval_results.json"]
-  recipe.finetune_one(*args, recipe.FULL, finetune)  # same settings: reused, no call
+  recipe.finetune_one(*args, recipe.FULL)  # same settings: reused, no call
   assert len(calls) == 1
   # Another budget must not report the old run's score: the trainer is called (and
   # refuses the workdir naming the differing keys; the fake here just runs).
   other_lr = 2 * recipe.FULL["finetune_learning_rate"]
-  recipe.finetune_one(*args, dict(recipe.FULL, finetune_learning_rate=other_lr), finetune)
-  assert len(calls) == 2 and calls[1]["learning_rate"] == other_lr
+  recipe.finetune_one(*args, dict(recipe.FULL, finetune_learning_rate=other_lr))
+  assert len(calls) == 2 and calls[1]["optim.learning_rate"] == other_lr
   recipe.finetune_one(str(tmp_path / "ft"), "/other", "/data/ner/X", 0, True,
-                      dict(recipe.FULL, finetune_learning_rate=other_lr), finetune)
+                      dict(recipe.FULL, finetune_learning_rate=other_lr))
   assert len(calls) == 3
 
 
-def test_preempted_finetune_keeps_its_checkpoints_and_stops(tmp_path):
+def test_preempted_finetune_keeps_its_checkpoints_and_stops(tmp_path, monkeypatch):
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
-  preempted = lambda *a, **k: {"preempted": True, "step": 10}  # noqa: E731
+  monkeypatch.setattr(recipe_steps, "finetune",
+                      lambda *a, **k: {"preempted": True, "step": 10})
   with pytest.raises(RuntimeError, match="stopped at step 10.*re-run the same command"):
-    recipe.finetune_one(str(tmp_path), "/ckpt", "/data/ner/X", 0, True, recipe.FULL,
-                        preempted)
+    recipe.finetune_one(str(tmp_path), "/ckpt", "/data/ner/X", 0, True, recipe.FULL)
   assert (tmp_path / "checkpoints" / "10").is_dir()
+
+
+def test_the_route_is_the_library_trainers_with_the_recipe_budgets(tmp_path, monkeypatch):
+  """recipe.run calls pretrain.train and finetune.run (no injected stand-ins) with the
+  budgets of recipe.FULL in their config.optim blocks."""
+  corpus = tmp_path / "data" / "ner" / "X"
+  corpus.mkdir(parents=True)
+  (corpus / "train.tsv").write_text("BRCA1\tO\n.\tO\n")
+  monkeypatch.setenv("BIOBERT_DATA_DIR", str(tmp_path / "data"))
+  pretrained, finetuned = [], []
+
+  def train(config, workdir):
+    pretrained.append(config)
+    os.makedirs(os.path.join(workdir, "export"))
+
+  def run(config, workdir):
+    finetuned.append(config)
+    os.makedirs(workdir, exist_ok=True)
+    result = {"test": {"f1": 0.5}, "dev": {"f1": 0.5}, "history": []}
+    with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
+      json.dump(result, f)
+    return result
+
+  monkeypatch.setattr(pretrain_lib, "train", train)
+  monkeypatch.setattr(finetune_lib, "run", run)
+  s = recipe.FULL
+  summary = recipe.run(str(tmp_path / "job"), s, corpora=["X"], pubmed_files=str(corpus))
+  heads, full = pretrained
+  assert (heads.optim.learning_rate, heads.optim.warmup_steps, heads.trainable) == (
+      s["head_learning_rate"], s["head_steps"] // 10, ("^cls/",))
+  assert (full.optim.learning_rate, full.optim.warmup_steps, full.total_steps) == (
+      s["continue_learning_rate"], s["continue_warmup_steps"], s["continue_steps"])
+  assert [c.init_checkpoint for c in finetuned] == [summary["checkpoint"],
+                                                    summary["continuation"]["export"]]
+  assert {c.optim.learning_rate for c in finetuned} == {s["finetune_learning_rate"]}
+  assert summary["gain"]["X"]["continued"]["mean"] == 0.0
 
 
 def test_summary_gain_is_per_seed_difference():

@@ -21,8 +21,9 @@ def pubmed_run(data_dir, tmp_path_factory):
       data_dir, data_source="corpus", hidden_size=0, num_layers=0, num_heads=0,  # preset
       train_files=str(data_dir / "pretrain" / "pubmed_abstracts.txt"),
       batch_size=16, max_seq_length=64, max_predictions_per_seq=10, total_steps=STEPS,
-      learning_rate=2e-3, warmup_steps=5, log_every=5, checkpoint_every=STEPS,
+      log_every=5, checkpoint_every=STEPS,
       eval_every=30, eval_steps=2, tensorboard=True, **{
+          "optim.learning_rate": 2e-3, "optim.warmup_steps": 5,
           "mesh.data": 1, "mesh.fsdp": -1, "mesh.tensor": 1, "data.shuffle_buffer": 500,
           "data.holdout_every": 10})
   result = pretrain.train(config, str(workdir))
@@ -53,8 +54,9 @@ def test_tiny_preset_loss_goes_down_on_pubmed(pubmed_run):
 def test_init_checkpoint_continues_from_an_export(pubmed_run, data_dir, tmp_path):
   workdir, _ = pubmed_run
   config = tiny_run_config(
-      data_dir, init_checkpoint=str(workdir / "export"), learning_rate=0.0, total_steps=1,
-      max_seq_length=64, max_predictions_per_seq=10, **{"mesh.data": 1, "mesh.fsdp": -1,
+      data_dir, init_checkpoint=str(workdir / "export"), total_steps=1,
+      max_seq_length=64, max_predictions_per_seq=10, **{"optim.learning_rate": 0.0,
+                                                           "mesh.data": 1, "mesh.fsdp": -1,
                                                            "mesh.tensor": 1})
   pretrain.train(config, str(tmp_path / "continued"))
   before = native.load_native(workdir / "export")[1]

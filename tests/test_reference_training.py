@@ -17,6 +17,7 @@ import torch
 import transformers
 
 from biobert_jax import BertConfig, checkpoints, models, sharding
+from biobert_jax.configs.optim import optim_config
 from biobert_jax.tasks.base import SplitData
 from biobert_jax.tasks.re import TASK as RE
 from biobert_jax.train import optim, state as state_lib, step as step_lib
@@ -33,9 +34,8 @@ def _bert_config():
 
 def _train_config():
   c = ml_collections.ConfigDict(dict(
-      learning_rate=2e-3, warmup_proportion=0.25, weight_decay=0.01, b1=0.9, b2=0.999,
-      eps=1e-6, clip_norm=1.0, optimizer="adamw", trainable=(), batch_size=8,
-      num_epochs=2, seed=3, bucket_length=8, group_by_length=2))
+      trainable=(), batch_size=8, num_epochs=2, seed=3, bucket_length=8, group_by_length=2))
+  c.optim = optim_config(learning_rate=2e-3, warmup_proportion=0.25)
   c.re = ml_collections.ConfigDict({"pooling": "cls"})
   return c
 

@@ -5,6 +5,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from biobert_jax import models, sharding
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train import optim
 from biobert_jax.train import state as state_lib
 
@@ -47,7 +48,8 @@ def test_params_and_adam_moments_are_sharded_by_the_rules():
   model = models.BertForPreTraining(tiny_bert_config())
   specs = models.logical_axes(model)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  tx, _ = optim.make_optimizer({"total_steps": 10})
+  tx, _ = optim.make_optimizer(bert_spec(learning_rate=1e-4, warmup_steps=0,
+                                          total_steps=10))
   abstract, shardings = state_lib.state_shardings(models.param_shapes(model), specs, tx, mesh)
   enc = shardings["params"]["encoder"]
   assert enc["embeddings"]["word_embeddings"]["embedding"].spec == P("tensor", "fsdp")

@@ -11,6 +11,7 @@ from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
 from biobert_jax.models import (BertEncoder, BertForPreTraining, BertForTokenClassification,
                                 init_params)
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train.optim import make_optimizer
 
 CFG = BertConfig.preset("tiny", hidden_size=32, num_attention_heads=2, intermediate_size=64,
@@ -135,7 +136,8 @@ def test_freezing_top_k_leaves_frozen_params_bit_identical(pretrained, task_para
   params, _ = surgery.graft_encoder(task_params, pretrained)
   patterns = surgery.trainable_patterns_top_k(CFG, 1)
   assert surgery.trainable_patterns_top_k(CFG, 0) == (r"^(?!encoder/)",)
-  tx, _ = make_optimizer(dict(learning_rate=1e-2, total_steps=10, trainable=patterns))
+  tx, _ = make_optimizer(bert_spec(learning_rate=1e-2, warmup_steps=0, total_steps=10,
+                                   trainable=patterns))
   module = BertForTokenClassification(CFG, num_labels=3)
   ids = jax.random.randint(jax.random.key(0), (4, 10), 0, 50)
   labels = jax.random.randint(jax.random.key(1), (4, 10), 0, 3)

@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from biobert_jax import models, sharding
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train import losses, optim
 from biobert_jax.runtime import ahead
 from biobert_jax.train import state as state_lib
@@ -14,7 +15,7 @@ from biobert_jax.train import step as step_lib
 
 from _pretrain_util import synthetic_batch, tiny_bert_config
 
-OPT = {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 20}
+OPT = bert_spec(learning_rate=1e-3, warmup_steps=2, total_steps=20)
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # same for every run compared
 
 

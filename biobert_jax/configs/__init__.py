@@ -1,1 +1,2 @@
-"""Config helpers owned by the library: dotted-key overrides (`overrides`)."""
+"""Configs owned by the library: the presets (`pretrain`, `finetune`), the shared optimiser
+block (`optim`), the rule helpers (`checks`) and dotted-key overrides (`overrides`)."""

@@ -14,7 +14,7 @@ stream), so switching platform does not change what is trained.
 
 `for_devices(mesh.devices.flat)` is the switch the trainers use; `host_platform()` decides
 it for the process before JAX's backends exist (the allocator settings must come first);
-`setup_process()` is what every main (and `experiments/recipes.py`, for notebooks) calls.
+`setup_process()` is what every main (and the notebooks) calls.
 The persistent compilation cache is kept on every platform: a hit is the compiler's own
 executable, and a restarted pod job gains the most from it.
 """

@@ -86,7 +86,7 @@ class Task(Protocol):
 
   Each adapter module defines a module-level `TASK` (an instance implementing `Task`);
   `biobert_jax.tasks.get_task(name)` imports the module lazily and returns it.
-  Config: `experiments/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
+  Config: `biobert_jax/configs/finetune.py` (`get_config("ner"|"re"|"qa")`), per-task
   settings in the sub-dict named after the task (`config.ner`, `config.re`, `config.qa`).
   """
 

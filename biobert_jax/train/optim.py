@@ -1,11 +1,11 @@
 """Optimisers as BERT trains: AdamW / LAMB, warmup + linear decay, no decay on LayerNorm and
-biases, `trainable` patterns; `optimizer_from_config` serves both trainers.
+biases, `trainable` patterns; `optimizer_from_config` serves both trainers (config.optim).
 """
 from __future__ import annotations
 
 import re
 from typing import Any
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,15 +18,26 @@ from biobert_jax.tree import path_str
 # "scale", which sits under a LayerNorm scope, so the same patterns work on our paths.
 NO_DECAY_PATTERNS = ("LayerNorm", "layer_norm", "bias")
 
-_DEFAULTS = dict(optimizer="adamw", learning_rate=1e-4, warmup_steps=0, total_steps=1,
-                 weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0,
-                 trainable=())
+# make_optimizer's fields: every one required (a config's missing key must not become a
+# default nobody chose). Built from config.optim (biobert_jax/configs/optim.py).
+SPEC_KEYS = ("optimizer", "learning_rate", "warmup_steps", "total_steps", "weight_decay",
+             "b1", "b2", "eps", "clip_norm", "trainable")
+_BLOCK_KEYS = ("optimizer", "learning_rate", "weight_decay", "b1", "b2", "eps", "clip_norm")
 
 
-def _get(cfg: Any, key: str) -> Any:
-  if isinstance(cfg, Mapping):
-    return cfg.get(key, _DEFAULTS[key])
-  return getattr(cfg, key, _DEFAULTS[key])
+def _source(key: str) -> str:
+  """Where a spec field comes from, as the user spells it."""
+  return {"total_steps": "the run's total steps", "trainable": "config.trainable",
+          "warmup_steps": "config.optim.warmup_steps or config.optim.warmup_proportion",
+          }.get(key, f"config.optim.{key}")
+
+
+def _require(cfg: Any, key: str) -> Any:
+  """cfg[key] (a Mapping or ConfigDict); a missing key is one line naming its source."""
+  if key not in cfg:
+    raise ValueError(f"the optimiser needs {_source(key)} ({key!r} is missing; no defaults "
+                     "are filled in)")
+  return cfg[key]
 
 
 def weight_decay_mask(params: Any) -> Any:
@@ -83,26 +94,25 @@ def bert_schedule(learning_rate: float, warmup_steps: int,
 
 
 def make_optimizer(cfg: Any) -> tuple[optax.GradientTransformation, Callable]:
-  """Returns (tx, schedule) for the cfg fields listed in the module docstring.
+  """(tx, schedule) for a spec holding every SPEC_KEYS field (`optimizer_spec` builds one).
 
   Raises:
-    ValueError: for an unknown optimizer name.
+    ValueError: for a missing field (naming `config.optim.<key>`) or an unknown optimizer.
   """
-  schedule = bert_schedule(_get(cfg, "learning_rate"), _get(cfg, "warmup_steps"),
-                           _get(cfg, "total_steps"))
-  name = str(_get(cfg, "optimizer")).lower()
-  kw = dict(b1=float(_get(cfg, "b1")), b2=float(_get(cfg, "b2")),
-            eps=float(_get(cfg, "eps")), weight_decay=float(_get(cfg, "weight_decay")),
-            mask=weight_decay_mask)
+  spec = {key: _require(cfg, key) for key in SPEC_KEYS}
+  schedule = bert_schedule(spec["learning_rate"], spec["warmup_steps"], spec["total_steps"])
+  name = str(spec["optimizer"]).lower()
+  kw = dict(b1=float(spec["b1"]), b2=float(spec["b2"]), eps=float(spec["eps"]),
+            weight_decay=float(spec["weight_decay"]), mask=weight_decay_mask)
   if name == "adamw":
     opt = optax.adamw(schedule, **kw)
   elif name == "lamb":
     opt = optax.lamb(schedule, **kw)
   else:
     raise ValueError(f"cfg.optimizer={name!r}: expected 'adamw' or 'lamb'")
-  clip = float(_get(cfg, "clip_norm"))
+  clip = float(spec["clip_norm"])
   tx = optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
-  trainable = tuple(_get(cfg, "trainable") or ())
+  trainable = tuple(spec["trainable"] or ())
   if trainable:
     # Frozen leaves get set_to_zero: no moments are allocated for them and their update is
     # exactly 0, so they stay bit-identical. Clipping then only sees trainable grads.
@@ -120,33 +130,39 @@ def trainable_from_config(config: Any, extra_trainable: Sequence[str] = ()) -> t
 
 def optimizer_spec(config: Any, total_steps: int, *,
                    extra_trainable: Sequence[str] = ()) -> dict[str, Any]:
-  """The make_optimizer fields of a trainer config: the one place both trainers read its keys.
+  """The make_optimizer fields of a trainer config: the one place both trainers read
+  `config.optim` (every key required: biobert_jax/configs/optim.py).
 
-  Warmup is `config.warmup_steps` when the config has that key (pre-training), else
-  `int(config.warmup_proportion * total_steps)` (fine-tuning, BERT's run_classifier).
-  `extra_trainable` patterns are added to `config.trainable` (e.g. fine-tuning's
-  trainable_top_k). The values are plain and hashable, so the spec also identifies the
-  optimiser (the fine-tuning trainer keys its reusable jitted steps on it).
+  Warmup is `config.optim.warmup_steps` when the block has that key (pre-training), else
+  `int(config.optim.warmup_proportion * total_steps)` (fine-tuning, BERT's
+  run_classifier). `extra_trainable` patterns are added to `config.trainable` (e.g.
+  fine-tuning's trainable_top_k). The values are plain and hashable, so the spec also
+  identifies the optimiser (the fine-tuning trainer keys its reusable jitted steps on it).
 
   Raises:
-    ValueError: for a negative warmup or a warmup proportion outside [0, 1].
+    ValueError: for a missing key, a negative warmup or a warmup proportion outside [0, 1].
   """
-  if "warmup_steps" in config:
-    warmup = int(config.warmup_steps)
+  if "optim" not in config:
+    raise ValueError("the optimiser needs config.optim (biobert_jax/configs/optim.py); "
+                     "it is missing")
+  block = config.optim
+  values = {key: _require(block, key) for key in _BLOCK_KEYS}
+  if "warmup_steps" in block or "warmup_proportion" not in block:
+    warmup = int(_require(block, "warmup_steps"))  # neither key: names both
     key = "warmup_steps"
   else:
-    proportion = float(config.warmup_proportion)
+    proportion = float(block.warmup_proportion)
     if not 0.0 <= proportion <= 1.0:
-      raise ValueError(f"config.warmup_proportion={proportion} must be in [0, 1]")
+      raise ValueError(f"config.optim.warmup_proportion={proportion} must be in [0, 1]")
     warmup = int(proportion * int(total_steps))  # floor, as BERT's run_classifier
     key = "warmup_proportion"
   if warmup < 0:
-    raise ValueError(f"config.{key} gives a negative warmup ({warmup} steps)")
+    raise ValueError(f"config.optim.{key} gives a negative warmup ({warmup} steps)")
   return dict(
-      optimizer=str(config.optimizer), learning_rate=float(config.learning_rate),
+      optimizer=str(values["optimizer"]), learning_rate=float(values["learning_rate"]),
       warmup_steps=warmup, total_steps=int(total_steps),
-      weight_decay=float(config.weight_decay), b1=float(config.b1), b2=float(config.b2),
-      eps=float(config.eps), clip_norm=float(config.clip_norm),
+      weight_decay=float(values["weight_decay"]), b1=float(values["b1"]),
+      b2=float(values["b2"]), eps=float(values["eps"]), clip_norm=float(values["clip_norm"]),
       trainable=trainable_from_config(config, extra_trainable))
 
 

@@ -18,6 +18,7 @@ from biobert_jax import fs, locking, models, sharding
 from biobert_jax.checkpoints import head_labels, surgery
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
+from biobert_jax.configs import finetune as finetune_configs
 from biobert_jax.tasks import Task, TaskData, get_task
 from biobert_jax.train import loop, metrics_writer
 from biobert_jax.train import state as state_lib
@@ -27,8 +28,7 @@ from biobert_jax.trainers import workdir as workdir_lib
 from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
 from biobert_jax.trainers.finetune_program import build_program
 from biobert_jax.trainers.finetune_eval import decode_split, evaluate_split, score_split
-from biobert_jax.trainers.validation import (check_splits, split_notes,
-                                             validate_finetune_config)
+from biobert_jax.trainers.validation import check_splits, split_notes
 from data_pipeline.tokenization import load_tokenizer
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -142,7 +142,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   locking.LockHeld naming the holder, before anything is read or written.
 
   Args:
-    config: an experiments/configs/finetune.py config.
+    config: a biobert_jax/configs/finetune.py config.
     workdir: the run's directory (resumed when it holds this config's checkpoints).
     compiler_options: XLA options for the jitted steps (tests pass
       {"xla_backend_optimization_level": 0} to compile faster).
@@ -152,7 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     The results, or {"preempted": True, "step": s} when SIGTERM stopped training (a
     checkpoint was saved; re-running the same command continues).
   """
-  validate_finetune_config(config, device_count=len(devices) if devices else None)
+  finetune_configs.validate(config, device_count=len(devices) if devices else None)
   workdir = fs.abspath(workdir)
   with locking.hold(workdir):
     return _run(config, workdir, compiler_options, devices)

@@ -111,10 +111,13 @@ def render(info: Mapping[str, Any], config: Mapping[str, Any] | None = None,
                    for h in info.get("heads", [])]
   else:
     label_lines = [f"- {', '.join(labels)}" if labels else "- (none: span prediction)"]
-  budget = {k: config.get(k) for k in ("num_epochs", "batch_size", "learning_rate",
-                                       "max_seq_length", "doc_stride",
-                                       "max_train_examples", "max_eval_examples")
-            if k in config}
+  # The learning rate sits in the optim block (biobert_jax/configs/optim.py).
+  flat = dict(config, **{k: v for k, v in (config.get("optim") or {}).items()
+                         if k == "learning_rate"})
+  budget = {k: flat.get(k) for k in ("num_epochs", "batch_size", "learning_rate",
+                                     "max_seq_length", "doc_stride",
+                                     "max_train_examples", "max_eval_examples")
+            if k in flat}
   cmd = command or info.get("command") or "(not recorded)"
   body = [
       f"# {task} model fine-tuned with biobert-jax", "",

@@ -16,11 +16,11 @@ from biobert_jax import fs, locking, models, runtime as runtime_lib, sharding, t
 from biobert_jax.checkpoints import native
 from biobert_jax.checkpoints.manager import CheckpointManager
 from biobert_jax.config import BertConfig
+from biobert_jax.configs import pretrain as pretrain_configs
 from biobert_jax.train import loop, losses, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
 from biobert_jax.trainers import pretrain_data, workdir as workdir_lib
-from biobert_jax.trainers.validation import validate_pretrain_config
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -163,7 +163,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   The primary process locks the workdir for the run (biobert_jax/locking); when another
   run holds it, every process raises locking.LockHeld before anything is written.
   """
-  validate_pretrain_config(config)
+  pretrain_configs.validate(config)
   workdir = fs.abspath(workdir)
   with locking.hold_for_job(workdir):
     return _train(config, workdir)

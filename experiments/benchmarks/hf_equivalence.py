@@ -42,8 +42,9 @@ def finetune(workdir: str, train_examples: int) -> str:
   from experiments.configs import finetune as finetune_config
   config = finetune_config.get_config("ner")
   config.update(data_dir=str(data_path("ner", "NCBI-disease")), max_train_examples=train_examples,
-                max_eval_examples=200, num_epochs=1, batch_size=32, learning_rate=3e-4,
+                max_eval_examples=200, num_epochs=1, batch_size=32,
                 export_hf=True, tensorboard=False)
+  config.optim.learning_rate = 3e-4
   results = finetune_lib.run(config, workdir)
   print(f"fine-tuned: dev f1 {results['dev']['f1']:.4f} test f1 {results['test']['f1']:.4f}",
         flush=True)

@@ -200,10 +200,11 @@ def make_optimizer(model: Any, config: ml_collections.ConfigDict, total_steps: i
   decay, no_decay = [], []
   for name, p in model.named_parameters():
     (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+  o = config.optim
+  opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
-                          lr=config.learning_rate, betas=(config.b1, config.b2), eps=config.eps)
-  warmup = int(total_steps * config.warmup_proportion)
+                          lr=o.learning_rate, betas=(o.b1, o.b2), eps=o.eps)
+  warmup = int(total_steps * o.warmup_proportion)
   if schedule == "transformers":
     return opt, transformers.get_linear_schedule_with_warmup(opt, warmup, total_steps)
   total = max(int(total_steps), 1)
@@ -268,8 +269,8 @@ def train(model: Any, split: SplitData, config: ml_collections.ConfigDict,
     loss = loss_fn(model, {k: torch.as_tensor(v, dtype=torch.long) for k, v in batch.items()})
     window.append(float(loss.item()))
     loss.backward()
-    if config.clip_norm > 0:
-      torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    if config.optim.clip_norm > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_norm)
     opt.step()
     lr_schedule.step()
     opt.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ from absl import app, flags
 from biobert_jax import models
 from biobert_jax.runtime import host_memory
 from biobert_jax.config import BertConfig
+from biobert_jax.configs.optim import bert_spec
 from biobert_jax.train import optim
 from biobert_jax.train import step as step_lib
 from biobert_jax.trainers.pretrain_data import SyntheticBatches
@@ -89,8 +90,8 @@ def bench(size: str, seq: int) -> list[dict[str, Any]]:
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   c = BertConfig.preset(size, max_position_embeddings=max(512, seq))
   preds = max(1, round(seq * 0.15))
-  tx, schedule = optim.make_optimizer({"learning_rate": 1e-4, "warmup_steps": 10,
-                                       "total_steps": 1000})
+  tx, schedule = optim.make_optimizer(
+      bert_spec(learning_rate=1e-4, warmup_steps=10, total_steps=1000))
   batch = SyntheticBatches(batch_size=_BATCH.value, seq_len=seq, num_predictions=preds,
                            vocab_size=c.vocab_size, seed=0).batch(0)
   batch = jax.device_put(batch)
