@@ -148,6 +148,9 @@ def _mesh(config: Any, device_count: int | None) -> tuple[int, int, int] | None:
   """The resolved (data, fsdp, tensor) shape, or None when the config has no mesh."""
   if not _lookup(config, "mesh")[0]:
     return None
+  _choice(config, "mesh.auto", (True, False))
+  if _lookup(config, "mesh.auto")[1]:  # the axes are searched for (trainers/auto_mesh.py)
+    return None
   sizes = {}
   for axis in MESH_AXES:
     has, value = _lookup(config, f"mesh.{axis}")
