@@ -184,3 +184,32 @@ def test_mains_use_the_shared_parser():
     text = (REPO / "experiments" / f"{main}.py").read_text()
     assert "flags_parser=trainer_flags.parse_flags" in text, main
 
+
+
+@pytest.mark.slow  # two tiny NER fine-tunings: ~15 s with a warm compile cache, more cold
+def test_finetuning_on_auto_equals_the_explicit_mesh(data_dir, tmp_path, capsys):
+  from biobert_jax.configs.overrides import apply_overrides
+  from biobert_jax.trainers import finetune as finetune_lib
+  chars = "abcdefghijklmnopqrstuvwxyz0123456789.,;:()[]-/'\"%+=<>?!&*_"
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars,
+                              *(f"##{c}" for c in chars)]) + "\n")
+  common = {"init_checkpoint": "", "model_preset": "tiny", "vocab_path": str(vocab),
+            "lowercase": 1, "batch_size": 8, "eval_batch_size": 4, "log_every": 1,
+            "learning_rate": 1e-3, "warmup_proportion": 0.0, "save_model": False,
+            "write_predictions": False, "tensorboard": False,
+            "data_dir": str(data_dir / "ner/NCBI-disease"), "max_train_examples": 5,
+            "max_eval_examples": 2, "max_seq_length": 32, "doc_stride": 16,
+            "num_epochs": 1}
+  fast = {"xla_backend_optimization_level": 0}
+  auto = apply_overrides(finetune_configs.get_config("ner"), {**common, "mesh.auto": True})
+  finetune_lib.run(auto, str(tmp_path / "auto"), compiler_options=fast)
+  line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("mesh auto")]
+  chosen = json.loads((tmp_path / "auto" / auto_mesh.MESH_NAME).read_text())
+  mesh = (chosen["data"], chosen["fsdp"], chosen["tensor"])
+  assert len(line) == 1 and 4 % (mesh[0] * mesh[1]) == 0 and np.prod(mesh) == 8
+  explicit = apply_overrides(finetune_configs.get_config("ner"), {
+      **common, "mesh.data": mesh[0], "mesh.fsdp": mesh[1], "mesh.tensor": mesh[2]})
+  finetune_lib.run(explicit, str(tmp_path / "explicit"), compiler_options=fast)
+  np.testing.assert_allclose(_losses(tmp_path / "auto"), _losses(tmp_path / "explicit"),
+                             rtol=1e-5)
