@@ -12,6 +12,7 @@ from biobert_jax import locking, runtime
 from biobert_jax.checkpoints.convert import CheckpointError
 from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.trainers import finetune as finetune_lib
+from experiments import trainer_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.",
                                           lock_config=True)
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=trainer_flags.parse_flags)

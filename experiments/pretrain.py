@@ -15,6 +15,7 @@ from biobert_jax.checkpoints.convert import CheckpointError
 from biobert_jax.checkpoints.manager import CheckpointMismatchError
 from biobert_jax.distributed import initialize_distributed
 from biobert_jax.trainers.pretrain import train
+from experiments import trainer_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pre-training config file.",
                                           lock_config=True)
@@ -50,4 +51,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=trainer_flags.parse_flags)

@@ -96,4 +96,4 @@ def test_sigterm_saves_and_resume_on_another_mesh(data_dir, cache_dir, reference
                **{"mesh.data": 1, "mesh.fsdp": 8, "mesh.tensor": 1})
   _assert_same_run(tmp_path, reference, atol=1e-5)
   config = json.loads((tmp_path / "config.json").read_text())
-  assert config["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert config["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1, "auto": False}

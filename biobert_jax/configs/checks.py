@@ -85,6 +85,9 @@ def mesh(config: Any, device_count: int | None) -> tuple[int, int, int] | None:
   """The resolved (data, fsdp, tensor) shape, or None when the config has no mesh."""
   if not lookup(config, "mesh")[0]:
     return None
+  choice(config, "mesh.auto", (True, False))
+  if lookup(config, "mesh.auto")[1]:  # the axes are searched for (trainers/auto_mesh.py)
+    return None
   sizes = {}
   for axis in MESH_AXES:
     has, value = lookup(config, f"mesh.{axis}")

@@ -84,6 +84,8 @@ def _common_config(task: str) -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  # True (or --config.mesh=auto): the axes above are searched for (docs/planning.md)
+  c.mesh.auto = False
   # Resumable runs: a checkpoint every this many steps and at every epoch end (the
   # newest keep_checkpoints are kept, plus the best epoch's params).
   c.checkpoint_every = 500

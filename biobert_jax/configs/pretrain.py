@@ -87,6 +87,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.mesh.data = 1
   c.mesh.fsdp = -1
   c.mesh.tensor = 1
+  # True (or --config.mesh=auto): the axes above are searched for (docs/planning.md)
+  c.mesh.auto = False
 
   # Bookkeeping.
   c.log_every = 100

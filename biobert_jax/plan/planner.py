@@ -56,36 +56,47 @@ def _pretrain_bert(config: ml_collections.ConfigDict) -> BertConfig:
   return pretrain.model_config(config, vocab)
 
 
-def _compile(jitted: Any, args: tuple) -> Any:
+def _compile(jitted: Any, args: tuple, cache: bool = False) -> Any:
   """Compiles outside the persistent cache: a deviceless executable cannot be loaded
-  back from it (no client), and it would only fill the cache of real runs."""
+  back from it (no client), and it would only fill the cache of real runs. `cache`: on
+  the devices present (the trainers' mesh search), where the run then loads it."""
+  if cache:
+    return _lower_compile(jitted, args)
   cached = jax.config.jax_enable_compilation_cache
   # JAX decides once whether the cache is in use: reset that decision around the switch.
   jax.config.update("jax_enable_compilation_cache", False)
   jax_cache.reset_cache()
+  try:
+    return _lower_compile(jitted, args)
+  finally:
+    jax.config.update("jax_enable_compilation_cache", cached)
+    jax_cache.reset_cache()
+
+
+def _lower_compile(jitted: Any, args: tuple) -> Any:
   try:
     return jitted.lower(*args).compile()
   except Exception as e:  # XLA raises JaxRuntimeError
     if _OOM.search(str(e)):
       raise DoesNotFit(str(e).splitlines()[0][:400]) from e
     raise
-  finally:
-    jax.config.update("jax_enable_compilation_cache", cached)
-    jax_cache.reset_cache()
 
 
-def compile_step(config: ml_collections.ConfigDict, devices: list[Any]
+def compile_step(config: ml_collections.ConfigDict, devices: list[Any], *,
+                 bert: BertConfig | None = None, setup: Any = None, cache: bool = False
                  ) -> tuple[list[Any], analytic.Shape, Any]:
-  """(compiled programs of one train step, the analytic shape, the mesh)."""
+  """(compiled programs of one train step, the analytic shape, the mesh). A trainer
+  passes what it built already: pre-training's `bert`, fine-tuning's `setup`."""
   from biobert_jax.trainers import finetune, pretrain
   if kind_of(config) == "pretrain":
-    bert = _pretrain_bert(config)
+    bert = bert or _pretrain_bert(config)
     program = pretrain.build_program(config, bert, devices)
     shape = analytic.Shape(bert, int(config.batch_size), int(config.max_seq_length),
                            int(config.max_predictions_per_seq), dtype=config.dtype,
                            remat=bool(config.remat))
-    return [_compile(program.train_step, program.abstract_args(config))], shape, program.mesh
-  setup = finetune.build(config)
+    return ([_compile(program.train_step, program.abstract_args(config), cache)], shape,
+            program.mesh)
+  setup = setup or finetune.build(config)
   n_train = setup.splits["train"].num_features
   batch_size = min(int(config.batch_size), n_train)
   total = max(1, n_train // batch_size) * int(config.num_epochs)
@@ -99,9 +110,9 @@ def compile_step(config: ml_collections.ConfigDict, devices: list[Any]
   if hasattr(step, "grad"):  # the CPU runtime's two programs
     grads = state_lib.with_shardings(program.abstract_params, program.shardings["params"])
     loss = {"loss": jax.ShapeDtypeStruct((), "float32")}
-    return ([_compile(step.grad, (state, batch)), _compile(step.update, (state, grads, loss))],
-            shape, program.mesh)
-  return [_compile(step, (state, batch))], shape, program.mesh
+    return ([_compile(step.grad, (state, batch), cache),
+             _compile(step.update, (state, grads, loss), cache)], shape, program.mesh)
+  return [_compile(step, (state, batch), cache)], shape, program.mesh
 
 
 def _gib(n: float) -> str:
@@ -183,12 +194,13 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
   return out
 
 
-def _shape_without_compile(config: ml_collections.ConfigDict) -> analytic.Shape:
+def _shape_without_compile(config: ml_collections.ConfigDict,
+                           bert: BertConfig | None = None) -> analytic.Shape:
   if kind_of(config) == "pretrain":
-    return analytic.Shape(_pretrain_bert(config), int(config.batch_size),
+    return analytic.Shape(bert or _pretrain_bert(config), int(config.batch_size),
                           int(config.max_seq_length), int(config.max_predictions_per_seq),
                           dtype=config.dtype, remat=bool(config.remat))
-  bert = BertConfig.preset(config.model_preset)
+  bert = bert or BertConfig.preset(config.model_preset)
   return analytic.Shape(bert, int(config.batch_size), int(config.max_seq_length), 0,
                         dtype=config.dtype)
 

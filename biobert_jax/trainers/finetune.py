@@ -22,7 +22,7 @@ from biobert_jax.configs import finetune as finetune_configs
 from biobert_jax.tasks import Task, TaskData, get_task
 from biobert_jax.train import loop, metrics_writer
 from biobert_jax.train import state as state_lib
-from biobert_jax.trainers import hf_export, model_card
+from biobert_jax.trainers import auto_mesh, hf_export, model_card
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import workdir as workdir_lib
 from biobert_jax.trainers.finetune_batches import compile_ahead, train_batches
@@ -173,6 +173,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
           f"has only {n_train} features", flush=True)
   steps_per_epoch = n_train // batch_size  # drop the remainder: one compiled shape
   total_steps = steps_per_epoch * int(config.num_epochs)
+  # config.mesh.auto: the axes chosen over these devices (docs/planning.md).
+  config, mesh_choice = auto_mesh.resolve(
+      config, workdir, devices or jax.devices(), bert=setup.bert_config, setup=setup,
+      batch_size=batch_size, eval_batch_size=int(config.eval_batch_size))
   program = build_program(setup, config, batch_size, total_steps, devices, compiler_options)
   mesh, tx, specs = program.mesh, program.tx, program.specs
   abstract_params, abstract_state = program.abstract_params, program.abstract_state
@@ -181,6 +185,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, compiler_options: dict
   # Nothing is written before this check: a re-run with another config stops here.
   # export_hf only adds an export at the end: a re-run may switch it.
   workdir_lib.check_or_record_config(workdir, config, ignore=("export_hf",))
+  auto_mesh.record(workdir, mesh_choice, write=jax.process_index() == 0)
   checkpoints = CheckpointManager(fs.join(workdir, CHECKPOINTS_DIR),
                                   keep=int(config.keep_checkpoints), async_save=True)
   best_checkpoints = CheckpointManager(fs.join(workdir, BEST_DIR), keep=2,

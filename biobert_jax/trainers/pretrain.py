@@ -20,7 +20,7 @@ from biobert_jax.configs import pretrain as pretrain_configs
 from biobert_jax.train import loop, losses, metrics_writer, optim
 from biobert_jax.train import state as state_lib
 from biobert_jax.train import step as step_lib
-from biobert_jax.trainers import pretrain_data, workdir as workdir_lib
+from biobert_jax.trainers import auto_mesh, pretrain_data, workdir as workdir_lib
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -176,6 +176,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
     bert_config, init_params = load_init_checkpoint(config.init_checkpoint, vocab_size)
   else:
     bert_config = model_config(config, vocab_size)
+  # config.mesh.auto: the axes chosen over these devices (docs/planning.md).
+  config, mesh_choice = auto_mesh.resolve(config, workdir, jax.devices(), bert=bert_config)
   program = build_program(config, bert_config)
   model, mesh, tx, specs = program.model, program.mesh, program.tx, program.specs
   abstract_state, shardings = program.abstract_state, program.shardings
@@ -184,6 +186,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   workdir_lib.check_or_record_config(workdir, config,
                                      ignore=("total_steps", "eval_every", "eval_steps"),
                                      write=jax.process_index() == 0)
+  auto_mesh.record(workdir, mesh_choice, write=jax.process_index() == 0)
   if jax.process_index() == 0:
     with workdir_lib.atomic_path(fs.join(workdir, native.CONFIG_NAME)) as tmp:
       bert_config.to_json_file(tmp)
