@@ -196,7 +196,7 @@ def test_finetuning_on_auto_equals_the_explicit_mesh(data_dir, tmp_path, capsys)
                               *(f"##{c}" for c in chars)]) + "\n")
   common = {"init_checkpoint": "", "model_preset": "tiny", "vocab_path": str(vocab),
             "lowercase": 1, "batch_size": 8, "eval_batch_size": 4, "log_every": 1,
-            "learning_rate": 1e-3, "warmup_proportion": 0.0, "save_model": False,
+            "optim.learning_rate": 1e-3, "optim.warmup_proportion": 0.0, "save_model": False,
             "write_predictions": False, "tensorboard": False,
             "data_dir": str(data_dir / "ner/NCBI-disease"), "max_train_examples": 5,
             "max_eval_examples": 2, "max_seq_length": 32, "doc_stride": 16,

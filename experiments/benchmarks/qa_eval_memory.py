@@ -13,7 +13,7 @@ import numpy as np
 
 from biobert_jax.trainers import finetune
 from biobert_jax.trainers.finetune_batches import predict_split
-from experiments.configs import finetune as finetune_configs
+from biobert_jax.configs import finetune as finetune_configs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", "", "init checkpoint ('' = random tiny model)")
