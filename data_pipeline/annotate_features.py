@@ -1,11 +1,9 @@
-"""Annotation features: sentences with offsets -> BERT words -> windows -> length-bucketed
-batches.
-"""
+"""Annotation features: sentences with offsets -> BERT words -> windows -> model inputs."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -97,27 +95,13 @@ def make_windows(tokenizer: Any, texts: Sequence[str], max_seq_length: int, stri
   return out
 
 
-def length_batches(windows: Windows, batch_size: int, bucket: int, max_seq_length: int,
-                   pad_id: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-  """(window indices, padded batch) in length order; every batch has `batch_size` rows.
-
-  A short last batch is filled with copies of its first row (cut off by the caller), so
-  the compiled shapes are only (batch_size, multiples of `bucket`).
-  """
+def window_features(windows: Windows, max_seq_length: int, pad_id: int
+                    ) -> dict[str, np.ndarray]:
+  """The windows as model inputs: [N, max_seq_length] int32 arrays, padded after each
+  window's pieces (batching and trimming are the predictor's)."""
   lengths = np.asarray([len(w) for w in windows.ids], np.int64)
-  order = np.argsort(lengths, kind="stable")
-  for begin in range(0, len(order), batch_size):
-    idx = order[begin:begin + batch_size]
-    longest = int(lengths[idx].max())
-    length = min(max_seq_length, -(-longest // bucket) * bucket) if bucket > 0 else \
-        max_seq_length
-    ids = np.full((batch_size, length), pad_id, np.int32)
-    mask = np.zeros((batch_size, length), np.int32)
-    for row, r in enumerate(idx):
-      ids[row, :lengths[r]] = windows.ids[r]
-      mask[row, :lengths[r]] = 1
-    if len(idx) < batch_size:
-      ids[len(idx):] = ids[0]
-      mask[len(idx):] = mask[0]
-    yield idx, {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-                "attention_mask": mask}
+  ids = np.full((len(lengths), max_seq_length), pad_id, np.int32)
+  mask = (np.arange(max_seq_length)[None] < lengths[:, None]).astype(np.int32)
+  if len(lengths):
+    ids[mask.astype(bool)] = np.concatenate(windows.ids)
+  return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}

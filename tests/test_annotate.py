@@ -15,7 +15,7 @@ import pytest
 from biobert_jax.checkpoints.native import save_native
 from biobert_jax.config import BertConfig
 from biobert_jax.models import BertForTokenClassification, init_params
-from biobert_jax.trainers import annotate
+from biobert_jax.trainers import annotate, batched_predict
 from data_pipeline import annotate_features, annotate_input
 from data_pipeline.corpora.sentences import sentence_spans, split_sentences
 from data_pipeline.tokenization import load_tokenizer, read_vocab
@@ -164,11 +164,16 @@ def test_long_sentences_give_every_word_one_owner(data_dir):
   assert max(len(ids) for ids in windows.ids) <= 16
   words = [text[a:b] for a, b in windows.word_spans[0]]
   assert words[:6] == ["Adenomatous", "polyposis", "coli", "(", "APC", ")"]
-  batches = list(annotate_features.length_batches(windows, 4, 8, 16, tokenizer.pad_id))
-  seen = np.concatenate([idx for idx, _ in batches])
+  features = annotate_features.window_features(windows, 16, tokenizer.pad_id)
+  assert features["input_ids"].shape == (len(windows.ids), 16)
+  for r, ids in enumerate(windows.ids):
+    assert features["attention_mask"][r].sum() == len(ids)
+    assert features["input_ids"][r, :len(ids)].tolist() == ids.tolist()
+    assert set(features["input_ids"][r, len(ids):].tolist()) <= {tokenizer.pad_id}
+  batches = batched_predict.batch_plan(features, 4, 8)
+  seen = np.concatenate([rows for rows, _ in batches])
   assert sorted(seen.tolist()) == list(range(len(windows.ids)))
-  assert all(b["input_ids"].shape[0] == 4 and b["input_ids"].shape[1] % 8 == 0
-             for _, b in batches)
+  assert all(len(rows) <= 4 and length % 8 == 0 for rows, length in batches)
 
 
 def test_pubtator_offsets_count_title_space_abstract(model_dir, data_dir, tmp_path):

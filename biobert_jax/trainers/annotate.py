@@ -27,6 +27,7 @@ from biobert_jax import fs, locking, models, sharding
 from biobert_jax.runtime import xla_options
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.trainers import annotate_outputs as outputs_lib
+from biobert_jax.trainers import batched_predict
 from biobert_jax.trainers import bioc_output
 from biobert_jax.trainers import model_dir as model_dir_lib
 from data_pipeline import annotate_features as features_lib
@@ -80,23 +81,20 @@ class Tagger:
   def predict(self, windows: features_lib.Windows, batch_size: int, bucket: int
               ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """{head: (label ids per sentence's words, confidence per word)}."""
-    pending = []
-    for idx, batch in features_lib.length_batches(windows, batch_size, bucket,
-                                                  self.max_seq_length,
-                                                  self.tokenizer.pad_id):
-      batch = jax.device_put(batch, self.batch_sharding)
-      pending.append((idx, self._forward(self.params, **batch)))  # async dispatch
+    features = features_lib.window_features(windows, self.max_seq_length,
+                                            self.tokenizer.pad_id)
+    outputs = batched_predict.predict_in_batches(self._forward, self.params, features,
+                                                 batch_size, bucket=bucket,
+                                                 put=self.batch_sharding)
     result = {h.name: ([np.zeros(len(w), np.int32) for w in windows.word_spans],
                        [np.zeros(len(w), np.float32) for w in windows.word_spans])
               for h in self.heads}
-    for idx, out in pending:
-      out = jax.device_get(out)
-      for name, (tags, conf) in out.items():
-        word_tags, word_conf = result[name]
-        for row, r in enumerate(idx):
-          s, pos, words = windows.sentence[r], windows.positions[r], windows.words[r]
-          word_tags[s][words] = tags[row, pos]
-          word_conf[s][words] = conf[row, pos]
+    for name, (tags, conf) in (outputs or {}).items():
+      word_tags, word_conf = result[name]
+      for r, (s, pos, words) in enumerate(zip(windows.sentence, windows.positions,
+                                              windows.words)):
+        word_tags[s][words] = tags[r, pos]
+        word_conf[s][words] = conf[r, pos]
     return result
 
 
@@ -104,9 +102,9 @@ class Tagger:
 def _forward_fn(module: Any, single_head: str):
   """jit'd {head: (label id, its probability)} per position; shared by equal modules."""
 
-  def forward(params, input_ids, token_type_ids, attention_mask):
-    out = module.apply({"params": params}, input_ids, token_type_ids, attention_mask,
-                       deterministic=True)
+  def forward(params, batch):
+    out = module.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                       batch["attention_mask"], deterministic=True)
     out = out if isinstance(out, dict) else {single_head: out}
     return {name: (jnp.argmax(logits, -1).astype(jnp.int32),
                    jnp.max(jax.nn.softmax(logits.astype(jnp.float32), -1), -1))

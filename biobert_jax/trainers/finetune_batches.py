@@ -13,6 +13,9 @@ import numpy as np
 
 from biobert_jax.tasks import SplitData
 from biobert_jax.runtime import ahead
+from biobert_jax.trainers import batched_predict
+from biobert_jax.trainers.batched_predict import (bucketed_length, device_dtypes, trim_batch,
+                                                  trimmed_length)
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
@@ -35,42 +38,6 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator,
   else:
     batches = [order[b * batch_size:(b + 1) * batch_size] for b in range(steps)]
   return [np.sort(b) for b in batches]
-
-
-def trimmed_length(attention_mask: np.ndarray, bucket: int) -> int:
-  """The batch's longest row rounded up to a multiple of `bucket` (at most the full length).
-
-  Few distinct lengths means few compilations, and short batches skip most of the padding
-  (NER sentences average ~40 pieces against a max_seq_length of 128).
-  """
-  longest = int(attention_mask.sum(axis=1).max()) if attention_mask.size else 1
-  return _rounded_length(longest, attention_mask.shape[1], bucket)
-
-
-def _rounded_length(longest: int, full: int, bucket: int) -> int:
-  if bucket <= 0:
-    return full
-  return min(full, max(bucket, -(-int(longest) // bucket) * bucket))
-
-
-def trim_batch(batch: dict[str, np.ndarray], length: int, full: int) -> dict[str, np.ndarray]:
-  """Cuts every [B, full, ...] array to [B, length, ...]."""
-  if length == full:
-    return batch
-  return {k: v[:, :length] if v.ndim >= 2 and v.shape[1] == full else v
-          for k, v in batch.items()}
-
-
-def device_dtypes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """int64/float64 host arrays as the int32/float32 the device computes with."""
-  out = {}
-  for k, v in batch.items():
-    if v.dtype.kind in "iu" and v.dtype.itemsize > 4:
-      v = v.astype(np.int32)
-    elif v.dtype.kind == "f" and v.dtype.itemsize > 4:
-      v = v.astype(np.float32)
-    out[k] = v
-  return out
 
 
 def _train_indices(split: SplitData, batch_size: int, steps_per_epoch: int, seed: int,
@@ -117,34 +84,13 @@ def train_lengths(split: SplitData, batch_size: int, steps_per_epoch: int, seed:
   seen: dict[int, None] = {}
   indices = _train_indices(split, batch_size, steps_per_epoch, seed, start_step, group)
   for idx in itertools.islice(indices, max(0, int(total_steps) - int(start_step))):
-    length = (_rounded_length(rows[idx].max(), mask.shape[1], bucket) if bucket > 0
-              else mask.shape[1])
-    seen.setdefault(length, None)
+    seen.setdefault(bucketed_length(rows[idx].max(), mask.shape[1], bucket), None)
   return list(seen)
-
-
-def _predict_order(split: SplitData, bucket: int) -> tuple[np.ndarray, bool]:
-  """(feature order, whether batches are trimmed): sorted by length when bucketing."""
-  mask = split.features.get("attention_mask")
-  use_buckets = bucket > 0 and mask is not None
-  order = (np.argsort(mask.sum(axis=1), kind="stable") if use_buckets
-           else np.arange(split.num_features))
-  return order, use_buckets
 
 
 def predict_lengths(split: SplitData, batch_size: int, bucket: int = 0) -> list[int]:
   """The distinct sequence lengths `predict_split` feeds, in the order it feeds them."""
-  mask = split.features.get("attention_mask")
-  if mask is None:
-    return []
-  order, use_buckets = _predict_order(split, bucket)
-  rows = mask.sum(axis=1)[order]
-  seen: dict[int, None] = {}
-  for start in range(0, split.num_features, batch_size):
-    length = (_rounded_length(rows[start:start + batch_size].max(), mask.shape[1], bucket)
-              if use_buckets else mask.shape[1])
-    seen.setdefault(length, None)
-  return list(seen)
+  return batched_predict.predict_lengths(split.features, batch_size, bucket)
 
 
 def prediction_passes(splits: list[SplitData]) -> list[SplitData]:
@@ -186,40 +132,10 @@ def example_batch(split: SplitData, batch_size: int, length: int) -> dict[str, n
 
 def predict_split(predict_step: Callable, params: Any, split: SplitData, batch_size: int,
                   bucket: int = 0) -> dict[str, np.ndarray]:
-  """Outputs over all features of a split, in feature order.
-
-  The last batch is padded, then cut back. With `bucket` > 0 the features run sorted by
-  length with trimmed padding, and [B, length, ...] outputs are padded back to the full
-  sequence length with zeros (positions that were padding).
-  """
-  n = split.num_features
-  mask = split.features.get("attention_mask")
-  full = mask.shape[1] if mask is not None else 0
-  order, use_buckets = _predict_order(split, bucket)
-  chunks: list[dict[str, np.ndarray]] = []
-  for start in range(0, n, batch_size):
-    idx = order[start:start + batch_size]
-    batch = {k: v[idx] for k, v in split.features.items()}
-    rows = len(idx)
-    if rows < batch_size:  # one batch size for every batch: fewer compilations
-      batch = {k: np.concatenate([v, np.repeat(v[:1], batch_size - rows, axis=0)])
-               for k, v in batch.items()}
-    length = trimmed_length(batch["attention_mask"], bucket) if use_buckets else full
-    out = jax.device_get(predict_step(params, device_dtypes(trim_batch(batch, length, full))))
-    chunk = {}
-    for k, v in out.items():
-      v = np.asarray(v)[:rows]
-      if use_buckets and length < full and v.ndim >= 2 and v.shape[1] == length:
-        pad = [(0, 0), (0, full - length)] + [(0, 0)] * (v.ndim - 2)
-        v = np.pad(v, pad)
-      chunk[k] = v
-    chunks.append(chunk)
-  if not chunks:
-    return {}
-  stacked = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  inverse = np.empty_like(order)
-  inverse[order] = np.arange(n)
-  return {k: v[inverse] for k, v in stacked.items()}
+  """Outputs over all features of a split, in feature order (`predict_in_batches`)."""
+  outputs = batched_predict.predict_in_batches(predict_step, params, split.features,
+                                               batch_size, bucket=bucket)
+  return {} if outputs is None else outputs
 
 
 def compile_ahead(train_step: Any, predict_step: Any, state: Any, splits: dict[str, Any],

@@ -23,6 +23,7 @@ from biobert_jax import fs
 from biobert_jax.metrics import ner as ner_metrics
 from biobert_jax.models import BertForTokenClassification
 from biobert_jax.trainers import annotate_outputs as outputs_lib
+from biobert_jax.trainers import batched_predict
 from biobert_jax.trainers import model_dir as model_dir_lib
 from biobert_jax.trainers import predict_formats
 from data_pipeline import textio
@@ -146,9 +147,9 @@ def _probs_fn(bert_config: Any, num_labels: int):
   module = BertForTokenClassification(bert_config, num_labels=num_labels)
 
   @jax.jit
-  def probs(params, input_ids, token_type_ids, attention_mask):
-    logits = module.apply({"params": params}, input_ids, token_type_ids, attention_mask,
-                          deterministic=True)
+  def probs(params, batch):
+    logits = module.apply({"params": params}, batch["input_ids"], batch["token_type_ids"],
+                          batch["attention_mask"], deterministic=True)
     return jax.nn.softmax(logits, axis=-1)
 
   return probs
@@ -176,19 +177,11 @@ class NerPredictor:
     features, extra = ner_data.build_features(
         aligned, None, cls_id=self.tokenizer.cls_id, sep_id=self.tokenizer.sep_id,
         pad_id=self.tokenizer.pad_id, max_seq_length=self.max_seq_length, stride=self.stride)
-    n = features["input_ids"].shape[0]
-    chunks = []
-    for start in range(0, n, self.batch_size):
-      batch = {k: v[start:start + self.batch_size] for k, v in features.items()}
-      rows = batch["input_ids"].shape[0]
-      if rows < self.batch_size:  # pad to one shape: one compilation for every call
-        batch = {k: np.concatenate([v, np.zeros((self.batch_size - rows,) + v.shape[1:],
-                                                v.dtype)]) for k, v in batch.items()}
-      out = self._probs(self.params, batch["input_ids"], batch["token_type_ids"],
-                        batch["attention_mask"])
-      chunks.append(np.asarray(out)[:rows])
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, self.max_seq_length,
-                                                            len(self.labels)))
+    inputs = {k: features[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    probs = batched_predict.predict_in_batches(self._probs, self.params, inputs,
+                                               self.batch_size)
+    if probs is None:
+      probs = np.zeros((0, self.max_seq_length, len(self.labels)))
     return ner_data.merge_windows(probs, extra, [len(w) for w in words_per_text])
 
   def tag(self, texts: Sequence[str]) -> list[list[dict]]:

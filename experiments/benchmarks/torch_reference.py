@@ -25,7 +25,8 @@ from biobert_jax.checkpoints import names
 from biobert_jax.tasks import get_task
 from biobert_jax.tasks.base import SplitData, TaskData
 from biobert_jax.trainers import finetune, model_dir as model_dir_lib
-from biobert_jax.trainers.finetune_batches import train_batches, trim_batch, trimmed_length
+from biobert_jax.trainers.batched_predict import trim_batch, trimmed_length
+from biobert_jax.trainers.finetune_batches import train_batches
 from data_pipeline.tokenization import load_tokenizer
 
 
@@ -239,7 +240,7 @@ def our_batches(split: SplitData, config: ml_collections.ConfigDict
 
 def trim(batch: dict[str, np.ndarray], bucket: int) -> dict[str, np.ndarray]:
   """Cuts [B, L, ...] arrays to the longest row rounded up to `bucket` (0 = keep L), by our
-  trainer's rule (finetune_batches.trimmed_length / trim_batch)."""
+  trainer's rule (batched_predict.trimmed_length / trim_batch)."""
   if "attention_mask" not in batch:
     return batch
   full = batch["attention_mask"].shape[1]
