@@ -95,11 +95,33 @@ def make_mesh(mesh_config: Mapping[str, int] | Any,
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(get("data", 1), get("fsdp", -1), get("tensor", 1),
                              len(devices))
+  slices = slice_count(devices)
+  if slices > 1:
+    return Mesh(_multi_slice_array(shape, devices, slices), MESH_AXES)
   try:  # topology-aware order on TPU/GPU; on CPU this is a plain reshape.
     device_array = mesh_utils.create_device_mesh(shape, devices)
   except (ValueError, NotImplementedError, AssertionError):
     device_array = np.asarray(devices).reshape(shape)
   return Mesh(device_array, MESH_AXES)
+
+
+def slice_count(devices: Sequence[Any]) -> int:
+  """TPU slices among `devices` (1 for anything without a `slice_index`)."""
+  return len({getattr(d, "slice_index", 0) for d in devices})
+
+
+def _multi_slice_array(shape: tuple[int, int, int], devices: Sequence[Any],
+                       slices: int) -> np.ndarray:
+  """Only `data` crosses the slower network between slices (its gradient all-reduce once
+  a step); fsdp gathers and tensor all-reduces run every layer, so they stay inside a
+  slice, on its interconnect (the layout of jax's `create_hybrid_device_mesh`)."""
+  data, fsdp, tensor = shape
+  if data % slices:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} on {slices} slices: mesh.data "
+                     f"must be a multiple of {slices} (only the data axis crosses slices); "
+                     f"set --config.mesh.data={slices} or a multiple")
+  return mesh_utils.create_hybrid_device_mesh((data // slices, fsdp, tensor),
+                                              (slices, 1, 1), devices)
 
 
 def logical_to_mesh_spec(logical_spec: P | Sequence[str | None] | None,

@@ -4,7 +4,8 @@ r"""Plans a training run for a TPU topology (or N host devices) without the hard
       --topology=v5e:4x4 --config.batch_size=256 --config.remat=True --output=plan.json
 
 Compiles the trainer's own step (biobert_jax.plan; deviceless through libtpu for TPU
-topologies: v4:2x2x1, v5e:4x4, v5e:16x16, v5p:2x2x2, ...; cpu:N for N host devices) and
+topologies: v4:2x2x1, v5e:4x4, v5e:16x16, v5p:2x2x2, ...; several slices as 2xv5e:16x16,
+with --config.mesh.data a multiple of the slices; cpu:N for N host devices) and
 prints memory per device against HBM, the collectives, FLOPs and a roofline step time.
 --search lists the meshes / remat / micro-batch settings that fit, fastest estimate first.
 
@@ -41,7 +42,8 @@ from biobert_jax.plan import planner, search  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A trainer's config file:preset.",
                                           lock_config=True)
-_TOPOLOGY_FLAG = flags.DEFINE_string("topology", None, "v4:2x2x1, v5e:4x4, ... or cpu:N.")
+_TOPOLOGY_FLAG = flags.DEFINE_string(
+    "topology", None, "v4:2x2x1, v5e:4x4, 2xv5e:16x16 (two slices), ..., h100:8 or cpu:N.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the plan as JSON here.")
 _SEARCH = flags.DEFINE_bool("search", False, "Search meshes, remat and micro-batches.")
 _SEARCH_COMPILE = flags.DEFINE_integer("search_compile", 3,
@@ -52,12 +54,16 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  if _SEARCH.value:
-    result = search.search(_CONFIG.value, _TOPOLOGY_FLAG.value, compile_top=_SEARCH_COMPILE.value)
-    print(search.table(result), flush=True)
-  else:
-    result = planner.plan(_CONFIG.value, _TOPOLOGY_FLAG.value)
-    print(planner.table(result), flush=True)
+  try:
+    if _SEARCH.value:
+      result = search.search(_CONFIG.value, _TOPOLOGY_FLAG.value,
+                             compile_top=_SEARCH_COMPILE.value)
+    else:
+      result = planner.plan(_CONFIG.value, _TOPOLOGY_FLAG.value)
+  except ValueError as e:  # a bad topology, mesh or config: one line, not a traceback
+    print(f"plan: error: {e}", file=sys.stderr, flush=True)
+    return 2
+  print((search if _SEARCH.value else planner).table(result), flush=True)
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w", encoding="utf-8") as f:
       json.dump(result, f, indent=2, sort_keys=True, default=float)

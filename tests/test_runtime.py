@@ -11,12 +11,12 @@ from biobert_jax.runtime import ahead
 def test_cpu_picks_the_tricks_and_accelerators_the_plain_step():
   cpu = runtime.for_platform("cpu")
   assert cpu.keep_host_buffers and cpu.split_train_step and cpu.compile_ahead
-  assert cpu.dropout_hash
+  assert cpu.dropout_hash and not cpu.save_named_activations
   for name in ("tpu", "gpu", "cuda", "rocm"):
     rt = runtime.for_platform(name)
     assert not (rt.keep_host_buffers or rt.split_train_step or rt.compile_ahead
                 or rt.dropout_hash), name
-    assert rt.persistent_cache
+    assert rt.persistent_cache and rt.save_named_activations
   assert runtime.for_devices(jax.devices()[:1]).platform == "cpu"
   with pytest.raises(ValueError, match="unknown platform 'npu'"):
     runtime.for_platform("npu")

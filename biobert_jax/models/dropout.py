@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 from biobert_jax import runtime
 from biobert_jax.runtime import dropout_hash
@@ -57,7 +58,7 @@ def dropout(x: jax.Array, rate: float, key: jax.Array, save_mask: bool = True) -
   if threshold >= 1 << _BITS:
     return jnp.zeros_like(x)
   keep_prob = 1.0 - threshold / (1 << _BITS)
-  mask = keep_mask(key, x.shape, rate)
+  mask = checkpoint_name(keep_mask(key, x.shape, rate), "dropout_mask")
   if save_mask and runtime.current().dropout_hash:
     return _masked_scale(x, mask, keep_prob)
   return _scale_kept(x, mask, keep_prob)

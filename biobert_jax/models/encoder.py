@@ -10,7 +10,9 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
+from biobert_jax import runtime
 from biobert_jax.config import BertConfig
 from biobert_jax.models.dropout import Dropout
 from biobert_jax.sharding import constrain
@@ -29,6 +31,12 @@ PER_HEAD = (BATCH, LENGTH, "act_heads", "act_kv")  # [B, L, N, D]
 SCORES = (BATCH, "act_heads", LENGTH, LENGTH)  # [B, N, Lq, Lk]
 WIDE = (BATCH, LENGTH, "act_mlp")  # [B, L, I]
 POOLED = (BATCH, "act_embed")  # [B, H]
+# What a layer keeps for its backward pass without remat: the activations of Korthikanti
+# et al. 2022, sec. 4.1, in the compute dtype, and the dropout masks. The rest (LayerNorm
+# statistics and its float32 copies, GELU's erf, the softmax's inputs) is recomputed from
+# these; left to autodiff, XLA kept several float32 [B, L, H] copies per layer.
+SAVED_ACTIVATIONS = ("query", "key", "value", "attention_probs", "context", "residual_sum",
+                     "layer_norm_out", "mlp_in", "mlp_out", "dropout_mask")
 
 
 def kernel_init(config: BertConfig, names: tuple[str | None, ...]) -> Callable:
@@ -128,7 +136,7 @@ class BertSelfAttention(nn.Module):
           features=(c.num_attention_heads, c.head_dim), axis=-1, dtype=self.dtype,
           param_dtype=self.param_dtype, kernel_init=kernel_init(c, (EMBED, HEADS, KV)),
           bias_init=zeros_init((HEADS, KV)), name=name)(x)
-      return constrain(out, PER_HEAD)
+      return checkpoint_name(constrain(out, PER_HEAD), name)
 
     q, k, v = proj("query"), proj("key"), proj("value")  # [B, L, N, D]
     rate = c.attention_probs_dropout_prob
@@ -140,7 +148,7 @@ class BertSelfAttention(nn.Module):
     dropout = Dropout(rate=rate, save_mask=False)
     ctx = explicit_attention(q, k, v, mask,
                              lambda p: dropout(constrain(p, SCORES), deterministic=False))
-    return constrain(ctx, PER_HEAD)
+    return checkpoint_name(constrain(ctx, PER_HEAD), "context")
 
 
 def explicit_attention(q: Array, k: Array, v: Array, mask: Array,
@@ -153,7 +161,7 @@ def explicit_attention(q: Array, k: Array, v: Array, mask: Array,
   logits = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32)
   logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  probs = dropout(jax.nn.softmax(logits, axis=-1))
+  probs = dropout(checkpoint_name(jax.nn.softmax(logits, axis=-1), "attention_probs"))
   return jnp.einsum("bnts,bsnd->btnd", probs.astype(v.dtype), v)
 
 
@@ -185,8 +193,9 @@ class BertAttentionOutput(nn.Module):
                         kernel_init=kernel_init(c, (HEADS, KV, EMBED)),
                         bias_init=zeros_init((EMBED,)), name="dense")(ctx)
     h = Dropout(rate=c.hidden_dropout_prob)(constrain(h, HIDDEN), deterministic=deterministic)
-    out = layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
-    return constrain(out, HIDDEN)
+    out = layer_norm(c, self.param_dtype, "LayerNorm")(checkpoint_name(h + residual,
+                                                                       "residual_sum"))
+    return checkpoint_name(constrain(out.astype(self.dtype), HIDDEN), "layer_norm_out")
 
 
 class BertIntermediate(nn.Module):
@@ -200,7 +209,8 @@ class BertIntermediate(nn.Module):
   def __call__(self, x: Array) -> Array:
     c = self.config
     h = dense(c, c.intermediate_size, (EMBED, MLP), self.dtype, self.param_dtype, "dense")(x)
-    return constrain(activation(c.hidden_act)(constrain(h, WIDE)), WIDE)
+    h = checkpoint_name(constrain(h, WIDE), "mlp_in")
+    return checkpoint_name(constrain(activation(c.hidden_act)(h), WIDE), "mlp_out")
 
 
 class BertOutput(nn.Module):
@@ -215,8 +225,9 @@ class BertOutput(nn.Module):
     c = self.config
     h = dense(c, c.hidden_size, (MLP, EMBED), self.dtype, self.param_dtype, "dense")(h)
     h = Dropout(rate=c.hidden_dropout_prob)(constrain(h, HIDDEN), deterministic=deterministic)
-    out = layer_norm(c, self.param_dtype, "LayerNorm")(h + residual).astype(self.dtype)
-    return constrain(out, HIDDEN)
+    out = layer_norm(c, self.param_dtype, "LayerNorm")(checkpoint_name(h + residual,
+                                                                       "residual_sum"))
+    return checkpoint_name(constrain(out.astype(self.dtype), HIDDEN), "layer_norm_out")
 
 
 class BertLayer(nn.Module):
@@ -246,11 +257,16 @@ class BertLayerStack(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
     c = self.config
+    # remat: each layer recomputes everything but its input in the backward pass; else, on
+    # accelerators, it keeps SAVED_ACTIVATIONS (see biobert_jax.runtime).
+    # Argument 3 (deterministic; self is 0) is a Python bool and must stay static.
+    saving = not self.remat and runtime.current().save_named_activations
     layer_cls = BertLayer
-    if self.remat:
-      # Recompute each layer's activations in the backward pass (saves activation memory).
-      # Argument 3 (deterministic; self is 0) is a Python bool and must stay static.
-      layer_cls = nn.remat(BertLayer, static_argnums=(3,), prevent_cse=not self.scan_layers)
+    if self.remat or saving:
+      policy = (jax.checkpoint_policies.save_only_these_names(*SAVED_ACTIVATIONS)
+                if saving else None)
+      layer_cls = nn.remat(BertLayer, static_argnums=(3,), prevent_cse=not self.scan_layers,
+                           policy=policy)
     if self.scan_layers:
       scanned = nn.scan(
           layer_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},

@@ -16,6 +16,12 @@ element size e and 1-byte dropout masks): s b h (16 e + 2) + a s^2 b (2 e + 1); 
 their 34 s b h + 5 a s^2 b. With tensor parallelism t the attention and MLP internals divide
 by t, the layer norms and layer inputs do not. With remat, each layer keeps its input
 (s b h e) and one layer's full set is live during its recomputation.
+
+FSDP gathers each weight whole where it is used and reduce-scatters its gradient from a
+whole one (Zhao et al. 2023, "PyTorch FSDP", sec. 3.2). A layer's weights are small
+beside its activations, but BERT's word-embedding table is used at both ends of the step
+(the lookup and the tied MLM projection): its gathered float32 copy and its whole gradient
+are live together, 2 V H 4 bytes (one copy forward-only).
 """
 from __future__ import annotations
 
@@ -84,7 +90,8 @@ def activation_bytes_per_layer(s: Shape, batch_per_device: float, tensor: int) -
 def memory_per_device(s: Shape, *, data: int, fsdp: int, tensor: int) -> dict[str, float]:
   """Bytes per device: params, gradients, optimizer state (all float32, sharded over
   fsdp x tensor; a slight underestimate for the small replicated leaves), activations
-  saved for the backward pass, and the MLM head's float32 logits."""
+  saved for the backward pass, the MLM head's float32 logits, and under fsdp the word
+  embeddings gathered whole (see the module docstring)."""
   b = s.bert
   shard = fsdp * tensor
   p = total_params(b, mlm=s.predictions > 0) * 4 / shard
@@ -101,6 +108,9 @@ def memory_per_device(s: Shape, *, data: int, fsdp: int, tensor: int) -> dict[st
     acts = b.num_hidden_layers * per_layer
   out["activations"] = acts
   out["head"] = batch * s.predictions * b.vocab_size * 4 * 2 / tensor  # logits + their grad
+  copies = 2 if s.training else 1
+  out["gathered_embeddings"] = (copies * b.vocab_size * b.hidden_size * 4 / tensor
+                                if fsdp > 1 else 0.0)
   out["total"] = sum(out.values())
   return out
 

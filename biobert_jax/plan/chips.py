@@ -23,6 +23,7 @@ Sources (consulted for this table; figures as published, dense bf16):
 from __future__ import annotations
 
 import dataclasses
+import math
 
 GIB = 1 << 30
 
@@ -62,6 +63,12 @@ CHIPS: dict[str, Chip] = {
     "cpu": Chip("cpu", 1e11, 16 * GIB, 2e10, 1e10, 1, source="nominal, not a measurement"),
 }
 
+# Host devices share one machine's cores and memory, so no per-device roofline of theirs
+# means anything: the trainers' mesh search gives every mesh the same compute-only time,
+# and its tie-break decides.
+HOST_CHIP = Chip("host", 1e11, 0, math.inf, math.inf, 1,
+                 source="neutral: ranks by the tie-break alone")
+
 # JAX device_kind -> chip name.
 _KINDS = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5e": "v5e", "TPU v5": "v5p",
           "TPU v5p": "v5p", "NVIDIA H100 80GB HBM3": "h100", "cpu": "cpu"}
@@ -78,4 +85,4 @@ def chip_for_kind(device_kind: str) -> Chip:
   return CHIPS[name]
 
 
-__all__ = ["Chip", "CHIPS", "chip_for_kind", "GIB"]
+__all__ = ["Chip", "CHIPS", "HOST_CHIP", "chip_for_kind", "GIB"]

@@ -15,12 +15,26 @@ import re
 _TPU_RE = re.compile(r"^(v4|v5e|v5p|v5litepod|v6e):(\d+(?:x\d+)*)$")
 _CPU_RE = re.compile(r"^cpu:(\d+)$")
 _GPU_RE = re.compile(r"^(h100):(\d+)$")
+# Multi-slice: `2xv5e:16x16` is two v5e:16x16 slices joined by the data-center network.
+_SLICES_RE = re.compile(r"^(\d+)x((?:v4|v5e|v5p):.*)$")
 # TPU_ACCELERATOR_TYPE as Cloud names the slice: v4 and v5p count TensorCores (2 a chip).
 _ACCELERATOR = {"v4": ("v4", 2), "v5e": ("v5litepod", 1), "v5p": ("v5p", 2)}
 
 
+def slices(topology: str) -> tuple[int, str]:
+  """`2xv5e:16x16` -> (2, "v5e:16x16"); a single slice -> (1, topology)."""
+  m = _SLICES_RE.match(topology)
+  if not m:
+    return 1, topology
+  if int(m.group(1)) < 1:
+    raise ValueError(f"--topology={topology!r}: the slice count must be at least 1")
+  return int(m.group(1)), m.group(2)
+
+
 def parse(topology: str) -> tuple[str, tuple[int, ...]]:
-  """`v5e:4x4` -> ("v5e", (4, 4)); `h100:8` -> ("h100", (8,)); `cpu:8` -> ("cpu", (8,))."""
+  """`v5e:4x4` -> ("v5e", (4, 4)); `h100:8` -> ("h100", (8,)); `cpu:8` -> ("cpu", (8,));
+  `2xv5e:4x4` -> ("v5e", (4, 4)): one slice's shape (`slices` gives their number)."""
+  topology = slices(topology)[1]
   m = _CPU_RE.match(topology)
   if m:
     return "cpu", (int(m.group(1)),)
@@ -29,13 +43,14 @@ def parse(topology: str) -> tuple[str, tuple[int, ...]]:
     return m.group(1), (int(m.group(2)),)
   m = _TPU_RE.match(topology)
   if not m or m.group(1) not in _ACCELERATOR:
-    raise ValueError(f"--topology={topology!r}: expected <v4|v5e|v5p>:<AxB[xC]> (e.g. "
-                     f"v5e:4x4, v4:2x2x1), h100:<N> or cpu:<N>")
+    raise ValueError(f"--topology={topology!r}: expected [<slices>x]<v4|v5e|v5p>:<AxB[xC]> "
+                     f"(e.g. v5e:4x4, v4:2x2x1, 2xv5e:16x16), h100:<N> or cpu:<N>")
   return m.group(1), tuple(int(x) for x in m.group(2).split("x"))
 
 
 def deviceless_env(topology: str) -> dict[str, str]:
-  """Environment that keeps libtpu deviceless and off the network for `topology`."""
+  """Environment that keeps libtpu deviceless and off the network for `topology` (for
+  several slices, the accelerator type of one: this host's slice)."""
   kind, dims = parse(topology)
   env = {"JAX_PLATFORMS": "cpu", "TPU_SKIP_MDS_QUERY": "1",
          "TPU_WORKER_HOSTNAMES": "localhost", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
@@ -64,4 +79,4 @@ def apply_deviceless_env(topology: str) -> None:
       os.environ[key] = value
 
 
-__all__ = ["parse", "deviceless_env", "apply_deviceless_env"]
+__all__ = ["parse", "slices", "deviceless_env", "apply_deviceless_env"]

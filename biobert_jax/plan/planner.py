@@ -19,6 +19,7 @@ import jax
 import ml_collections
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
+from biobert_jax import sharding
 from biobert_jax.config import DEFAULT_VOCAB_SIZE, BertConfig
 from biobert_jax.plan import analytic, hlo, topology as topology_lib
 from biobert_jax.train import state as state_lib
@@ -139,6 +140,7 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
   out: dict[str, Any] = {"topology": topology, "platform": devices[0].platform,
                          "device_kind": devices[0].device_kind, "chip": chip.name,
                          "devices": len(devices),
+                         "slices": sharding.slice_count(devices),
                          "chips": len(devices) // chip.devices_per_chip,
                          "kind": kind_of(config), "compile_seconds": time.time() - t0,
                          "hbm_bytes_per_chip": hbm}
@@ -146,7 +148,6 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
   if mesh is not None:
     out["mesh"] = {k: int(v) for k, v in mesh.shape.items()}
   else:
-    from biobert_jax import sharding
     d, f, t = sharding.resolve_mesh_shape(mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor,
                                           len(devices))
     out["mesh"] = {"data": d, "fsdp": f, "tensor": t}
@@ -183,6 +184,9 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict[str, Any]:
                programs=len(programs))
     out["analytic_ratio"] = per_chip["total"] / est["total"] if est["total"] else None
   roof = analytic.roofline(shape, chip, len(devices), est, coll_bytes)
+  if out["slices"] > 1:
+    roof["note"] = ("the data axis's collectives cross the network between slices; the "
+                    "roofline counts every collective at ICI bandwidth (optimistic)")
   out.update(estimated_step_seconds=roof["step_seconds"], estimated_mfu=roof["mfu"],
              tokens_per_second=roof["tokens_per_second"], roofline=roof)
   hosts = max(1, out["chips"] // CHIPS_PER_HOST.get(chip.name, 1))

@@ -15,49 +15,48 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
-import math
 import os
 from typing import Any
 from collections.abc import Callable, Sequence
 
 import ml_collections
 
+from biobert_jax import sharding
 from biobert_jax.config import BertConfig
 from biobert_jax.plan import analytic, chips, hlo, planner, topology as topology_lib
-
-# Host devices share one machine's cores and memory, so no per-device roofline of theirs
-# means anything: every mesh gets the same compute-only time and the tie-break decides.
-HOST_CHIP = chips.Chip("host", 1e11, 0, math.inf, math.inf, 1,
-                       source="neutral: ranks by the tie-break alone")
 
 
 def _divisors(n: int) -> list[int]:
   return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def meshes(n_devices: int, heads: int, batch_sizes: Sequence[int], multiple: int = 1
-           ) -> list[tuple[int, int, int]]:
+def meshes(n_devices: int, heads: int, batch_sizes: Sequence[int], multiple: int = 1,
+           slices: int = 1) -> list[tuple[int, int, int]]:
   """Every (data, fsdp, tensor) filling `n_devices`, tensor ascending then fsdp: tensor
-  divides the heads (at most 8), every batch divides by data x fsdp x `multiple`."""
+  divides the heads (at most 8), every batch divides by data x fsdp x `multiple`, and
+  data is a multiple of the `slices` (only data crosses between slices)."""
   out = []
   for tensor in _divisors(n_devices):
     if heads % tensor or tensor > 8:
       continue
     for fsdp in _divisors(n_devices // tensor):
       data = n_devices // tensor // fsdp
+      if data % slices:
+        continue
       if not any(int(b) % (data * fsdp * multiple) for b in batch_sizes):
         out.append((data, fsdp, tensor))
   return out
 
 
-def candidates(config: ml_collections.ConfigDict, n_devices: int) -> list[dict[str, Any]]:
+def candidates(config: ml_collections.ConfigDict, n_devices: int, slices: int = 1
+               ) -> list[dict[str, Any]]:
   """Settings to try: every mesh of `meshes` for the global batch; remat and
   micro-batches for pre-training."""
   heads = planner._shape_without_compile(config).bert.num_attention_heads
   batch = int(config.batch_size)
   pretrain = planner.kind_of(config) == "pretrain"
   out = []
-  for data, fsdp, tensor in meshes(n_devices, heads, [batch]):
+  for data, fsdp, tensor in meshes(n_devices, heads, [batch], slices=slices):
     per_shard = batch // (data * fsdp)
     for remat, accum in itertools.product((False, True) if pretrain else (False,),
                                           _divisors(per_shard) if pretrain else (1,)):
@@ -122,7 +121,8 @@ def search(config: ml_collections.ConfigDict, topology: str, compile_top: int = 
   chip = topology_lib.chip_of(devices)
   hbm = topology_lib.usable_hbm_bytes(devices)
   rows = rank([estimate(config, c, chip, len(devices))
-               for c in candidates(config, len(devices))], hbm)
+               for c in candidates(config, len(devices), sharding.slice_count(devices))],
+              hbm)
   best = None
   compiled = 0
   for r in rows:
@@ -160,14 +160,14 @@ def device_memory_limit(devices: Sequence[Any]) -> int | None:
 
 
 def chip_for_devices(devices: Sequence[Any]) -> chips.Chip:
-  """The chip table's entry for an accelerator; the neutral HOST_CHIP for host devices
+  """The chip table's entry for an accelerator; the neutral chips.HOST_CHIP for host devices
   and for kinds the table lacks (their ranking is the tie-break alone)."""
   if devices[0].platform == "cpu":
-    return HOST_CHIP
+    return chips.HOST_CHIP
   try:
     return chips.chip_for_kind(devices[0].device_kind)
   except ValueError:
-    return HOST_CHIP
+    return chips.HOST_CHIP
 
 
 def compiled_bytes(config: ml_collections.ConfigDict, devices: Sequence[Any],
@@ -205,7 +205,8 @@ def choose_mesh(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
            "scan_layers": config.get("scan_layers")}
   bert = bert or planner._shape_without_compile(config).bert
   evals = [int(eval_batch_size)] if eval_batch_size else []
-  found = [m for m in meshes(n, bert.num_attention_heads, [config.batch_size], accum)
+  found = [m for m in meshes(n, bert.num_attention_heads, [config.batch_size], accum,
+                            sharding.slice_count(devices))
            if not any(b % (m[0] * m[1]) for b in evals)]
   limit = memory_limit if memory_limit is not None else device_memory_limit(devices)
   local = sum(1 for d in devices if d.process_index == devices[0].process_index)

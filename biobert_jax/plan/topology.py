@@ -2,7 +2,8 @@
 
 `v4:2x2x1`, `v5e:4x4`, `v5p:2x2x2`, ...: libtpu's deviceless topology
 (`jax.experimental.topologies.get_topology_desc(..., platform="tpu")`), whose devices
-`jax.jit(...).lower(...).compile()` builds real TPU executables for. `cpu:N`: the first N
+`jax.jit(...).lower(...).compile()` builds real TPU executables for; `2xv5e:16x16`: two
+such slices (`num_slices`), their devices told apart by `slice_index`. `cpu:N`: the first N
 host devices (the process needs `--xla_force_host_platform_device_count` >= N, which
 `deviceless_env` sets).
 
@@ -26,6 +27,7 @@ import numpy as np
 from biobert_jax.plan import chips, env
 
 parse = env.parse
+parse_slices = env.slices
 deviceless_env = env.deviceless_env
 apply_deviceless_env = env.apply_deviceless_env
 
@@ -44,8 +46,11 @@ def devices(topology: str) -> list[Any]:
   if kind == "h100":
     return _gpu_devices(topology, dims[0])
   name = f"{kind}:{'x'.join(str(d) for d in dims)}"
+  n_slices = parse_slices(topology)[0]
+  extra = {"num_slices": n_slices} if n_slices > 1 else {}
   try:
-    return list(topologies.get_topology_desc(topology_name=name, platform="tpu").devices)
+    return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                             **extra).devices)
   except Exception as e:  # libtpu missing or a shape it does not know
     raise ValueError(f"--topology={topology}: libtpu cannot describe it ({e}); is the "
                      "`tpu` extra (libtpu) installed?") from e

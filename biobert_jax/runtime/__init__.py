@@ -10,7 +10,10 @@ The CPU-tuned machinery was measured on 2-core CPU boxes only:
 On TPU and GPU none of it was measured, so there the trainers compile the standard
 one-program step, draw dropout masks with `jax.random.bernoulli` and leave the allocator
 alone. The masks are the same bits either way (`dropout_hash` reproduces bernoulli's
-stream), so switching platform does not change what is trained.
+stream), so switching platform does not change what is trained. There, too, an encoder
+layer without remat keeps only the activations the analytic estimate counts
+(`models.encoder.SAVED_ACTIVATIONS`) and recomputes the elementwise rest: accelerator
+memory is what limits a pod step; on CPU autodiff's own choice stays, as measured.
 
 `for_devices(mesh.devices.flat)` is the switch the trainers use; `host_platform()` decides
 it for the process before JAX's backends exist (the allocator settings must come first);
@@ -43,6 +46,7 @@ class Runtime:
   split_train_step: bool       # fine-tuning: gradient and update as two programs
   compile_ahead: bool          # every batch shape compiled ahead, in threads
   dropout_hash: bool           # straight-line threefry dropout masks
+  save_named_activations: bool  # layers keep SAVED_ACTIVATIONS only (accelerator memory)
   persistent_cache: bool = True
 
   def traced(self, fn: Callable) -> Callable:
@@ -62,7 +66,7 @@ def for_platform(platform: str) -> Runtime:
     raise ValueError(f"unknown platform {platform!r}; valid: {', '.join(PLATFORMS)}")
   cpu = name == "cpu"
   return Runtime(platform=name, keep_host_buffers=cpu, split_train_step=cpu,
-                 compile_ahead=cpu, dropout_hash=cpu)
+                 compile_ahead=cpu, dropout_hash=cpu, save_named_activations=not cpu)
 
 
 def for_devices(devices: Sequence[Any]) -> Runtime:

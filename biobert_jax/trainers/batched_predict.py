@@ -7,6 +7,7 @@ do the prediction libraries, without pulling in one another.
 """
 from __future__ import annotations
 
+import collections
 from typing import Any
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 
 Batches = list[tuple[np.ndarray, int | None]]
+MAX_IN_FLIGHT = 16  # batches dispatched ahead of the one being fetched
 
 
 def bucketed_length(longest: int, full: int, bucket: int) -> int:
@@ -99,18 +101,22 @@ def predict_in_batches(forward: Callable, params: Any, features: dict[str, np.nd
   (a pytree of [N, ...] arrays) in feature order; None when there are no rows.
 
   Batches follow `batch_plan`. With `put` (a sharding) each batch is placed on the devices
-  first. Every batch is dispatched before any output is fetched, so the devices never wait
-  on the host between batches. [B, length, ...] outputs of trimmed batches are padded back
+  first. Up to MAX_IN_FLIGHT batches are dispatched ahead of the one fetched, so the
+  devices never wait on the host between batches, and a large split's outputs do not all
+  sit on the devices at once. [B, length, ...] outputs of trimmed batches are padded back
   to the full length with zeros (the positions that were padding).
   """
   batches = batch_plan(features, batch_size, bucket)
   if not batches:
     return None
-  pending = []
+  pending: collections.deque = collections.deque()
+  fetched = []
   for rows, length in batches:
     batch = _batch(features, rows, length, batch_size)
     pending.append(forward(params, batch if put is None else jax.device_put(batch, put)))
-  fetched = jax.device_get(pending)
+    if len(pending) > MAX_IN_FLIGHT:
+      fetched.append(jax.device_get(pending.popleft()))
+  fetched += jax.device_get(list(pending))
   full = features["attention_mask"].shape[1] if "attention_mask" in features else None
   return jax.tree.map(lambda *leaves: _gathered(leaves, batches, full), *fetched)
 
