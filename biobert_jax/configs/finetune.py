@@ -13,8 +13,8 @@ import ml_collections
 from biobert_jax.config import BertConfig
 from biobert_jax.configs import checks, optim
 from biobert_jax.models import DTYPES
+from biobert_jax.tasks import NAMES as TASKS
 
-TASKS = ("ner", "re", "qa", "multi_ner")
 NER_SCHEMES = ("iob2", "iob1", "iobes")
 INVALID_I = ("repair", "fail")
 RE_DATASETS = ("auto", "gad", "chemprot", "biobert_tsv")

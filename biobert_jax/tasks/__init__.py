@@ -5,8 +5,10 @@ import importlib
 
 from biobert_jax.tasks.base import SplitData, Task, TaskData
 
+# The one task registry: name -> adapter module (imported on first use).
 _ADAPTERS = {"ner": "biobert_jax.tasks.ner", "re": "biobert_jax.tasks.re",
              "qa": "biobert_jax.tasks.qa", "multi_ner": "biobert_jax.tasks.multi_ner"}
+NAMES = tuple(_ADAPTERS)
 
 
 def get_task(name: str) -> Task:
@@ -16,4 +18,4 @@ def get_task(name: str) -> Task:
   return importlib.import_module(_ADAPTERS[name]).TASK
 
 
-__all__ = ["SplitData", "Task", "TaskData", "get_task"]
+__all__ = ["SplitData", "Task", "TaskData", "get_task", "NAMES"]
