@@ -381,7 +381,8 @@ def plot(continuation: Mapping[str, Any] | None, runs: Mapping[str, Mapping[str,
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("dev entity F1")
     ax.set_title(corpus)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # runs without dev scores draw nothing
+      ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
   plt.close(fig)
