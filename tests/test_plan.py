@@ -1,7 +1,7 @@
 """The planner: the trainers' own steps compiled for TPU topologies that are not here.
 
 Tiny models on small deviceless topologies (libtpu, the `tpu` extra), so each compile
-takes seconds; BERT-base and -large plans live in docs/planning.md (minutes each).
+takes seconds; BERT-base and -large plans live in docs/planning.md (13-82 s each).
 """
 import json
 import os
