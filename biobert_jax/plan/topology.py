@@ -27,7 +27,6 @@ import numpy as np
 from biobert_jax.plan import chips, env
 
 parse = env.parse
-parse_slices = env.slices
 deviceless_env = env.deviceless_env
 apply_deviceless_env = env.apply_deviceless_env
 
@@ -46,7 +45,7 @@ def devices(topology: str) -> list[Any]:
   if kind == "h100":
     return _gpu_devices(topology, dims[0])
   name = f"{kind}:{'x'.join(str(d) for d in dims)}"
-  n_slices = parse_slices(topology)[0]
+  n_slices = env.slices(topology)[0]
   extra = {"num_slices": n_slices} if n_slices > 1 else {}
   try:
     return list(topologies.get_topology_desc(topology_name=name, platform="tpu",
